@@ -1,0 +1,93 @@
+"""Command-line plumbing shared by the entry points: config loading, paths
+from the environment, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Callable, NoReturn
+
+from absl import flags
+import ml_collections
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
+
+
+def setup_logging() -> None:
+  """lm_jax's progress lines on stderr; other libraries' INFO chatter off."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  log = logging.getLogger('lm_jax')
+  if not log.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(message)s',
+                                           '%H:%M:%S'))
+    log.addHandler(handler)
+  log.setLevel(logging.INFO)
+  log.propagate = False
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+  """Prints one line to stderr and exits."""
+  print(f'error: {message}', file=sys.stderr)
+  sys.exit(code)
+
+
+def presets() -> list[str]:
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith('.py') and f not in ('base.py', '__init__.py'))
+
+
+def flags_parser(argv: list[str]) -> list[str]:
+  """absl's parser, with flag errors (an unknown preset or config key, a
+  value of the wrong type) reduced to one line and exit code 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    message = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "Could not override" in message or 'Key' in message:
+      message += ' (see experiments/configs/base.py for the keys)'
+    fail(message)
+  except (FileNotFoundError, ImportError, OSError) as e:
+    fail(f'{e} (presets: {", ".join(presets())})')
+
+
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+  """Fills `data_dir` and `cache_dir` from the environment when unset.
+
+  data_dir: --config.data_dir, else $LM_JAX_DATA.
+  cache_dir: --config.cache_dir, else $LM_JAX_CACHE, else ~/.cache/lm_jax.
+  """
+  with config.unlocked():
+    if not config.data_dir:
+      config.data_dir = os.environ.get('LM_JAX_DATA', '')
+    if not config.cache_dir:
+      config.cache_dir = os.environ.get(
+          'LM_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache',
+                                       'lm_jax'))
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run in `workdir` was trained with."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    fail(f'{workdir} holds no run (no config.json); train one first with '
+         './launch.sh train PRESET --workdir DIR')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def run_guarded(main: Callable[[], object]) -> object:
+  """Runs `main`, turning expected user errors into one line and exit 2."""
+  from lm_jax.data.builders.text_corpus import DataNotFoundError
+  try:
+    return main()
+  except DataNotFoundError as e:
+    fail(str(e))
+  except FileNotFoundError as e:
+    fail(str(e))
+  except ValueError as e:
+    fail(str(e).splitlines()[0])

@@ -1,0 +1,62 @@
+"""Samples text from a trained run:
+
+  python -m experiments.sample --workdir DIR [--prompt TEXT] [--num_tokens N]
+      [--temperature T] [--top_k K] [--top_p P] [--seed S] [--num_samples M]
+"""
+
+import os
+
+from absl import app
+from absl import flags
+
+from experiments import cli
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run.')
+_PROMPT = flags.DEFINE_string('prompt', '\n', 'Text to continue.')
+_NUM_TOKENS = flags.DEFINE_integer('num_tokens', 500, 'Tokens to generate.')
+_TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 for greedy.')
+_TOP_K = flags.DEFINE_integer('top_k', 0, 'Keep the k likeliest (0: all).')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, 'Nucleus mass (1.0: all).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Independent samples.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}')
+  if not _WORKDIR.value:
+    cli.fail('--workdir is required (a folder made by ./launch.sh train)')
+  if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1 or _TOP_K.value < 0:
+    cli.fail('need temperature >= 0, 0 < top_p <= 1 and top_k >= 0')
+  workdir = _WORKDIR.value
+  config = cli.load_run_config(workdir)
+  cli.setup_logging()
+
+  def sample():
+    import jax
+    import numpy as np
+    from lm_jax import decode
+    from lm_jax.data import tokenizers
+    from lm_jax.models import build_model
+    from lm_jax.train.loop import restore_params
+
+    tokenizer = tokenizers.load(os.path.join(workdir, 'tokenizer.json'))
+    model = build_model(config, tokenizer.vocab_size)
+    step, params = restore_params(
+        workdir, config, model, np.zeros((1, config.block_size), np.int32))
+    prompt = tokenizer.encode(_PROMPT.value or '\n')
+    prompts = np.repeat(prompt[None], _NUM_SAMPLES.value, axis=0)
+    tokens = decode.generate(
+        model, params, prompts, _NUM_TOKENS.value,
+        jax.random.key(_SEED.value), max_length=config.block_size,
+        temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
+    print(f'# {workdir} at step {step}')
+    for row in tokens:
+      print(_PROMPT.value + tokenizer.decode(row))
+      print('---')
+
+  cli.run_guarded(sample)
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=cli.flags_parser)

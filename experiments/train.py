@@ -1,0 +1,36 @@
+"""Trains a preset: python -m experiments.train --config PRESET_FILE --workdir DIR
+
+Extra `--config.KEY=VALUE` flags override the preset. A second launch in the
+same workdir resumes from its latest checkpoint.
+"""
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import cli
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Preset file.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    cli.fail(f'unexpected arguments {argv[1:]}; settings are '
+             '--config.KEY=VALUE')
+  if _CONFIG.value is None or _WORKDIR.value is None:
+    cli.fail('--config and --workdir are required')
+  config = _CONFIG.value
+  cli.resolve_paths(config)
+  if config.multihost:
+    from lm_jax.train.parallel import initialize_distributed
+    initialize_distributed(config.coordinator_address, config.num_processes,
+                           config.process_id)
+  cli.setup_logging()
+  from lm_jax.train.loop import train_and_evaluate
+  results = cli.run_guarded(lambda: train_and_evaluate(config, _WORKDIR.value))
+  print('final ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
+
+
+if __name__ == '__main__':
+  app.run(main, flags_parser=cli.flags_parser)

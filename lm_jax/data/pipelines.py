@@ -1,0 +1,97 @@
+"""grain input pipelines. Every batch is a dict of numpy arrays:
+
+  inputs:  int32 `[batch, length]`, the tokens the model reads;
+  targets: int32 `[batch, length]`, the tokens it must predict;
+  weights: float32 `[batch, length]`, 1 for real targets, 0 for padding.
+
+Training streams are indexed by batch number, so the iterator state is one
+integer: a resumed run sees exactly the batches it would have seen, on any
+number of hosts (each host keeps only its own rows of the global batch).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import grain
+import numpy as np
+
+# Effectively endless; grain's range is lazy.
+_ENDLESS = 1 << 40
+
+
+class RandomWindows:
+  """Batch number -> `batch_size` windows at random offsets (nanoGPT style).
+
+  Each batch's offsets come from a generator seeded by (seed, batch number),
+  so any batch can be rebuilt without replaying the ones before it.
+
+  Args:
+    tokens: int32 `[num_tokens]`, the whole split.
+    length: tokens per window the model reads (targets are shifted by 1).
+    batch_size: global batch size.
+    seed: stream seed.
+    rows: the rows of each global batch this host keeps.
+  """
+
+  def __init__(self, tokens: np.ndarray, length: int, batch_size: int,
+               seed: int, rows: slice = slice(None)):
+    if len(tokens) < length + 2:
+      raise ValueError(f'{len(tokens)} tokens are too few for windows of '
+                       f'{length + 1}')
+    self.tokens, self.length, self.batch_size = tokens, length, batch_size
+    self.seed, self.rows = seed, rows
+    self._span = np.arange(length + 1)
+
+  def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([self.seed, batch_index])
+    offsets = rng.integers(0, len(self.tokens) - self.length - 1,
+                           size=self.batch_size)[self.rows]
+    windows = self.tokens[offsets[:, None] + self._span]
+    return {'inputs': windows[:, :-1], 'targets': windows[:, 1:],
+            'weights': np.ones(windows[:, 1:].shape, np.float32)}
+
+
+def lm_train_stream(tokens: np.ndarray, length: int, batch_size: int,
+                    seed: int, rows: slice = slice(None),
+                    prefetch: int = 4) -> grain.DatasetIterator:
+  """An endless, checkpointable iterator of random-window LM batches.
+
+  `get_state()` / `set_state()` on the returned iterator save and restore
+  its position (a JSON-serialisable dict).
+  """
+  dataset = grain.MapDataset.range(0, _ENDLESS).map(
+      RandomWindows(tokens, length, batch_size, seed, rows))
+  return iter(dataset.to_iter_dataset(
+      grain.ReadOptions(num_threads=1, prefetch_buffer_size=prefetch)))
+
+
+def lm_sample_batches(tokens: np.ndarray, length: int, batch_size: int,
+                      seed: int, num_batches: int,
+                      rows: slice = slice(None)) -> list[dict]:
+  """The same `num_batches` random-window batches every call (periodic eval)."""
+  windows = RandomWindows(tokens, length, batch_size, seed, rows)
+  return [windows(i) for i in range(num_batches)]
+
+
+def lm_full_pass(tokens: np.ndarray, length: int, batch_size: int,
+                 rows: slice = slice(None)) -> Iterator[dict]:
+  """Every token of a split predicted once, in non-overlapping windows.
+
+  Window k reads tokens[k*length : (k+1)*length] and predicts the next
+  token of each; the last window and the last batch are padded with
+  zero-weight positions, so every batch has the same shape.
+  """
+  num_targets = len(tokens) - 1
+  num_windows = -(-num_targets // length)
+  num_batches = -(-num_windows // batch_size)
+  padded = np.zeros(num_batches * batch_size * length + 1, np.int32)
+  padded[:len(tokens)] = tokens
+  weights = np.zeros(num_batches * batch_size * length, np.float32)
+  weights[:num_targets] = 1.0
+  inputs = padded[:-1].reshape(num_batches, batch_size, length)
+  targets = padded[1:].reshape(num_batches, batch_size, length)
+  weights = weights.reshape(num_batches, batch_size, length)
+  for b in range(num_batches):
+    yield {'inputs': inputs[b][rows], 'targets': targets[b][rows],
+           'weights': weights[b][rows]}

@@ -1,0 +1,95 @@
+"""GPT: a decoder-only causal Transformer language model (Radford et al.).
+
+token embedding + positions -> N pre-LN causal blocks -> final LayerNorm ->
+logits through the transposed token embedding (tied head).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm_jax.nn.attention import causal_mask
+from lm_jax.nn.positional import make_positions
+from lm_jax.nn.transformer import TransformerBlock
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  """Hyperparameters of `GPT` (the subset of the run config it needs)."""
+
+  vocab_size: int
+  num_layers: int = 4
+  num_heads: int = 4
+  embed_dim: int = 128
+  mlp_ratio: int = 4
+  max_length: int = 64
+  dropout_rate: float = 0.0
+  positional: str = 'learned'
+  use_bias: bool = True
+  activation: str = 'gelu'
+  dtype: str = 'float32'
+
+
+class GPT(nn.Module):
+  """Causal Transformer LM.
+
+  Attributes:
+    config: the hyperparameters.
+  """
+
+  config: GPTConfig
+
+  @nn.compact
+  def __call__(self, tokens: Array, train: bool = False,
+               decode: bool = False) -> Array:
+    """Next-token logits for every position.
+
+    Args:
+      tokens: int `[batch, length]`.
+      train: enables dropout (needs a 'dropout' rng).
+      decode: incremental decoding with a KV cache (mutable 'cache'); the
+        tokens are appended after those already cached.
+
+    Returns:
+      float32 logits `[batch, length, vocab_size]`.
+    """
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    batch, length = tokens.shape
+    embed = nn.Embed(cfg.vocab_size, cfg.embed_dim,
+                     embedding_init=nn.initializers.normal(0.02),
+                     dtype=dtype, name='token_embedding')
+
+    if decode:
+      # Track where the new tokens start; the attention caches track the same.
+      initialised = self.has_variable('cache', 'position')
+      position = self.variable('cache', 'position',
+                               lambda: jnp.array(0, jnp.int32))
+      start = position.value if initialised else 0
+      if initialised:
+        position.value = start + length
+      mask = None  # built from each layer's cache index
+    else:
+      start = 0
+      mask = causal_mask(length)
+    positions = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
+
+    x = embed(tokens) + make_positions(
+        cfg.positional, cfg.max_length, cfg.embed_dim, dtype, jnp.float32)(
+            positions)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    for i in range(cfg.num_layers):
+      x = TransformerBlock(
+          num_heads=cfg.num_heads, mlp_dim=cfg.mlp_ratio * cfg.embed_dim,
+          dropout_rate=cfg.dropout_rate, pre_norm=True,
+          activation=cfg.activation, use_bias=cfg.use_bias,
+          num_layers=cfg.num_layers, dtype=dtype, name=f'block_{i}')(
+              x, mask=mask, deterministic=not train, decode=decode)
+    x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
+    return embed.attend(x).astype(jnp.float32)

@@ -1,0 +1,225 @@
+"""Attention: masks, scaled dot-product attention and multi-head attention.
+
+Shapes follow one convention throughout lm_jax: activations are
+`[batch, length, features]`, per-head tensors are `[batch, length, heads,
+head_dim]` and masks are boolean `[batch | 1, heads | 1, q_length, k_length]`
+where True means "may attend".
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def causal_mask(length: int) -> Array:
+  """Lower-triangular mask so position i sees positions <= i.
+
+  Returns:
+    Boolean `[1, 1, length, length]`.
+  """
+  idx = jnp.arange(length)
+  return (idx[None, :] <= idx[:, None])[None, None]
+
+
+def padding_mask(query_valid: Array, key_valid: Array) -> Array:
+  """Mask from per-token validity (True for real tokens, False for padding).
+
+  Args:
+    query_valid: `[batch, q_length]` booleans.
+    key_valid: `[batch, k_length]` booleans.
+
+  Returns:
+    Boolean `[batch, 1, q_length, k_length]`.
+  """
+  return (query_valid[:, :, None] & key_valid[:, None, :])[:, None]
+
+
+def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
+  """Logical AND of the masks that are not None (None if all are None)."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  out = masks[0]
+  for m in masks[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: Optional[Array] = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    deterministic: bool = True,
+    return_weights: bool = False,
+):
+  """softmax(q k^T / sqrt(d)) v, computed per head.
+
+  Args:
+    query: `[batch, q_length, heads, head_dim]`.
+    key: `[batch, k_length, heads, head_dim]`.
+    value: `[batch, k_length, heads, head_dim]`.
+    mask: boolean, broadcastable to `[batch, heads, q_length, k_length]`.
+    dropout_rate: dropout on the attention weights.
+    dropout_rng: PRNG key for that dropout.
+    deterministic: disables dropout.
+    return_weights: also return the `[batch, heads, q, k]` weights.
+
+  Returns:
+    `[batch, q_length, heads, head_dim]`, and the weights if asked for.
+  """
+  dtype = query.dtype
+  query = query / jnp.sqrt(query.shape[-1]).astype(dtype)
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key)
+  # Softmax in float32: bf16 logits lose too much precision in the exponent.
+  logits = logits.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if mask is not None:
+    # Rows with no visible key (all padding) get zero weights, not uniform.
+    weights = jnp.where(mask, weights, 0.0)
+  weights = weights.astype(dtype)
+  if not deterministic and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(dtype)
+  out = jnp.einsum('bhqk,bkhd->bqhd', weights, value)
+  return (out, weights) if return_weights else out
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention with fused projections and an optional KV cache.
+
+  Self-attention (`inputs_kv=None`) projects q, k and v with one matmul;
+  cross-attention projects q from `inputs_q` and k, v (fused) from
+  `inputs_kv`.
+
+  With `decode=True` the module keeps a `cache` collection holding the keys
+  and values seen so far (`[batch, max_length, heads, head_dim]`) and the
+  index of the next free slot, so autoregressive decoding costs O(length) per
+  token. A call may append several positions at once (prompt prefill); each
+  new query sees the cached keys and the new keys up to its own position.
+
+  Attributes:
+    num_heads: number of heads.
+    head_dim: features per head (default: input features / heads).
+    out_features: output features (default: input features).
+    dropout_rate: dropout on attention weights.
+    use_bias: biases on the projections.
+    dtype: computation dtype (params stay in `param_dtype`).
+    param_dtype: parameter dtype.
+    kernel_init: initializer of the q/k/v projections.
+    out_kernel_init: initializer of the output projection.
+  """
+
+  num_heads: int
+  head_dim: Optional[int] = None
+  out_features: Optional[int] = None
+  dropout_rate: float = 0.0
+  use_bias: bool = True
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+  out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+
+  @nn.compact
+  def __call__(
+      self,
+      inputs_q: Array,
+      inputs_kv: Optional[Array] = None,
+      mask: Optional[Array] = None,
+      deterministic: bool = True,
+      decode: bool = False,
+      return_weights: bool = False,
+  ):
+    """Attends from `inputs_q` to `inputs_kv` (or to itself).
+
+    Args:
+      inputs_q: `[batch, q_length, features]`.
+      inputs_kv: `[batch, k_length, kv_features]`, or None for self-attention.
+      mask: boolean, broadcastable to `[batch, heads, q_length, k_length]`.
+        Ignored for the cached self-attention part in decode mode, whose
+        causal mask is built from the cache index.
+      deterministic: disables dropout.
+      decode: use and update the KV cache (self-attention only).
+      return_weights: also return the attention weights.
+
+    Returns:
+      `[batch, q_length, out_features]` (and `[batch, heads, q, k]` weights).
+    """
+    features = inputs_q.shape[-1]
+    head_dim = self.head_dim or features // self.num_heads
+    out_features = self.out_features or features
+    dense = lambda n, name: nn.DenseGeneral(  # noqa: E731
+        (n, self.num_heads, head_dim), use_bias=self.use_bias,
+        dtype=self.dtype, param_dtype=self.param_dtype,
+        kernel_init=self.kernel_init, name=name)
+
+    if inputs_kv is None:
+      qkv = dense(3, 'qkv')(inputs_q)  # [batch, length, 3, heads, head_dim]
+      query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    else:
+      if decode:
+        raise ValueError('The KV cache is for self-attention only; cache '
+                         'cross-attention keys by running the encoder once.')
+      query = dense(1, 'query')(inputs_q)[:, :, 0]
+      kv = dense(2, 'kv')(inputs_kv)
+      key, value = kv[:, :, 0], kv[:, :, 1]
+
+    if decode:
+      key, value, mask = self._update_cache(key, value)
+
+    dropout_rng = None
+    if not deterministic and self.dropout_rate > 0.0:
+      dropout_rng = self.make_rng('dropout')
+    out = dot_product_attention(
+        query, key, value, mask=mask, dropout_rate=self.dropout_rate,
+        dropout_rng=dropout_rng, deterministic=deterministic,
+        return_weights=return_weights)
+    if return_weights:
+      out, weights = out
+    out = nn.DenseGeneral(
+        out_features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
+        param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
+        name='out')(out)
+    return (out, weights) if return_weights else out
+
+  def _update_cache(self, key: Array, value: Array):
+    """Appends `key`/`value` (`[batch, new, heads, head_dim]`) to the cache.
+
+    The cache's length is fixed by the shapes seen at initialisation (call
+    `init` with a `[batch, max_length]` input and `decode=True`).
+
+    Returns:
+      All cached keys and values `[batch, max_length, heads, head_dim]` and
+      the `[1, 1, new, max_length]` mask of what each new query may see.
+    """
+    initialised = self.has_variable('cache', 'key')
+    cached_key = self.variable('cache', 'key', jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable('cache', 'value', jnp.zeros, value.shape,
+                                 value.dtype)
+    index = self.variable('cache', 'index', lambda: jnp.array(0, jnp.int32))
+    if not initialised:
+      # The init pass only sizes the cache; there is nothing to attend to.
+      max_length = key.shape[1]
+      return key, value, causal_mask(max_length)
+    new = key.shape[1]
+    max_length = cached_key.value.shape[1]
+    start = index.value
+    cached_key.value = jax.lax.dynamic_update_slice(
+        cached_key.value, key.astype(cached_key.value.dtype), (0, start, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(
+        cached_value.value, value.astype(cached_value.value.dtype),
+        (0, start, 0, 0))
+    index.value = start + new
+    query_pos = start + jnp.arange(new)
+    mask = jnp.arange(max_length)[None, :] <= query_pos[:, None]
+    return cached_key.value, cached_value.value, mask[None, None]

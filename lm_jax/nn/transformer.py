@@ -1,0 +1,156 @@
+"""Transformer blocks shared by GPT, the encoder-decoder Transformer and BERT.
+
+One block type covers the three uses: an encoder block (self-attention with a
+padding mask), a causal decoder block (GPT) and a decoder block with
+cross-attention (the translation Transformer). `pre_norm` selects pre-LN
+(GPT-2, most modern models) or post-LN (the original Transformer and BERT).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm_jax.nn.attention import MultiHeadAttention
+
+Array = jax.Array
+
+ACTIVATIONS = {
+    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+    'relu': jax.nn.relu,
+}
+
+
+class MLP(nn.Module):
+  """Position-wise feed-forward network: dense -> activation -> dense.
+
+  Attributes:
+    hidden_dim: inner width (4x the model width in GPT and BERT).
+    activation: a key of `ACTIVATIONS`.
+    dropout_rate: dropout on the output.
+    use_bias: biases on both dense layers.
+    out_kernel_init: initializer of the second layer (GPT-2 scales it down
+      with depth so the residual stream's variance stays bounded).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+
+  hidden_dim: int
+  activation: str = 'gelu'
+  dropout_rate: float = 0.0
+  use_bias: bool = True
+  out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool = True) -> Array:
+    """`[batch, length, dim]` -> `[batch, length, dim]`."""
+    dim = x.shape[-1]
+    h = nn.Dense(self.hidden_dim, use_bias=self.use_bias, dtype=self.dtype,
+                 param_dtype=self.param_dtype,
+                 kernel_init=nn.initializers.normal(0.02), name='fc')(x)
+    h = ACTIVATIONS[self.activation](h)
+    h = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype,
+                 param_dtype=self.param_dtype,
+                 kernel_init=self.out_kernel_init, name='proj')(h)
+    return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+
+
+class TransformerBlock(nn.Module):
+  """Self-attention, optional cross-attention and an MLP, each residual.
+
+  Attributes:
+    num_heads: attention heads.
+    mlp_dim: MLP inner width.
+    dropout_rate: dropout on each sub-layer's output.
+    attention_dropout_rate: dropout on attention weights.
+    pre_norm: LayerNorm before each sub-layer (True) or after the residual
+      sum (False, as in the original Transformer and BERT).
+    cross_attention: add an encoder-decoder attention sub-layer.
+    activation: MLP activation, a key of `ACTIVATIONS`.
+    use_bias: biases in dense and LayerNorm layers.
+    num_layers: depth of the whole stack, used to scale the residual
+      projections' init by 1/sqrt(2 * num_layers) as in GPT-2.
+    layer_norm_epsilon: LayerNorm epsilon.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  pre_norm: bool = True
+  cross_attention: bool = False
+  activation: str = 'gelu'
+  use_bias: bool = True
+  num_layers: int = 1
+  layer_norm_epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  def _norm(self, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=self.layer_norm_epsilon,
+                        use_bias=self.use_bias, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=name)
+
+  def _sublayer(self, x: Array, fn, name: str, deterministic: bool) -> Array:
+    """x + dropout(fn(norm(x))) for pre-LN; norm(x + dropout(fn(x))) post-LN."""
+    drop = nn.Dropout(self.dropout_rate)
+    if self.pre_norm:
+      return x + drop(fn(self._norm(name)(x)), deterministic=deterministic)
+    return self._norm(name)(x + drop(fn(x), deterministic=deterministic))
+
+  @nn.compact
+  def __call__(
+      self,
+      x: Array,
+      mask: Optional[Array] = None,
+      encoded: Optional[Array] = None,
+      encoder_mask: Optional[Array] = None,
+      deterministic: bool = True,
+      decode: bool = False,
+  ) -> Array:
+    """Applies the block.
+
+    Args:
+      x: `[batch, length, dim]`.
+      mask: self-attention mask, broadcastable to `[batch, heads, q, k]`.
+      encoded: encoder output `[batch, src_length, dim]` (cross-attention).
+      encoder_mask: cross-attention mask `[batch, 1, length, src_length]`.
+      deterministic: disables dropout.
+      decode: use the self-attention KV cache.
+
+    Returns:
+      `[batch, length, dim]`.
+    """
+    residual_init = nn.initializers.normal(0.02 / math.sqrt(2 * self.num_layers))
+    attention = lambda name: MultiHeadAttention(  # noqa: E731
+        num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
+        use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+        out_kernel_init=residual_init, name=name)
+
+    self_attention = attention('self_attention')
+    x = self._sublayer(
+        x, lambda h: self_attention(h, mask=mask, deterministic=deterministic,
+                                    decode=decode),
+        'self_attention_norm', deterministic)
+    if self.cross_attention:
+      cross = attention('cross_attention')
+      x = self._sublayer(
+          x, lambda h: cross(h, encoded, mask=encoder_mask,
+                             deterministic=deterministic),
+          'cross_attention_norm', deterministic)
+    mlp = MLP(self.mlp_dim, activation=self.activation,
+              dropout_rate=0.0, use_bias=self.use_bias,
+              out_kernel_init=residual_init, dtype=self.dtype,
+              param_dtype=self.param_dtype, name='mlp')
+    return self._sublayer(
+        x, lambda h: mlp(h, deterministic=deterministic), 'mlp_norm',
+        deterministic)

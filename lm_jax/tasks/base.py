@@ -1,0 +1,62 @@
+"""What the training loop needs from a task: a model, a loss and data.
+
+Tasks differ by model, loss and data, never by training loop: the loop in
+`lm_jax.train.loop` drives any `Task`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable, Iterator
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+Array = jax.Array
+# name -> (sum, count); averages are sum / count after summing over devices,
+# micro-batches and steps.
+Metrics = dict[str, tuple[Array, Array]]
+
+
+class Task(abc.ABC):
+  """A trainable task.
+
+  Args:
+    config: the run config.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def prepare(self, workdir: str) -> None:
+    """Loads the data and writes what sampling needs (the tokenizer)."""
+
+  @property
+  @abc.abstractmethod
+  def model(self) -> nn.Module:
+    """The model, available after `prepare`."""
+
+  @abc.abstractmethod
+  def dummy_batch(self) -> dict:
+    """A small batch with the real shapes but the batch size, for init."""
+
+  @abc.abstractmethod
+  def loss(self, params: Any, batch: dict, rng: Array, train: bool) -> Metrics:
+    """Summed metrics of `batch`; the 'loss' entry is what is minimised."""
+
+  @abc.abstractmethod
+  def train_stream(self, rows: slice) -> Iterator[dict]:
+    """Endless training batches (this host's `rows` of each global batch).
+
+    The iterator has `get_state()` / `set_state()` for checkpointing.
+    """
+
+  @abc.abstractmethod
+  def eval_batches(self, rows: slice, full: bool) -> Iterable[dict]:
+    """Validation batches: `eval_steps` of them, or the whole split."""
+
+  def summarize(self, averages: dict[str, float]) -> dict[str, float]:
+    """Adds derived figures (perplexity, bits per token) to averages."""
+    return averages

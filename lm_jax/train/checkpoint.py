@@ -1,0 +1,113 @@
+"""Checkpoints: the only module that imports Orbax.
+
+A checkpoint holds the train state (params, optimizer state, step), the
+input pipeline's iterator state and the run config, each as one Orbax item.
+The RNG needs no item: every step's key is derived from the seed and the
+step, so a resumed run draws the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+_ITEMS = ('state', 'data', 'config')
+
+log = logging.getLogger('lm_jax')
+
+
+class Checkpointer:
+  """Periodic, asynchronous saves into `workdir/checkpoints`, keeping N.
+
+  Args:
+    workdir: the run's directory.
+    max_to_keep: how many recent checkpoints survive.
+    save_every: steps between periodic saves (0: only when forced).
+    async_save: write in a background thread while training goes on.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int = 3, save_every: int = 0,
+               async_save: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        enable_async_checkpointing=async_save,
+        create=True)
+    self._save_every = save_every
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=_ITEMS)
+
+  def steps(self) -> list[int]:
+    """Steps of the finished checkpoints, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def is_save_step(self, step: int) -> bool:
+    """Whether `step` is one of the periodic save steps."""
+    return self._save_every > 0 and step % self._save_every == 0
+
+  def save(self, step: int, state: Any, data_state: dict, config: dict
+           ) -> bool:
+    """Saves (asynchronously) unless `step` is saved already."""
+    if step in self._manager.all_steps():
+      return False
+    return self._manager.save(
+        step, force=True,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave(config)))
+
+  def restore_latest(self, abstract_state: Any
+                     ) -> Optional[tuple[int, Any, dict]]:
+    """Restores the newest readable checkpoint.
+
+    A checkpoint that fails to read (a killed write, a corrupt file) is
+    skipped with a warning and the one before it is tried.
+
+    Args:
+      abstract_state: the state's structure as `jax.ShapeDtypeStruct`s
+        carrying the shardings to restore onto (so a checkpoint written on
+        N devices restores on 1, and the reverse).
+
+    Returns:
+      (step, state, data iterator state), or None if there is none.
+    """
+    for step in reversed(self.steps()):
+      try:
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore()))
+      except Exception as e:  # noqa: BLE001 - any read failure means corrupt.
+        log.warning('checkpoint at step %d in %s is unreadable (%s: %s); '
+                        'trying the previous one', step, self.directory,
+                        type(e).__name__, str(e).splitlines()[0][:200])
+        continue
+      return step, restored.state, dict(restored.data)
+    return None
+
+  def restore_params(self, abstract_state: Any) -> tuple[int, Any]:
+    """The newest readable train state, for sampling and evaluation."""
+    restored = self.restore_latest(abstract_state)
+    if restored is None:
+      raise FileNotFoundError(f'no readable checkpoint in {self.directory}')
+    return restored[0], restored[1]
+
+  def wait(self) -> None:
+    """Blocks until any asynchronous save has finished."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(tree: Any, sharding: Any) -> Any:
+  """ShapeDtypeStructs of `tree`'s arrays, placed with `sharding`."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      tree)

@@ -1,0 +1,193 @@
+"""train_and_evaluate(config, workdir): the one training loop of lm_jax.
+
+Every task runs through here. The loop:
+  1. prepares the task (data, tokenizer, model) and a data-parallel mesh;
+  2. initialises or restores the train state and the data iterator;
+  3. runs the jit-compiled `train_step` with the batch sharded on `data`;
+  4. logs, evaluates and checkpoints on schedule;
+  5. ends with a checkpoint and an exact evaluation on the whole split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lm_jax import tasks
+from lm_jax.train import checkpoint, optim, parallel
+from lm_jax.train.logging import MetricWriter, Progress
+from lm_jax.train.steps import (TrainState, averages, make_eval_step,
+                                make_train_step)
+
+log = logging.getLogger('lm_jax')
+
+
+def _profile_window(spec: str) -> Optional[tuple[int, int]]:
+  """'START:STOP' -> (START, STOP) steps to trace; '' -> None."""
+  if not spec:
+    return None
+  start, stop = (int(s) for s in spec.split(':'))
+  return start, stop
+
+
+def _state_initializer(model, tx, inputs: np.ndarray):
+  def init(rng) -> TrainState:
+    params = model.init({'params': rng}, inputs)['params']
+    return TrainState(jnp.array(0, jnp.int32), params, tx.init(params))
+  return init
+
+
+def init_state(model, tx, inputs: np.ndarray, seed: int, mesh) -> TrainState:
+  """Fresh parameters and optimizer state, replicated over `mesh`."""
+  return jax.jit(_state_initializer(model, tx, inputs),
+                 out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
+
+
+def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
+  """Averages of the summed metrics over `batches` (exact, any device count)."""
+  total = None
+  for batch in batches:
+    metrics = eval_step(params, parallel.to_global(batch, mesh))
+    total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+  return averages(parallel.to_host(total))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> dict[str, float]:
+  """Trains `config`'s task in `workdir`, resuming from its checkpoints.
+
+  Returns:
+    The final evaluation's figures (`eval_loss`, `eval_perplexity`, ...).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  task = tasks.make_task(config)
+  task.prepare(workdir)
+  mesh = parallel.make_data_mesh(config.num_devices)
+  parallel.check_batch_size(config.batch_size, mesh)
+  if config.batch_size % (config.grad_accum_steps * mesh.size):
+    raise ValueError(f'batch_size {config.batch_size} must divide by '
+                     f'grad_accum_steps x devices = '
+                     f'{config.grad_accum_steps * mesh.size}')
+  rows = parallel.process_rows(config.batch_size)
+
+  tx = optim.make_optimizer(config)
+  schedule = optim.make_schedule(config)
+  state = init_state(task.model, tx, task.dummy_batch()['inputs'],
+                     config.seed, mesh)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  log.info('%s: %s parameters on %d device(s)', config.model,
+               f'{num_params:,}', mesh.size)
+
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
+                                 config.checkpoint_every,
+                                 config.async_checkpoint)
+  stream = task.train_stream(rows)
+  restored = ckpt.restore_latest(
+      checkpoint.abstract_like(state, parallel.replicated(mesh)))
+  if restored is not None:
+    step0, state, data_state = restored
+    stream.set_state(data_state)
+    log.info('resumed from the checkpoint at step %d', step0)
+  start = int(parallel.to_host(state.step))
+
+  replicated = parallel.replicated(mesh)
+  batch_sharding = parallel.batch_sharded(mesh)
+  train_step = jax.jit(
+      make_train_step(task, tx, config.grad_accum_steps),
+      in_shardings=(replicated, batch_sharding, replicated),
+      out_shardings=(replicated, replicated), donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(task),
+                      in_shardings=(replicated, batch_sharding),
+                      out_shardings=replicated)
+  rng = jax.random.key(config.seed + 1)
+
+  writer = MetricWriter(workdir, resume_step=start)
+  progress = Progress(config.num_train_steps, start)
+  profile = _profile_window(config.profile_steps)
+  config_dict = json.loads(config.to_json_best_effort())
+  pending = None  # metrics accumulated on device since the last log
+  log_start = time.perf_counter()
+  step = start
+  for step in range(start + 1, config.num_train_steps + 1):
+    if profile and step == profile[0]:
+      jax.profiler.start_trace(os.path.join(workdir, 'profile'))
+    batch = parallel.to_global(next(stream), mesh)
+    state, metrics = train_step(state, batch, rng)
+    pending = metrics if pending is None else jax.tree.map(jnp.add, pending,
+                                                           metrics)
+    if profile and step == profile[1]:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+
+    if step % config.log_every == 0 or step == config.num_train_steps:
+      host = parallel.to_host(pending)
+      seconds = progress.rate(step)
+      values = {f'train_{k}': v for k, v in
+                task.summarize(averages(host)).items()}
+      values['tokens_per_sec'] = float(host['loss'][1]) / max(
+          time.perf_counter() - log_start, 1e-9)
+      values['learning_rate'] = float(schedule(step - 1))
+      writer.write(step, values)
+      log.info(progress.line(step, {
+          'loss': values['train_loss'],
+          'tok/s': values['tokens_per_sec']}, seconds))
+      pending, log_start = None, time.perf_counter()
+
+    final = step == config.num_train_steps
+    if (config.eval_every and step % config.eval_every == 0) or final:
+      # The last evaluation covers the whole split, exactly.
+      full = final and config.final_eval_full
+      results = task.summarize(evaluate(
+          eval_step, state.params, task.eval_batches(rows, full=full), mesh))
+      values = {f'eval_{k}': v for k, v in results.items()}
+      writer.write(step, values)
+      log.info('eval at step %d%s: %s', step,
+                   ' (whole split)' if full else '',
+                   ' '.join(f'{k}={v:.4f}' for k, v in values.items()))
+      writer.plot()
+      log_start = time.perf_counter()  # keep eval time out of tokens/s
+    if final or ckpt.is_save_step(step):
+      ckpt.save(step, state, stream.get_state(), config_dict)
+
+  if step == start:  # Nothing left to train: report the finished run.
+    results = task.summarize(evaluate(
+        eval_step, state.params,
+        task.eval_batches(rows, full=config.final_eval_full), mesh))
+  ckpt.close()
+  writer.close()
+  return {f'eval_{k}': v for k, v in results.items()}
+
+
+def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
+                   inputs: np.ndarray) -> tuple[int, Any]:
+  """(step, params) of the newest readable checkpoint in `workdir`, on one
+  device, whatever the device count it was saved from.
+
+  Args:
+    workdir: the run's directory.
+    config: the run's config (for the optimizer state's structure).
+    model: the model whose parameters were saved.
+    inputs: example model inputs, for the parameters' shapes.
+  """
+  mesh = parallel.make_data_mesh(1)
+  init = _state_initializer(model, optim.make_optimizer(config), inputs)
+  abstract = checkpoint.abstract_like(
+      jax.eval_shape(init, jax.random.key(0)), parallel.replicated(mesh))
+  ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+  try:
+    step, state = ckpt.restore_params(abstract)
+  finally:
+    ckpt.close()
+  return step, state.params

@@ -1,0 +1,73 @@
+"""Optimizers and learning-rate schedules built from the run config."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """The learning rate as a function of the step.
+
+  `config.schedule` is one of:
+    'constant': `learning_rate` after a linear warm-up.
+    'cosine': linear warm-up to `learning_rate`, cosine decay to
+      `min_learning_rate` at `decay_steps` (default `num_train_steps`), as
+      in nanoGPT.
+    'inverse_sqrt': linear warm-up, then lr * sqrt(warmup / step) ("Attention
+      is all you need", section 5.3, with the peak given explicitly).
+  """
+  lr, warmup = config.learning_rate, config.warmup_steps
+  kind = config.schedule
+  if kind == 'constant':
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, max(warmup, 1)),
+         optax.constant_schedule(lr)], [warmup])
+  if kind == 'cosine':
+    # optax counts the warm-up inside decay_steps, as nanoGPT does.
+    decay_steps = max(config.get('decay_steps') or config.num_train_steps,
+                      warmup + 1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        decay_steps=decay_steps, end_value=config.min_learning_rate)
+  if kind == 'inverse_sqrt':
+    def schedule(step):
+      step = jnp.maximum(step, 1).astype(jnp.float32)
+      return lr * jnp.minimum(step / max(warmup, 1),
+                              jnp.sqrt(max(warmup, 1) / step))
+    return schedule
+  raise ValueError(f"unknown schedule {kind!r}: use 'constant', 'cosine' or "
+                   "'inverse_sqrt'")
+
+
+def _decay_mask(params):
+  """Weight decay on kernels and embedding tables, not on biases or norms.
+
+  Decided by name, not rank: a fused q/k/v bias is 3-D but still a bias.
+  """
+  def decays(path, _):
+    return getattr(path[-1], 'key', None) in ('kernel', 'embedding')
+  return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(config: ml_collections.ConfigDict
+                   ) -> optax.GradientTransformation:
+  """Gradient clipping followed by the configured optimizer.
+
+  `config.optimizer` is 'adamw' (with `beta1`, `beta2`, `weight_decay`) or
+  'sgd'. `grad_clip_norm` <= 0 disables clipping.
+  """
+  schedule = make_schedule(config)
+  if config.optimizer == 'adamw':
+    opt = optax.adamw(schedule, b1=config.beta1, b2=config.beta2,
+                      weight_decay=config.weight_decay, mask=_decay_mask)
+  elif config.optimizer == 'sgd':
+    opt = optax.sgd(schedule)
+  else:
+    raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adamw' "
+                     "or 'sgd'")
+  if config.grad_clip_norm > 0:
+    opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
+  return opt
