@@ -55,6 +55,34 @@ def flags_parser(argv: list[str]) -> list[str]:
     fail(f'{e} (presets: {", ".join(presets())})')
 
 
+def cpu_device_count(requested: int, batch_size: int) -> int:
+  """How many XLA CPU devices to create.
+
+  XLA's CPU backend runs one device's ops mostly one at a time, so a single
+  device leaves cores idle on small models. One device per core, fed by data
+  parallelism, keeps them busy. 0 means automatic: the largest divisor of
+  the batch size that does not exceed the core count.
+  """
+  if requested > 0:
+    return requested
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') \
+      else (os.cpu_count() or 1)
+  return max(d for d in range(1, cores + 1) if batch_size % d == 0)
+
+
+def set_cpu_devices(count: int) -> None:
+  """Asks XLA for `count` CPU devices; must run before JAX is imported.
+
+  On GPU and TPU hosts this only affects the (unused) CPU platform.
+  """
+  if 'jax' in sys.modules:
+    raise RuntimeError('set_cpu_devices must run before jax is imported')
+  flag = f'--xla_force_host_platform_device_count={count}'
+  existing = os.environ.get('XLA_FLAGS', '')
+  if 'xla_force_host_platform_device_count' not in existing:
+    os.environ['XLA_FLAGS'] = f'{existing} {flag}'.strip()
+
+
 def resolve_paths(config: ml_collections.ConfigDict) -> None:
   """Fills `data_dir` and `cache_dir` from the environment when unset.
 

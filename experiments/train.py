@@ -22,6 +22,8 @@ def main(argv):
     cli.fail('--config and --workdir are required')
   config = _CONFIG.value
   cli.resolve_paths(config)
+  cli.set_cpu_devices(cli.cpu_device_count(
+      config.cpu_devices, config.batch_size // config.grad_accum_steps))
   if config.multihost:
     from lm_jax.train.parallel import initialize_distributed
     initialize_distributed(config.coordinator_address, config.num_processes,

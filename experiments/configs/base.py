@@ -57,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Devices and hosts.
   c.num_devices = 0  # 0: every device
+  c.cpu_devices = 0  # XLA CPU devices; 0: one per core (batch permitting)
   c.coordinator_address = ''  # multi-host: host:port of process 0
   c.num_processes = 0
   c.process_id = -1

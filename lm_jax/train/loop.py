@@ -117,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   progress = Progress(config.num_train_steps, start)
   profile = _profile_window(config.profile_steps)
   config_dict = json.loads(config.to_json_best_effort())
-  pending = None  # metrics accumulated on device since the last log
+  pending = []  # per-step metrics since the last log, still on device
   log_start = time.perf_counter()
   step = start
   for step in range(start + 1, config.num_train_steps + 1):
@@ -125,14 +125,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       jax.profiler.start_trace(os.path.join(workdir, 'profile'))
     batch = parallel.to_global(next(stream), mesh)
     state, metrics = train_step(state, batch, rng)
-    pending = metrics if pending is None else jax.tree.map(jnp.add, pending,
-                                                           metrics)
+    # Summed on the host at log time: adding on device would dispatch a
+    # few tiny ops every step.
+    pending.append(metrics)
     if profile and step == profile[1]:
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
 
     if step % config.log_every == 0 or step == config.num_train_steps:
-      host = parallel.to_host(pending)
+      host = jax.tree.map(lambda *xs: np.sum(xs, dtype=np.float64),
+                          *parallel.to_host(pending))
       seconds = progress.rate(step)
       values = {f'train_{k}': v for k, v in
                 task.summarize(averages(host)).items()}
@@ -143,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       log.info(progress.line(step, {
           'loss': values['train_loss'],
           'tok/s': values['tokens_per_sec']}, seconds))
-      pending, log_start = None, time.perf_counter()
+      pending, log_start = [], time.perf_counter()
 
     final = step == config.num_train_steps
     if (config.eval_every and step % config.eval_every == 0) or final:

@@ -14,6 +14,8 @@ import dataclasses
 import fcntl
 import gzip
 import os
+import shutil
+import urllib.request
 from typing import Optional
 
 import tensorflow_datasets as tfds
@@ -64,6 +66,16 @@ def _read(path: str) -> str:
     return f.read()
 
 
+def _download(url: str, target: str, timeout: float = 30.0) -> None:
+  """Fetches `url` to `target` (atomically: no partial file is left)."""
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  partial = target + '.partial'
+  with urllib.request.urlopen(url, timeout=timeout) as response, \
+      open(partial, 'wb') as f:
+    shutil.copyfileobj(response, f)
+  os.replace(partial, target)
+
+
 def _local_file(raw_dir: str, relative: str) -> Optional[str]:
   for candidate in (relative, relative + '.gz'):
     path = os.path.join(raw_dir, candidate)
@@ -78,9 +90,10 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in CORPORA]
 
-  def __init__(self, *, raw_dir: str = '', **kwargs):
+  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
     self._raw_dir = raw_dir
-    super().__init__(**kwargs)
+    self._download_dir = os.path.join(data_dir, 'downloads')
+    super().__init__(data_dir=data_dir, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -89,27 +102,31 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({'text': tfds.features.Text()}),
         disable_shuffling=True)
 
-  def _resolve(self, key: str, dl_manager) -> str:
+  def _resolve(self, key: str) -> str:
+    """The local raw file for `key`, downloading it first if need be."""
     corpus = CORPORA[self.builder_config.name]
     local = _local_file(self._raw_dir, corpus.files[key])
     if local:
       return local
-    try:
-      return os.fspath(dl_manager.download(corpus.urls[key]))
-    except Exception as e:  # noqa: BLE001 - any failure means "not here".
-      raise DataNotFoundError(
-          f'{corpus.files[key]} is not under the data dir '
-          f'{self._raw_dir or "(unset)"} and could not be downloaded '
-          f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA at a '
-          f'folder holding {corpus.files[key]}') from None
+    target = os.path.join(self._download_dir, corpus.files[key])
+    if not os.path.exists(target):
+      try:
+        _download(corpus.urls[key], target)
+      except OSError as e:
+        raise DataNotFoundError(
+            f'{corpus.files[key]} is not under the data dir '
+            f'{self._raw_dir or "(unset)"} and could not be downloaded '
+            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
+            f'at a folder holding {corpus.files[key]}') from None
+    return target
 
   def _split_generators(self, dl_manager):
+    del dl_manager  # Its retrying downloader stalls for minutes offline.
     corpus = CORPORA[self.builder_config.name]
     if corpus.train_fraction is None:
-      return {split: self._generate_examples(_read(self._resolve(split,
-                                                                 dl_manager)))
+      return {split: self._generate_examples(_read(self._resolve(split)))
               for split in corpus.files}
-    text = _read(self._resolve('all', dl_manager))
+    text = _read(self._resolve('all'))
     cut = int(len(text) * corpus.train_fraction)
     return {'train': self._generate_examples(text[:cut]),
             'validation': self._generate_examples(text[cut:])}

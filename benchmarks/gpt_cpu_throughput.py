@@ -1,0 +1,143 @@
+"""Training throughput of lm_jax's GPT on the nanoGPT CPU recipe.
+
+Times the real `train_step` of lm_jax (the one `./launch.sh train` runs) on
+the `shakespeare_char_cpu` shape (4 layers, 4 heads, 128 dims, block 64,
+batch 12), in float32 and with bfloat16 compute, and reports the median
+ms/step, tokens/s and model-FLOPs utilisation against this machine's matmul
+peak measured by the same script.
+
+  python benchmarks/gpt_cpu_throughput.py            # every setting, a table
+  python benchmarks/gpt_cpu_throughput.py --one --dtype float32 --devices 2
+
+Each setting runs in its own process because XLA reads its flags (the
+number of host devices among them) once, at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _measure(args) -> dict:
+  """Runs in a child process whose XLA_FLAGS are already set."""
+  sys.path.insert(0, ROOT)
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from experiments.configs import shakespeare_char_cpu
+  from lm_jax.models import build_model
+  from lm_jax.tasks.language_modeling import LanguageModelingTask
+  from lm_jax.train import optim, parallel
+  from lm_jax.train.loop import init_state
+  from lm_jax.train.steps import make_train_step
+
+  config = shakespeare_char_cpu.get_config()
+  config.compute_dtype = args.dtype
+  for override in args.set:
+    key, value = override.split('=', 1)
+    config[key] = type(config[key])(value) if not isinstance(
+        config[key], bool) else value.lower() in ('1', 'true')
+  vocab, batch, length = 65, config.batch_size, config.block_size
+  task = LanguageModelingTask(config)
+  task._model = build_model(config, vocab)  # no corpus needed to time steps
+  mesh = parallel.make_data_mesh(args.devices)
+  tx = optim.make_optimizer(config)
+  state = init_state(task.model, tx, np.zeros((1, length), np.int32), 0, mesh)
+  step = jax.jit(make_train_step(task, tx),
+                 in_shardings=(parallel.replicated(mesh),
+                               parallel.batch_sharded(mesh),
+                               parallel.replicated(mesh)),
+                 out_shardings=(parallel.replicated(mesh),) * 2,
+                 donate_argnums=0)
+  rng = np.random.default_rng(0)
+  batches = [parallel.to_global(
+      {'inputs': rng.integers(0, vocab, (batch, length), dtype=np.int32),
+       'targets': rng.integers(0, vocab, (batch, length), dtype=np.int32),
+       'weights': np.ones((batch, length), np.float32)}, mesh)
+             for _ in range(8)]
+  key = jax.random.key(0)
+  for i in range(args.warmup):
+    state, metrics = step(state, batches[i % 8], key)
+  jax.block_until_ready(metrics)
+  times = []
+  for i in range(args.steps):
+    t = time.perf_counter()
+    state, metrics = step(state, batches[i % 8], key)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t)
+
+  # Model FLOPs per token as nanoGPT counts them: 6N + 12 L H Q T
+  # (N without position embeddings).
+  n = sum(x.size for x in jax.tree.leaves(state.params)) - length * 128
+  flops_per_token = 6 * n + 12 * config.num_layers * config.embed_dim * length
+  ms = float(np.median(times) * 1e3)
+  tokens_per_sec = batch * length / (ms / 1e3)
+
+  # The matmul peak in this dtype: a large square matmul, f32 accumulate.
+  dtype = jnp.dtype(args.dtype)
+  a = jnp.ones((2048, 2048), dtype)
+  mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  mm(a, a).block_until_ready()
+  peak_times = []
+  for _ in range(10):
+    t = time.perf_counter()
+    mm(a, a).block_until_ready()
+    peak_times.append(time.perf_counter() - t)
+  peak = 2 * 2048 ** 3 / float(np.median(peak_times))
+  return {'dtype': args.dtype, 'devices': args.devices,
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'median_ms_per_step': ms, 'tokens_per_sec': tokens_per_sec,
+          'model_gflops_per_sec': flops_per_token * tokens_per_sec / 1e9,
+          'peak_matmul_gflops_per_sec': peak / 1e9,
+          'mfu': flops_per_token * tokens_per_sec / peak,
+          'jax': jax.__version__}
+
+
+SETTINGS = [('float32', 1), ('float32', 2), ('bfloat16', 1), ('bfloat16', 2)]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--one', action='store_true',
+                      help='measure one setting in this process')
+  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--devices', type=int, default=1)
+  parser.add_argument('--steps', type=int, default=200)
+  parser.add_argument('--warmup', type=int, default=20)
+  parser.add_argument('--set', action='append', default=[],
+                      help='config override KEY=VALUE (repeatable)')
+  parser.add_argument('--xla_flags', default='',
+                      help='extra XLA flags for every setting')
+  args = parser.parse_args()
+  if args.one:
+    print(json.dumps(_measure(args)))
+    return
+  rows = []
+  for dtype, devices in SETTINGS:
+    env = dict(os.environ)
+    from lm_jax.cpu_setup import xla_flags_for  # pylint: disable=import-outside-toplevel
+    env['XLA_FLAGS'] = xla_flags_for(devices, args.xla_flags)
+    out = subprocess.run(
+        [sys.executable, __file__, '--one', '--dtype', dtype, '--devices',
+         str(devices), '--steps', str(args.steps), '--warmup',
+         str(args.warmup)] + [f'--set={o}' for o in args.set], env=env, check=True, capture_output=True,
+        text=True).stdout
+    rows.append(json.loads(out.strip().splitlines()[-1]))
+    r = rows[-1]
+    print(f"{dtype:9s} devices={devices} {r['median_ms_per_step']:6.2f} ms/step "
+          f"{r['tokens_per_sec']:8.0f} tok/s  MFU {r['mfu']:.1%} of "
+          f"{r['peak_matmul_gflops_per_sec']:.0f} GFLOP/s", flush=True)
+  print(json.dumps(rows))
+
+
+if __name__ == '__main__':
+  sys.path.insert(0, ROOT)
+  main()
