@@ -10,7 +10,7 @@ against; nothing in lm_jax imports it.
 
 Recipe: 65-symbol character vocabulary of Tiny Shakespeare, 90%/10%
 train/val split by characters; a 4-layer, 4-head, 128-wide pre-LayerNorm GPT
-(block size 64, biases, GELU MLP, learned positions, weight-tied head);
+(block size 64, no biases as nanoGPT's default, GELU MLP, learned positions, weight-tied head);
 batches of 12 random windows; AdamW (lr 1e-3, betas (0.9, 0.99), weight decay
 0.1 on 2-D weights only), 100 linear warm-up steps then cosine decay to 1e-4
 at step 2000, gradient clipping at 1.0, float32, no ``torch.compile``.
@@ -29,6 +29,7 @@ The last line printed is a JSON summary with ``median_ms_per_iter``,
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 
@@ -36,7 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DATA_PATH = "/work/shared/data/tiny_shakespeare/input.txt"
+DATA_PATH = os.path.join(
+    os.environ.get("LM_JAX_DATA") or os.path.join(
+        os.path.dirname(__file__), "..", "..", "shared", "data"),
+    "tiny_shakespeare", "input.txt")
 N_LAYER, N_HEAD, N_EMBD, BLOCK_SIZE, BATCH_SIZE = 4, 4, 128, 64, 12
 LR, MIN_LR, WARMUP_ITERS, DECAY_ITERS = 1e-3, 1e-4, 100, 2000
 WARMUP_EXCLUDED = 10  # leading training iterations left out of the timing
@@ -45,14 +49,14 @@ WARMUP_EXCLUDED = 10  # leading training iterations left out of the timing
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: causal self-attention, then GELU MLP."""
 
-    def __init__(self):
+    def __init__(self, bias):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(N_EMBD)
-        self.c_attn = nn.Linear(N_EMBD, 3 * N_EMBD)
-        self.attn_proj = nn.Linear(N_EMBD, N_EMBD)
-        self.ln_2 = nn.LayerNorm(N_EMBD)
-        self.c_fc = nn.Linear(N_EMBD, 4 * N_EMBD)
-        self.mlp_proj = nn.Linear(4 * N_EMBD, N_EMBD)
+        self.ln_1 = nn.LayerNorm(N_EMBD, bias=bias)
+        self.c_attn = nn.Linear(N_EMBD, 3 * N_EMBD, bias=bias)
+        self.attn_proj = nn.Linear(N_EMBD, N_EMBD, bias=bias)
+        self.ln_2 = nn.LayerNorm(N_EMBD, bias=bias)
+        self.c_fc = nn.Linear(N_EMBD, 4 * N_EMBD, bias=bias)
+        self.mlp_proj = nn.Linear(4 * N_EMBD, N_EMBD, bias=bias)
 
     def forward(self, x):
         """Applies the block to activations of shape (batch, time, N_EMBD)."""
@@ -67,12 +71,12 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer with learned positions and a tied output head."""
 
-    def __init__(self, vocab_size):
+    def __init__(self, vocab_size, bias=False):
         super().__init__()
         self.wte = nn.Embedding(vocab_size, N_EMBD)
         self.wpe = nn.Embedding(BLOCK_SIZE, N_EMBD)
-        self.blocks = nn.ModuleList(Block() for _ in range(N_LAYER))
-        self.ln_f = nn.LayerNorm(N_EMBD)
+        self.blocks = nn.ModuleList(Block(bias) for _ in range(N_LAYER))
+        self.ln_f = nn.LayerNorm(N_EMBD, bias=bias)
         self.lm_head = nn.Linear(N_EMBD, vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight
         for name, p in self.named_parameters():
@@ -140,11 +144,15 @@ def main():
     parser.add_argument("--eval_iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--bias", action="store_true",
+                        help="biases in Linear/LayerNorm (nanoGPT's default is off)")
+    parser.add_argument("--data", default=DATA_PATH,
+                        help="path of Tiny Shakespeare's input.txt")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    with open(DATA_PATH, encoding="utf-8") as f:
+    with open(args.data, encoding="utf-8") as f:
         text = f.read()
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
@@ -152,7 +160,7 @@ def main():
     n_train = int(0.9 * len(data))
     splits = {"train": data[:n_train], "val": data[n_train:]}
 
-    model = GPT(len(chars))
+    model = GPT(len(chars), bias=args.bias)
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]

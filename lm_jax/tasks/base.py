@@ -30,8 +30,11 @@ class Task(abc.ABC):
     self.config = config
 
   @abc.abstractmethod
-  def prepare(self, workdir: str) -> None:
-    """Loads the data and writes what sampling needs (the tokenizer)."""
+  def prepare(self) -> None:
+    """Loads the data and builds the tokenizer and the model."""
+
+  def save_assets(self, workdir: str) -> None:
+    """Writes what sampling needs besides the checkpoint (the tokenizer)."""
 
   @property
   @abc.abstractmethod

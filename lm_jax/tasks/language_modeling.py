@@ -24,7 +24,7 @@ class LanguageModelingTask(Task):
   batch_size, seed, eval_steps, model and the model's own keys.
   """
 
-  def prepare(self, workdir: str) -> None:
+  def prepare(self) -> None:
     cfg = self.config
     train_text = load_text(cfg.corpus, 'train', cfg.data_dir, cfg.cache_dir)
     valid_text = load_text(cfg.corpus, 'validation', cfg.data_dir,
@@ -33,10 +33,12 @@ class LanguageModelingTask(Task):
       raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}: use 'char'")
     # nanoGPT's vocabulary: every character of the corpus.
     self.tokenizer = tokenizers.CharTokenizer.from_text(train_text + valid_text)
-    self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
     self.train_tokens = self.tokenizer.encode(train_text)
     self.valid_tokens = self.tokenizer.encode(valid_text)
     self._model = build_model(cfg, self.tokenizer.vocab_size)
+
+  def save_assets(self, workdir: str) -> None:
+    self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
 
   @property
   def model(self) -> nn.Module:

@@ -67,13 +67,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   Returns:
     The final evaluation's figures (`eval_loss`, `eval_perplexity`, ...).
   """
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
+  # Everything that can fail on bad input happens before the workdir is
+  # touched, so a failed launch never damages an existing run.
   task = tasks.make_task(config)
-  task.prepare(workdir)
+  task.prepare()
   mesh = parallel.make_data_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
   if config.batch_size % (config.grad_accum_steps * mesh.size):
@@ -81,6 +78,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                      f'grad_accum_steps x devices = '
                      f'{config.grad_accum_steps * mesh.size}')
   rows = parallel.process_rows(config.batch_size)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    task.save_assets(workdir)
 
   tx = optim.make_optimizer(config)
   schedule = optim.make_schedule(config)
@@ -88,7 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                      config.seed, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   log.info('%s: %s parameters on %d device(s)', config.model,
-               f'{num_params:,}', mesh.size)
+           f'{num_params:,}', mesh.size)
 
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                  config.checkpoint_every,
@@ -100,6 +102,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     step0, state, data_state = restored
     stream.set_state(data_state)
     log.info('resumed from the checkpoint at step %d', step0)
+  elif ckpt.steps():
+    raise ValueError(f'no checkpoint in {ckpt.directory} is readable; move '
+                     'that folder away to start the run afresh')
   start = int(parallel.to_host(state.step))
 
   replicated = parallel.replicated(mesh)
@@ -156,8 +161,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       values = {f'eval_{k}': v for k, v in results.items()}
       writer.write(step, values)
       log.info('eval at step %d%s: %s', step,
-                   ' (whole split)' if full else '',
-                   ' '.join(f'{k}={v:.4f}' for k, v in values.items()))
+               ' (whole split)' if full else '',
+               ' '.join(f'{k}={v:.4f}' for k, v in values.items()))
       writer.plot()
       log_start = time.perf_counter()  # keep eval time out of tokens/s
     if final or ckpt.is_save_step(step):
