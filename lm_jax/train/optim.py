@@ -20,17 +20,20 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
       is all you need", section 5.3, with the peak given explicitly).
   """
   lr, warmup = config.learning_rate, config.warmup_steps
+  # The first update already gets lr / (warmup + 1), as in nanoGPT, rather
+  # than a wasted step at 0.
+  first = lr / (warmup + 1)
   kind = config.schedule
   if kind == 'constant':
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, max(warmup, 1)),
+        [optax.linear_schedule(first, lr, max(warmup, 1)),
          optax.constant_schedule(lr)], [warmup])
   if kind == 'cosine':
     # optax counts the warm-up inside decay_steps, as nanoGPT does.
     decay_steps = max(config.get('decay_steps') or config.num_train_steps,
                       warmup + 1)
     return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        init_value=first, peak_value=lr, warmup_steps=warmup,
         decay_steps=decay_steps, end_value=config.min_learning_rate)
   if kind == 'inverse_sqrt':
     def schedule(step):
