@@ -7,7 +7,8 @@
 #   ./launch.sh train PRESET [--workdir DIR] [--config.KEY=VALUE ...]
 #   ./launch.sh sample --workdir DIR [--prompt TEXT] [--num_tokens N] [--temperature T]
 #                      [--top_k K] [--top_p P] [--seed S]
-#   ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--config.KEY=VALUE ...]
+#   ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR]
+#                     [--config.KEY=VALUE ...]
 #   ./launch.sh bench                          the speed benchmarks (benchmarks/RESULTS.md)
 #   ./launch.sh setup                          only create/refresh .venv
 set -euo pipefail
@@ -80,7 +81,7 @@ case "$verb" in
     setup
     exec "$PY" -m experiments.sample "$@" ;;
   sweep)
-    [ $# -ge 1 ] || die "usage: ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N]"
+    [ $# -ge 1 ] || die "usage: ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR] [--config.KEY=VALUE ...]"
     preset_file "$1" >/dev/null
     setup
     exec "$PY" -m experiments.sweep --preset="$1" "${@:2}" ;;
@@ -95,9 +96,13 @@ case "$verb" in
   bench)
     setup
     cd "$ROOT"
-    exec "$PY" benchmarks/gpt_cpu_throughput.py "$@" ;;
+    "$PY" benchmarks/gpt_cpu_throughput.py "$@"
+    # The PyTorch baseline, where its separate venv exists (see its docstring).
+    if [ -x "$ROOT/.venv-bench/bin/python" ]; then
+      "$ROOT/.venv-bench/bin/python" benchmarks/nanogpt_reference.py --max_iters 300 --eval_interval 1000
+    fi ;;
   ""|-h|--help|help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     die "unknown command '$verb'; commands: quickstart test test-slow train sample sweep bench setup" ;;
 esac

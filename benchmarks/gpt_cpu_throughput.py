@@ -68,11 +68,14 @@ def _measure(args) -> dict:
     state, metrics = step(state, batches[i % 8], key)
   jax.block_until_ready(metrics)
   times = []
+  cpu_start = time.process_time()
   for i in range(args.steps):
     t = time.perf_counter()
     state, metrics = step(state, batches[i % 8], key)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t)
+
+  cpu_ms = (time.process_time() - cpu_start) / args.steps * 1e3
 
   # Model FLOPs per token as nanoGPT counts them: 6N + 12 L H Q T
   # (N without position embeddings).
@@ -95,6 +98,7 @@ def _measure(args) -> dict:
   return {'dtype': args.dtype, 'devices': args.devices,
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'median_ms_per_step': ms, 'tokens_per_sec': tokens_per_sec,
+          'cpu_ms_per_step': cpu_ms,
           'model_gflops_per_sec': flops_per_token * tokens_per_sec / 1e9,
           'peak_matmul_gflops_per_sec': peak / 1e9,
           'mfu': flops_per_token * tokens_per_sec / peak,
@@ -123,8 +127,8 @@ def main():
   rows = []
   for dtype, devices in SETTINGS:
     env = dict(os.environ)
-    from lm_jax.cpu_setup import xla_flags_for  # pylint: disable=import-outside-toplevel
-    env['XLA_FLAGS'] = xla_flags_for(devices, args.xla_flags)
+    env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
+                        f'{args.xla_flags}').strip()
     out = subprocess.run(
         [sys.executable, __file__, '--one', '--dtype', dtype, '--devices',
          str(devices), '--steps', str(args.steps), '--warmup',

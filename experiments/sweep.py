@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
-import importlib.util
+import importlib
 import itertools
 import json
 import math
@@ -33,6 +33,7 @@ from absl import flags
 import ml_collections
 
 from experiments import cli
+from lm_jax.train.logging import read_metrics
 
 _PRESET = flags.DEFINE_string('preset', None,
                               'Name of experiments/configs/PRESET.py.')
@@ -91,32 +92,11 @@ def check_setting(config: ml_collections.ConfigDict, key: str, value: str
       raise ValueError(f'{key!r} is not a key of the preset\'s config (see '
                        'experiments/configs/base.py)')
     node = node[part]
+  parser = _PARSERS.get(type(node))
   try:
-    return _PARSERS[type(node)].parse(value) if type(node) in _PARSERS else value
+    return parser.parse(value) if parser else value
   except ValueError:
     raise ValueError(f'{key}={value!r}: not a {type(node).__name__}') from None
-
-
-def load_preset(preset: str) -> ml_collections.ConfigDict:
-  """`get_config()` of experiments/configs/PRESET.py."""
-  path = os.path.join(cli.CONFIG_DIR, f'{preset}.py')
-  spec = importlib.util.spec_from_file_location(f'_preset_{preset}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def read_records(workdir: str) -> list[dict]:
-  """The records of `workdir/metrics.jsonl`, less any line cut short."""
-  path, records = os.path.join(workdir, 'metrics.jsonl'), []
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          records.append(json.loads(line))
-        except json.JSONDecodeError:
-          pass
-  return records
 
 
 def is_finished(records: Sequence[dict], num_train_steps: int) -> bool:
@@ -163,8 +143,8 @@ def write_summary(sweep_dir: str, rows: Sequence[dict], keys: Sequence[str]
     writer = csv.DictWriter(f, columns, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
-  cell = lambda v: '' if v is None else f'{v:.4g}' if isinstance(
-      v, float) else str(v)
+  def cell(v):
+    return '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
   table = '\n'.join(['| ' + ' | '.join(columns) + ' |',
                      '|' + '---|' * len(columns)] +
                     ['| ' + ' | '.join(cell(r.get(c)) for c in columns) + ' |'
@@ -182,7 +162,8 @@ def run_one(cmd: Sequence[str], workdir: str, env: Optional[dict] = None,
     ('ok' or 'failed', wall seconds, on failure the log's last line).
   """
   os.makedirs(workdir, exist_ok=True)
-  log_path, procs = os.path.join(workdir, 'train.log'), set() if procs is None else procs
+  log_path = os.path.join(workdir, 'train.log')
+  procs = set() if procs is None else procs  # (an empty set is falsy)
   start = time.perf_counter()
   with open(log_path, 'a') as log:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -198,6 +179,7 @@ def run_one(cmd: Sequence[str], workdir: str, env: Optional[dict] = None,
 
 
 def main(argv):
+  """Validates the sweep, trains its runs, writes and prints the summary."""
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; settings are --grid=KEY=v1,v2 '
              'or --config.KEY=VALUE')
@@ -208,15 +190,13 @@ def main(argv):
     grid = parse_grid(_GRID.value)
     if not grid or _PARALLEL.value < 1:
       raise ValueError('a sweep needs --grid=KEY=v1,v2,... and --parallel >= 1')
-    config = load_preset(preset)
-    fixed = {}
-    for flag in _OVERRIDES:
-      key, sep, value = flag[len('--config.'):].partition('=')
-      if not sep or key in grid:
-        raise ValueError(f'{flag}: expected --config.KEY=VALUE, KEY not in '
-                         'the grid')
-      fixed[key] = check_setting(config, key, value)
-    for key, values in grid.items():
+    config = importlib.import_module(f'experiments.configs.{preset}'
+                                     ).get_config()
+    fixed = dict(f[len('--config.'):].partition('=')[::2] for f in _OVERRIDES)
+    if any('=' not in f for f in _OVERRIDES) or set(fixed) & set(grid):
+      raise ValueError('pass-through settings must be --config.KEY=VALUE, '
+                       'with KEY not in the grid')
+    for key, values in [*((k, [v]) for k, v in fixed.items()), *grid.items()]:
       for value in values:
         check_setting(config, key, value)
   except ValueError as e:
@@ -239,10 +219,10 @@ def main(argv):
 
   def launch(i):
     settings, workdir = runs[i], os.path.join(sweep_dir, run_name(runs[i]))
-    steps = (check_setting(config, 'num_train_steps', settings[
-        'num_train_steps']) if 'num_train_steps' in settings else
-             fixed.get('num_train_steps', config.num_train_steps))
-    records, info = read_records(workdir), {}
+    steps = check_setting(config, 'num_train_steps', {
+        'num_train_steps': str(config.num_train_steps), **fixed,
+        **settings}['num_train_steps'])
+    records, info = read_metrics(workdir), {}  # info: from earlier launches
     if os.path.exists(os.path.join(workdir, RUN_FILE)):
       with open(os.path.join(workdir, RUN_FILE)) as f:
         info = json.load(f)
@@ -250,7 +230,9 @@ def main(argv):
     if is_finished(records, steps):
       say(i, status, wall, ' (finished earlier)')
     else:
-      say(i, 'start', None, ' (resuming)' if records else '')
+      ckpts = os.path.join(workdir, 'checkpoints')
+      say(i, 'start', None, ' (resuming)' if os.path.isdir(ckpts) and
+          os.listdir(ckpts) else '')
       cmd = [sys.executable, '-m', 'experiments.train',
              f'--config={os.path.join(cli.CONFIG_DIR, preset + ".py")}',
              f'--workdir={workdir}', *_OVERRIDES,
@@ -260,7 +242,7 @@ def main(argv):
       with open(os.path.join(workdir, RUN_FILE), 'w') as f:
         json.dump({'settings': settings, 'status': status, 'wall_s': wall}, f)
       say(i, status, wall, f': {error}' if error else '')
-      records = read_records(workdir)
+      records = read_metrics(workdir)
     rows[i] = {**settings, 'status': status, **summarize(records),
                'wall_s': wall}
 

@@ -11,8 +11,6 @@ import os
 import time
 from typing import Optional
 
-import jax
-
 METRICS_FILE = 'metrics.jsonl'
 
 log = logging.getLogger('lm_jax')
@@ -31,6 +29,7 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: str, resume_step: int = 0):
+    import jax  # Here, so that reading metrics needs no JAX (sweeps).
     self.active = jax.process_index() == 0
     self.workdir = workdir
     self.path = os.path.join(workdir, METRICS_FILE)
@@ -86,12 +85,17 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """The records of `workdir/metrics.jsonl` (empty if there are none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of `workdir/metrics.jsonl`, less a line cut short by a kill
+  (empty if there are none)."""
+  path, records = os.path.join(workdir, METRICS_FILE), []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          pass
+  return records
 
 
 class Progress:

@@ -59,18 +59,26 @@ def make_optimizer(config: ml_collections.ConfigDict
                    ) -> optax.GradientTransformation:
   """Gradient clipping followed by the configured optimizer.
 
-  `config.optimizer` is 'adamw' (with `beta1`, `beta2`, `weight_decay`) or
-  'sgd'. `grad_clip_norm` <= 0 disables clipping.
+  `config.optimizer` is 'adamw' (with `beta1`, `beta2`, `weight_decay`,
+  decoupled as in Loshchilov & Hutter) or 'sgd'. `grad_clip_norm` <= 0
+  disables clipping.
+
+  Clipping and Adam's moment updates run on all parameters raveled into one
+  vector (`optax.flatten`): the same arithmetic in a handful of kernels
+  instead of several per parameter array, which matters for small models
+  whose step time is dominated by per-kernel overhead.
   """
   schedule = make_schedule(config)
+  moments = []
+  if config.grad_clip_norm > 0:
+    moments.append(optax.clip_by_global_norm(config.grad_clip_norm))
   if config.optimizer == 'adamw':
-    opt = optax.adamw(schedule, b1=config.beta1, b2=config.beta2,
-                      weight_decay=config.weight_decay, mask=_decay_mask)
+    moments.append(optax.scale_by_adam(b1=config.beta1, b2=config.beta2))
+    tail = [optax.add_decayed_weights(config.weight_decay, mask=_decay_mask)]
   elif config.optimizer == 'sgd':
-    opt = optax.sgd(schedule)
+    tail = []
   else:
     raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adamw' "
                      "or 'sgd'")
-  if config.grad_clip_norm > 0:
-    opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
-  return opt
+  head = [optax.flatten(optax.chain(*moments))] if moments else []
+  return optax.chain(*head, *tail, optax.scale_by_learning_rate(schedule))

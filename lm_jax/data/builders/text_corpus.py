@@ -151,11 +151,13 @@ def load_text(corpus: str, split: str, raw_dir: str, cache_dir: str) -> str:
   if corpus not in CORPORA:
     raise ValueError(f'unknown corpus {corpus!r}; known: {sorted(CORPORA)}')
   os.makedirs(cache_dir, exist_ok=True)
-  builder = TextCorpus(config=corpus, raw_dir=raw_dir, data_dir=cache_dir,
-                       file_format='array_record')
   # Several processes (tests, sweeps) may build the same dataset at once.
+  # The builder reads the dataset's metadata when it is made, so it is made
+  # under the lock, after any other process has finished preparing.
   with open(os.path.join(cache_dir, f'.{corpus}.lock'), 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
+    builder = TextCorpus(config=corpus, raw_dir=raw_dir, data_dir=cache_dir,
+                         file_format='array_record')
     if not builder.is_prepared():
       tfds.disable_progress_bar()
       builder.download_and_prepare()

@@ -1,0 +1,222 @@
+"""Tests of experiments/sweep.py: its pure helpers on synthetic metrics, its
+one-line errors, and one real two-run sweep of a tiny model (launched twice:
+the second launch skips both runs)."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from experiments import sweep
+from lm_jax.train.logging import read_metrics
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _write_metrics(workdir, records):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+
+
+def _records(final_eval_loss, steps=4, speeds=(10.0, 30.0, 20.0)):
+  """A finished run's records: train logs every 2 steps, a mid-run eval and
+  the final one at `steps`."""
+  records = [{'step': 2, 'train_loss': 4.5, 'tokens_per_sec': speeds[0]},
+             {'step': 2, 'eval_loss': 9.0, 'eval_perplexity': 8103.0}]
+  for i, step in enumerate(range(4, steps + 1, 2)):
+    records.append({'step': step, 'train_loss': 4.0 - i,
+                    'tokens_per_sec': speeds[1 + i % 2]})
+  records.append({'step': steps, 'eval_loss': final_eval_loss,
+                  'eval_perplexity': 2.0 ** final_eval_loss})
+  return records
+
+
+def _sweep(*args, env=None):
+  """Runs the sweep CLI; returns the CompletedProcess."""
+  env = dict(os.environ if env is None else env)
+  env['PYTHONPATH'] = REPO_ROOT
+  env.pop('XLA_FLAGS', None)  # each run picks its own CPU device count
+  return subprocess.run([sys.executable, '-m', 'experiments.sweep', *args],
+                        capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_parse_grid_keeps_order_and_strips_blanks():
+  grid = sweep.parse_grid(['learning_rate=0.001, 0.002', 'batch_size=12'])
+  assert grid == {'learning_rate': ['0.001', '0.002'], 'batch_size': ['12']}
+  assert list(grid) == ['learning_rate', 'batch_size']
+
+
+@pytest.mark.parametrize('spec', ['learning_rate', 'learning_rate=',
+                                  '=0.1', 'learning_rate=0.1,,0.2',
+                                  'learning_rate=0.1,', 'seed=1,1'])
+def test_parse_grid_rejects_malformed(spec):
+  with pytest.raises(ValueError, match='--grid'):
+    sweep.parse_grid([spec])
+
+
+def test_parse_grid_rejects_repeated_key():
+  with pytest.raises(ValueError, match='repeats'):
+    sweep.parse_grid(['seed=1', 'seed=2'])
+
+
+def test_combinations_is_the_cartesian_product_in_order():
+  runs = sweep.combinations({'a': ['1', '2'], 'b': ['x', 'y', 'z']})
+  assert len(runs) == 6
+  assert runs[0] == {'a': '1', 'b': 'x'} and runs[1] == {'a': '1', 'b': 'y'}
+  assert runs[-1] == {'a': '2', 'b': 'z'}
+
+
+def test_run_name_is_sorted_stable_and_filesystem_safe():
+  assert (sweep.run_name({'learning_rate': '0.001', 'batch_size': '12'}) ==
+          'batch_size-12_learning_rate-0.001')
+  assert (sweep.run_name({'batch_size': '12', 'learning_rate': '0.001'}) ==
+          sweep.run_name({'learning_rate': '0.001', 'batch_size': '12'}))
+  name = sweep.run_name({'data_dir': '/tmp/a b', 'lr': '1e-3'})
+  assert name == 'data_dir-_tmp_a_b_lr-1e-3'
+  assert '/' not in name and ' ' not in name
+
+
+def test_check_setting_parses_by_type_and_knows_nested_keys():
+  config = ml_collections.ConfigDict(
+      {'lr': 0.1, 'steps': 10, 'bias': False, 'name': 'gpt',
+       'model': {'width': 32}})
+  assert sweep.check_setting(config, 'lr', '3e-4') == 3e-4
+  assert sweep.check_setting(config, 'steps', '4') == 4
+  assert sweep.check_setting(config, 'bias', 'true') is True
+  assert sweep.check_setting(config, 'name', 'lstm') == 'lstm'
+  assert sweep.check_setting(config, 'model.width', '64') == 64
+  for key in ('nope', 'model.depth', 'lr.x'):
+    with pytest.raises(ValueError, match='not a key'):
+      sweep.check_setting(config, key, '1')
+  with pytest.raises(ValueError, match='not a int'):
+    sweep.check_setting(config, 'steps', '1.5')
+
+
+def test_is_finished_needs_the_final_eval(tmp_path):
+  records = _records(2.0, steps=4)
+  assert sweep.is_finished(records, 4)
+  assert not sweep.is_finished(records, 6)
+  assert not sweep.is_finished(records[:-1], 4)  # trained, not evaluated
+  assert not sweep.is_finished([], 4)
+
+
+def test_read_metrics_skips_a_line_cut_short(tmp_path):
+  _write_metrics(str(tmp_path), _records(2.0))
+  with open(tmp_path / 'metrics.jsonl', 'a') as f:
+    f.write('{"step": 6, "train_lo')
+  assert read_metrics(str(tmp_path)) == _records(2.0)
+  assert read_metrics(str(tmp_path / 'absent')) == []
+
+
+def test_summarize_takes_final_eval_last_train_loss_median_speed():
+  summary = sweep.summarize(_records(2.5, steps=6))
+  assert summary == {'final_step': 6, 'eval_loss': 2.5,
+                     'eval_perplexity': 2.0 ** 2.5, 'train_loss': 3.0,
+                     'tokens_per_sec': 20.0}
+  assert sweep.summarize([]) == {}
+
+
+def test_write_summary_sorts_best_first_failed_last(tmp_path):
+  rows = []
+  for lr, loss, status in [('0.1', 3.0, 'ok'), ('0.2', None, 'failed'),
+                           ('0.3', 1.0, 'failed'), ('0.4', 2.0, 'skipped'),
+                           ('0.5', 1.5, 'ok')]:
+    workdir = str(tmp_path / sweep.run_name({'lr': lr}))
+    _write_metrics(workdir, _records(loss) if loss else [])
+    rows.append({'lr': lr, 'status': status,
+                 **sweep.summarize(read_metrics(workdir)),
+                 'wall_s': 1.25})
+  table = sweep.write_summary(str(tmp_path), rows, ['lr'])
+
+  with open(tmp_path / 'summary.csv') as f:
+    written = list(csv.DictReader(f))
+  # Failed runs last whatever their loss, then by name.
+  assert [r['lr'] for r in written] == ['0.5', '0.4', '0.1', '0.2', '0.3']
+  assert list(written[0]) == ['lr', 'status', 'final_step', 'eval_loss',
+                              'eval_perplexity', 'train_loss',
+                              'tokens_per_sec', 'wall_s']
+  assert float(written[0]['eval_loss']) == 1.5
+  assert written[-2]['eval_loss'] == '' and written[-2]['final_step'] == ''
+  lines = table.splitlines()
+  assert (tmp_path / 'summary.md').read_text() == table
+  assert len(lines) == 2 + 5 and lines[0].startswith('| lr | status |')
+  assert lines[2].startswith('| 0.5 | ok | 4 | 1.5 |')
+
+
+def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
+  workdir = str(tmp_path / 'run')
+  status, wall, error = sweep.run_one(
+      [sys.executable, '-c', 'print("working"); print("error: boom"); '
+       'raise SystemExit(3)'], workdir)
+  assert (status, error) == ('failed', 'error: boom') and wall > 0
+  status, _, error = sweep.run_one([sys.executable, '-c', 'pass'], workdir)
+  assert (status, error) == ('ok', '')
+  with open(os.path.join(workdir, 'train.log')) as f:
+    assert f.read() == 'working\nerror: boom\n'  # appended, never truncated
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--preset=nope', '--grid=seed=1'], "unknown preset 'nope'"),
+    (['--preset=shakespeare_char_cpu', '--grid=no_such_key=1,2'],
+     "'no_such_key' is not a key"),
+    (['--preset=shakespeare_char_cpu', '--grid=seed'], 'malformed --grid'),
+    (['--preset=shakespeare_char_cpu', '--grid=seed=1',
+      '--config.num_layers=two'], 'not a int'),
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
+  result = _sweep(*args, f'--sweep_dir={tmp_path / "sweep"}')
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: ')
+  assert message in lines[0]
+  assert not os.path.exists(tmp_path / 'sweep')  # nothing was started
+
+
+def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
+  cache = str(tmp_path / 'cache')
+  env = dict(os.environ, LM_JAX_DATA=shared_data_dir)
+  # The two runs start together on an empty cache: this also checks that
+  # concurrent dataset preparation is safe.
+  args = ['--preset', 'shakespeare_char_cpu',
+          '--grid', 'learning_rate=0.001,0.002', '--parallel', '2',
+          '--sweep_dir', str(tmp_path / 'sweep'),
+          '--config.num_layers=1', '--config.embed_dim=32',
+          '--config.num_heads=2', '--config.block_size=16',
+          '--config.batch_size=4', '--config.num_train_steps=4',
+          '--config.eval_every=0', '--config.eval_steps=1',
+          '--config.log_every=2', '--config.checkpoint_every=0',
+          f'--config.cache_dir={cache}']
+  names = ['learning_rate-0.001', 'learning_rate-0.002']
+
+  first = _sweep(*args, env=env)
+  assert first.returncode == 0, first.stdout + first.stderr
+  for name in names:
+    workdir = tmp_path / 'sweep' / name
+    assert (workdir / 'train.log').exists()
+    assert sweep.is_finished(read_metrics(str(workdir)), 4)
+    with open(workdir / 'config.json') as f:  # pass-through and grid values
+      config = json.load(f)
+    assert config['num_layers'] == 1 and config['cache_dir'] == cache
+    assert config['learning_rate'] == float(name.split('-')[1])
+  with open(tmp_path / 'sweep' / 'summary.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(r['learning_rate'] for r in rows) == ['0.001', '0.002']
+  assert all(r['status'] == 'ok' and r['final_step'] == '4' and
+             float(r['eval_loss']) > 0 for r in rows)
+  assert (tmp_path / 'sweep' / 'summary.md').read_text() in first.stdout
+  console = [line.split()[1] for line in first.stdout.splitlines()
+             if line.startswith('[')]
+  assert sorted(console) == ['ok', 'ok', 'start', 'start']
+
+  second = _sweep(*args, env=env)
+  assert second.returncode == 0, second.stdout + second.stderr
+  assert [line.split()[1:3] for line in second.stdout.splitlines()
+          if line.startswith('[')] == [['skipped', n] for n in names]
+  with open(tmp_path / 'sweep' / 'summary.csv') as f:
+    assert [r['status'] for r in csv.DictReader(f)] == ['skipped'] * 2
