@@ -51,7 +51,7 @@ def _measure(args) -> dict:
   mesh = parallel.make_data_mesh(args.devices)
   tx = optim.make_optimizer(config)
   state = init_state(task.model, tx, np.zeros((1, length), np.int32), 0, mesh)
-  step = jax.jit(make_train_step(task, tx),
+  step = jax.jit(make_train_step(task, tx, config.grad_accum_steps),
                  in_shardings=(parallel.replicated(mesh),
                                parallel.batch_sharded(mesh),
                                parallel.replicated(mesh)),

@@ -92,4 +92,6 @@ class GPT(nn.Module):
           num_layers=cfg.num_layers, dtype=dtype, name=f'block_{i}')(
               x, mask=mask, deterministic=not train, decode=decode)
     x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
-    return embed.attend(x).astype(jnp.float32)
+    # Flat [batch * length, dim] rows: see lm_jax.nn.transformer.MLP.
+    logits = embed.attend(x.reshape(batch * length, -1))
+    return logits.reshape(batch, length, -1).astype(jnp.float32)

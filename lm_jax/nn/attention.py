@@ -163,15 +163,22 @@ class MultiHeadAttention(nn.Module):
         dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=self.kernel_init, name=name)
 
+    # Projections see [batch * length, features]: the same computation, but
+    # XLA's CPU backend then computes the weight gradients without slow
+    # transposing copies of the activations' gradients.
+    def project(n, name, x):
+      out = dense(n, name)(x.reshape(-1, x.shape[-1]))
+      return out.reshape(*x.shape[:2], n, self.num_heads, head_dim)
+
     if inputs_kv is None:
-      qkv = dense(3, 'qkv')(inputs_q)  # [batch, length, 3, heads, head_dim]
+      qkv = project(3, 'qkv', inputs_q)  # [batch, length, 3, heads, head_dim]
       query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     else:
       if decode:
         raise ValueError('The KV cache is for self-attention only; cache '
                          'cross-attention keys by running the encoder once.')
-      query = dense(1, 'query')(inputs_q)[:, :, 0]
-      kv = dense(2, 'kv')(inputs_kv)
+      query = project(1, 'query', inputs_q)[:, :, 0]
+      kv = project(2, 'kv', inputs_kv)
       key, value = kv[:, :, 0], kv[:, :, 1]
 
     if decode:
@@ -186,10 +193,12 @@ class MultiHeadAttention(nn.Module):
         return_weights=return_weights)
     if return_weights:
       out, weights = out
+    batch, length = out.shape[:2]
     out = nn.DenseGeneral(
         out_features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
         param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-        name='out')(out)
+        name='out')(out.reshape(batch * length, *out.shape[2:]))
+    out = out.reshape(batch, length, out_features)
     return (out, weights) if return_weights else out
 
   def _update_cache(self, key: Array, value: Array):

@@ -19,8 +19,37 @@ from lm_jax.nn.attention import MultiHeadAttention
 
 Array = jax.Array
 
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jax.custom_vjp
+def gelu(x: Array) -> Array:
+  """Exact GELU, x * Phi(x), with a hand-written gradient.
+
+  The same values as `jax.nn.gelu(x, approximate=False)`. Its derivative
+  Phi(x) + x * phi(x) reuses Phi(x) from the forward pass; XLA's CPU
+  backend otherwise recomputes erf inside a slow transposing fusion that
+  cost about as much as all the MLP matmuls of a small model.
+  """
+  return x * (0.5 * (1.0 + jax.lax.erf(x * _INV_SQRT2)))
+
+
+def _gelu_fwd(x):
+  cdf = 0.5 * (1.0 + jax.lax.erf(x * _INV_SQRT2))
+  return x * cdf, (x, cdf)
+
+
+def _gelu_bwd(residuals, g):
+  x, cdf = residuals
+  pdf = jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+  return (g * (cdf + x * pdf).astype(g.dtype),)
+
+
+gelu.defvjp(_gelu_fwd, _gelu_bwd)
+
 ACTIVATIONS = {
-    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu': gelu,
     'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
     'relu': jax.nn.relu,
 }
@@ -51,15 +80,20 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
     """`[batch, length, dim]` -> `[batch, length, dim]`."""
-    dim = x.shape[-1]
+    shape, dim = x.shape, x.shape[-1]
+    # Position-wise, so [batch * length, dim] is the same computation; on
+    # XLA's CPU backend it lets the weight gradients read the activations'
+    # gradients in place instead of through a slow transposing copy.
     h = nn.Dense(self.hidden_dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
-                 kernel_init=nn.initializers.normal(0.02), name='fc')(x)
+                 kernel_init=nn.initializers.normal(0.02), name='fc')(
+                     x.reshape(-1, dim))
     h = ACTIVATIONS[self.activation](h)
     h = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
                  kernel_init=self.out_kernel_init, name='proj')(h)
-    return nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    return h.reshape(shape)
 
 
 class TransformerBlock(nn.Module):
