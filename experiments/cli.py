@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from typing import Callable, NoReturn
 
@@ -19,7 +20,7 @@ CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
 def setup_logging() -> None:
   """lm_jax's progress lines on stderr; other libraries' INFO chatter off."""
   from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.ERROR)
   log = logging.getLogger('lm_jax')
   if not log.handlers:
     handler = logging.StreamHandler(sys.stderr)
@@ -45,14 +46,29 @@ def flags_parser(argv: list[str]) -> list[str]:
   """absl's parser, with flag errors (an unknown preset or config key, a
   value of the wrong type) reduced to one line and exit code 2."""
   try:
-    return flags.FLAGS(argv)
+    remaining = flags.FLAGS(argv)
+    if 'config' in flags.FLAGS and flags.FLAGS['config'].value is not None:
+      # config_flags defers a preset file's load error to its first use.
+      flags.FLAGS['config'].value.get('task')
+    return remaining
   except flags.Error as e:
     message = str(e).splitlines()[0] if str(e) else type(e).__name__
     if "Could not override" in message or 'Key' in message:
       message += ' (see experiments/configs/base.py for the keys)'
     fail(message)
+  except (AttributeError, KeyError) as e:
+    # ml_collections' error for --config.KEY=VALUE with an unknown KEY.
+    key, *hint = re.findall(r"[A-Za-z_][\w.]*(?=\\*['\"])", str(e))
+    fail(f'unknown config key {key!r}'
+         + (f'; did you mean {hint[0]!r}?' if hint else '')
+         + ' (see experiments/configs/base.py for the keys)')
   except (FileNotFoundError, ImportError, OSError) as e:
-    fail(f'{e} (presets: {", ".join(presets())})')
+    given = [b if a == '--config' else a.split('=', 1)[1]
+             for a, b in zip(argv, argv[1:] + [''])
+             if a == '--config' or a.startswith('--config=')]
+    what = f'cannot load the preset file {given[0]}' if given else str(
+        e).splitlines()[0]
+    fail(f'{what} (presets: {", ".join(presets())})')
 
 
 def cpu_device_count(requested: int, batch_size: int) -> int:

@@ -36,7 +36,7 @@ class RandomWindows:
 
   def __init__(self, tokens: np.ndarray, length: int, batch_size: int,
                seed: int, rows: slice = slice(None)):
-    if len(tokens) < length + 2:
+    if len(tokens) < length + 1:
       raise ValueError(f'{len(tokens)} tokens are too few for windows of '
                        f'{length + 1}')
     self.tokens, self.length, self.batch_size = tokens, length, batch_size
@@ -45,7 +45,8 @@ class RandomWindows:
 
   def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng([self.seed, batch_index])
-    offsets = rng.integers(0, len(self.tokens) - self.length - 1,
+    # Every window start from 0 to N - length - 1 (as nanoGPT draws them).
+    offsets = rng.integers(0, len(self.tokens) - self.length,
                            size=self.batch_size)[self.rows]
     windows = self.tokens[offsets[:, None] + self._span]
     return {'inputs': windows[:, :-1], 'targets': windows[:, 1:],

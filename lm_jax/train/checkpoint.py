@@ -38,6 +38,7 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         create=True)
     self._save_every = save_every
+    self._unreadable = set()  # steps that restore_latest could not read
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=_ITEMS)
 
@@ -53,7 +54,11 @@ class Checkpointer:
            ) -> bool:
     """Saves (asynchronously) unless `step` is saved already."""
     if step in self._manager.all_steps():
-      return False
+      if step not in self._unreadable:
+        return False
+      # A corrupt checkpoint of this step is replaced by the retrained state.
+      self._manager.delete(step)
+      self._unreadable.discard(step)
     return self._manager.save(
         step, force=True,
         args=ocp.args.Composite(
@@ -86,6 +91,7 @@ class Checkpointer:
         log.warning('checkpoint at step %d in %s is unreadable (%s: %s); '
                         'trying the previous one', step, self.directory,
                         type(e).__name__, str(e).splitlines()[0][:200])
+        self._unreadable.add(step)
         continue
       return step, restored.state, dict(restored.data)
     return None

@@ -188,6 +188,8 @@ def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
     model: the model whose parameters were saved.
     inputs: example model inputs, for the parameters' shapes.
   """
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'no checkpoint in {workdir}; train it first')
   mesh = parallel.make_data_mesh(1)
   init = _state_initializer(model, optim.make_optimizer(config), inputs)
   abstract = checkpoint.abstract_like(

@@ -84,7 +84,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=(optax.global_norm(grads),
+    metrics = dict(metrics, grad_norm=(optax.tree.norm(grads),
                                        jnp.float32(1.0)))
     return TrainState(state.step + 1, params, opt_state), metrics
 

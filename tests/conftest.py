@@ -1,0 +1,166 @@
+"""Shared fixtures of the lm_jax test suite.
+
+Every test process gets four XLA CPU devices, so data-parallel code runs on
+a real multi-device mesh without accelerators. XLA reads the flag when the
+backend starts, so it is set here, before any test module imports JAX.
+
+Fixtures:
+  shared_data_dir: the real corpora (`$LM_JAX_DATA` or `../shared/data`).
+  tiny_corpus_dir: a `tiny_shakespeare/input.txt` of 20,000 characters.
+  make_tiny_config: a factory of tiny GPT run configs on that corpus.
+  make_tiny_task, tiny_task: prepared `LanguageModelingTask`s of tiny
+    configs.
+  make_tiny_gpt: a factory of tiny GPT models and their parameters.
+  offline: makes every host-name lookup fail, as on a machine without
+    internet, so no test ever downloads anything.
+"""
+
+import os
+
+_DEVICE_FLAG = '--xla_force_host_platform_device_count=4'
+os.environ.setdefault('XLA_FLAGS', _DEVICE_FLAG)
+if 'xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
+  os.environ['XLA_FLAGS'] = f"{os.environ['XLA_FLAGS']} {_DEVICE_FLAG}"
+# The multi-device tests need the CPU platform to be the default one.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+# Many tests compile the same small programs from different Python closures;
+# a per-session persistent cache compiles each program once.
+_XLA_CACHE = tempfile.mkdtemp(prefix='lm_jax_tests_xla_cache_')
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CORPUS_CHARS = 20_000
+
+
+def _shared_data_dir() -> str:
+  return os.environ.get('LM_JAX_DATA') or os.path.normpath(
+      os.path.join(REPO_ROOT, '..', 'shared', 'data'))
+
+
+@pytest.fixture(scope='session')
+def shared_data_dir() -> str:
+  """The real corpora; tests that need them skip where they are absent."""
+  path = _shared_data_dir()
+  if not os.path.exists(os.path.join(path, 'tiny_shakespeare', 'input.txt')):
+    pytest.skip(f'no tiny_shakespeare/input.txt under {path}')
+  return path
+
+
+@pytest.fixture(scope='session')
+def shared_cache_dir(tmp_path_factory) -> str:
+  """The prepared-dataset cache for `shared_data_dir` (one per session)."""
+  return str(tmp_path_factory.mktemp('tfds_cache_shared'))
+
+
+def _tiny_text() -> str:
+  """The start of the real Tiny Shakespeare, or lookalike text without it."""
+  real = os.path.join(_shared_data_dir(), 'tiny_shakespeare', 'input.txt')
+  if os.path.exists(real):
+    with open(real, encoding='utf-8') as f:
+      return f.read(TINY_CORPUS_CHARS)
+  rng = np.random.default_rng(0)
+  words = ['First', 'Citizen:', 'we', 'are', 'accounted', 'poor', 'citizens,',
+           'the', 'patricians', 'good.', 'What', 'authority', 'surfeits',
+           'on', 'would', 'relieve', 'us:', 'if', 'they', 'yield', 'but',
+           '\n\nMENENIUS:', 'Why,', 'masters,', 'my', 'friends;']
+  text = ''
+  while len(text) < TINY_CORPUS_CHARS:
+    text += ' '.join(rng.choice(words, 12)) + '\n'
+  return text[:TINY_CORPUS_CHARS]
+
+
+@pytest.fixture(scope='session')
+def tiny_corpus_dir(tmp_path_factory) -> str:
+  """A data dir holding a 20,000-character `tiny_shakespeare/input.txt`."""
+  root = tmp_path_factory.mktemp('tiny_corpus')
+  (root / 'tiny_shakespeare').mkdir()
+  (root / 'tiny_shakespeare' / 'input.txt').write_text(_tiny_text(),
+                                                       encoding='utf-8')
+  return str(root)
+
+
+@pytest.fixture(scope='session')
+def tiny_cache_dir(tmp_path_factory) -> str:
+  """The prepared-dataset cache for `tiny_corpus_dir` (one per session)."""
+  return str(tmp_path_factory.mktemp('tfds_cache_tiny'))
+
+
+@pytest.fixture(scope='session')
+def make_tiny_config(tiny_corpus_dir, tiny_cache_dir):
+  """`make_tiny_config(**overrides)`: the CPU Tiny Shakespeare preset shrunk
+  to a 1-layer, 32-wide GPT on the tiny corpus; 12 steps, 4 sequences of 16
+  characters a step, evaluation and checkpoints every 6 steps."""
+  from experiments.configs import shakespeare_char_cpu
+
+  def make(**overrides):
+    config = shakespeare_char_cpu.get_config()
+    config.num_layers, config.embed_dim, config.num_heads = 1, 32, 2
+    config.block_size, config.batch_size = 16, 4
+    config.num_train_steps, config.decay_steps = 12, 12
+    config.warmup_steps = 2
+    config.eval_every, config.eval_steps = 6, 2
+    config.log_every, config.checkpoint_every = 3, 6
+    config.data_dir, config.cache_dir = tiny_corpus_dir, tiny_cache_dir
+    config.update(overrides)
+    return config
+
+  return make
+
+
+@pytest.fixture(scope='session')
+def make_tiny_task(make_tiny_config):
+  """`make_tiny_task(**overrides)`: the prepared (data, tokenizer, model)
+  task of `make_tiny_config(**overrides)`."""
+  from lm_jax import tasks
+
+  def make(**overrides):
+    task = tasks.make_task(make_tiny_config(**overrides))
+    task.prepare()
+    return task
+
+  return make
+
+
+@pytest.fixture(scope='session')
+def tiny_task(make_tiny_task):
+  """The prepared task of the tiny config."""
+  return make_tiny_task()
+
+
+@pytest.fixture(scope='session')
+def make_tiny_gpt():
+  """`make_tiny_gpt(**gpt_config_fields) -> (model, params)`: a 2-layer,
+  32-wide GPT over 13 tokens and 16 positions, randomly initialised."""
+  from lm_jax.models.gpt import GPT, GPTConfig
+
+  def make(seed: int = 0, **fields):
+    fields = {'vocab_size': 13, 'num_layers': 2, 'num_heads': 2,
+              'embed_dim': 32, 'max_length': 16, **fields}
+    model = GPT(GPTConfig(**fields))
+    params = jax.jit(model.init)(
+        jax.random.key(seed), jnp.zeros((1, fields['max_length']), jnp.int32))
+    return model, params['params']
+
+  return make
+
+
+@pytest.fixture
+def offline(monkeypatch):
+  """Simulates a machine without internet: host names do not resolve."""
+  def no_network(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, 'offline (test fixture)')
+  monkeypatch.setattr(socket, 'getaddrinfo', no_network)

@@ -1,0 +1,120 @@
+"""Tests of lm_jax.data.builders.text_corpus: the splits' exact text, local
+plain and gzipped files, downloads, and the error for missing data.
+
+No test touches the network: `offline` makes host names unresolvable and
+the download test serves the file from memory.
+"""
+
+import gzip
+import io
+import os
+import time
+import urllib.request
+
+import pytest
+
+from lm_jax.data.builders import text_corpus
+from lm_jax.data.builders.text_corpus import DataNotFoundError, load_text
+
+
+def _splits(corpus, raw_dir, cache_dir, names=('train', 'validation')):
+  return {name: load_text(corpus, name, str(raw_dir), str(cache_dir))
+          for name in names}
+
+
+def test_tiny_shakespeare_splits_are_the_first_90_and_last_10_percent(
+    shared_data_dir, shared_cache_dir):
+  path = os.path.join(shared_data_dir, 'tiny_shakespeare', 'input.txt')
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  splits = _splits('tiny_shakespeare', shared_data_dir, shared_cache_dir)
+  cut = int(len(text) * 0.9)
+  # The whole file spans many stored chunks, so this also checks their order.
+  assert len(text) > 4 * text_corpus._CHUNK_CHARS
+  assert splits['train'] == text[:cut]
+  assert splits['validation'] == text[cut:]
+  assert splits['train'] + splits['validation'] == text
+
+
+def test_gzipped_raw_file_gives_the_same_splits_as_the_plain_one(
+    tiny_corpus_dir, tmp_path):
+  with open(os.path.join(tiny_corpus_dir, 'tiny_shakespeare', 'input.txt'),
+            encoding='utf-8') as f:
+    text = f.read()
+  raw = tmp_path / 'raw'
+  (raw / 'tiny_shakespeare').mkdir(parents=True)
+  with gzip.open(raw / 'tiny_shakespeare' / 'input.txt.gz', 'wt',
+                 encoding='utf-8') as f:
+    f.write(text)
+  splits = _splits('tiny_shakespeare', raw, tmp_path / 'cache')
+  cut = int(len(text) * 0.9)
+  assert splits == {'train': text[:cut], 'validation': text[cut:]}
+
+
+def test_corpus_with_split_files_reads_each_split_from_its_file(tmp_path):
+  raw = tmp_path / 'raw'
+  (raw / 'ptb').mkdir(parents=True)
+  texts = {'train': ' the cat sat <unk> \n' * 50,
+           'validation': ' a dog ran \n' * 20,
+           'test': ' N years ago \n' * 10}
+  with gzip.open(raw / 'ptb' / 'ptb.train.txt.gz', 'wt',
+                 encoding='utf-8') as f:
+    f.write(texts['train'])
+  (raw / 'ptb' / 'ptb.valid.txt').write_text(texts['validation'])
+  (raw / 'ptb' / 'ptb.test.txt').write_text(texts['test'])
+  assert _splits('ptb', raw, tmp_path / 'cache', tuple(texts)) == texts
+
+
+def test_missing_raw_file_offline_raises_data_not_found_quickly(
+    offline, tmp_path):
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  start = time.perf_counter()
+  with pytest.raises(DataNotFoundError) as info:
+    load_text('tiny_shakespeare', 'train', str(empty), str(tmp_path / 'c'))
+  assert time.perf_counter() - start < 20
+  assert isinstance(info.value, FileNotFoundError)
+  message = str(info.value)
+  assert 'tiny_shakespeare/input.txt' in message
+  assert str(empty) in message
+  assert '\n' not in message
+
+
+def test_failed_build_leaves_the_cache_usable_once_the_file_exists(
+    offline, tiny_corpus_dir, tmp_path):
+  cache = tmp_path / 'cache'
+  with pytest.raises(DataNotFoundError):
+    load_text('tiny_shakespeare', 'train', str(tmp_path), str(cache))
+  text = load_text('tiny_shakespeare', 'validation', tiny_corpus_dir,
+                   str(cache))
+  with open(os.path.join(tiny_corpus_dir, 'tiny_shakespeare', 'input.txt'),
+            encoding='utf-8') as f:
+    whole = f.read()
+  assert text == whole[int(len(whole) * 0.9):]
+
+
+def test_missing_raw_file_is_downloaded_into_the_cache(monkeypatch, tmp_path):
+  text = 'Downloaded text.\n' * 100
+  urls = []
+
+  def fake_urlopen(url, *args, **kwargs):
+    urls.append(url)
+    return io.BytesIO(text.encode('utf-8'))
+
+  monkeypatch.setattr(urllib.request, 'urlopen', fake_urlopen)
+  cache = tmp_path / 'cache'
+  splits = _splits('tiny_shakespeare', tmp_path / 'no_raw_files', cache)
+  cut = int(len(text) * 0.9)
+  assert splits == {'train': text[:cut], 'validation': text[cut:]}
+  assert urls == [text_corpus.CORPORA['tiny_shakespeare'].urls['all']]
+  leftovers = [f for _, _, files in os.walk(cache) for f in files
+               if f.endswith('.partial')]
+  assert not leftovers
+
+
+def test_unknown_corpus_and_split_raise_value_error(tiny_corpus_dir,
+                                                    tiny_cache_dir):
+  with pytest.raises(ValueError, match='wikitext'):
+    load_text('wikitext', 'train', tiny_corpus_dir, tiny_cache_dir)
+  with pytest.raises(ValueError, match='test'):
+    load_text('tiny_shakespeare', 'test', tiny_corpus_dir, tiny_cache_dir)

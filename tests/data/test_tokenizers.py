@@ -1,0 +1,72 @@
+"""Tests of lm_jax.data.tokenizers: round trips, save/load, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lm_jax.data import tokenizers
+
+TEXT = 'First Citizen:\nBefore we proceed any further, hear me speak.\n'
+
+
+def test_char_tokenizer_vocabulary_is_the_sorted_set_of_characters():
+  tok = tokenizers.CharTokenizer.from_text(TEXT)
+  assert tok.chars == sorted(set(TEXT))
+  assert tok.vocab_size == len(set(TEXT))
+
+
+def test_char_tokenizer_round_trips_text():
+  tok = tokenizers.CharTokenizer.from_text(TEXT)
+  ids = tok.encode(TEXT)
+  assert ids.dtype == np.int32
+  assert ids.shape == (len(TEXT),)
+  assert ids.min() >= 0 and ids.max() < tok.vocab_size
+  assert tok.decode(ids) == TEXT
+  assert tok.decode(ids.tolist()) == TEXT
+  assert tok.encode('').shape == (0,)
+
+
+def test_char_tokenizer_ids_follow_the_sorted_vocabulary():
+  tok = tokenizers.CharTokenizer(['\n', ' ', 'a', 'b'])
+  np.testing.assert_array_equal(tok.encode('ba \n'), [3, 2, 1, 0])
+
+
+def test_char_tokenizer_handles_non_ascii_and_astral_characters():
+  text = 'naïve café — 東京 🙂\n'
+  tok = tokenizers.CharTokenizer.from_text(text)
+  assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize('text', [
+    'Zebra',        # 'Z' is below the largest known code point
+    'hear me €',    # '€' is above every known code point
+    '🙂',            # outside the Basic Multilingual Plane
+])
+def test_unknown_characters_raise_value_error_naming_them(text):
+  tok = tokenizers.CharTokenizer.from_text(TEXT)
+  with pytest.raises(ValueError, match='vocabulary') as info:
+    tok.encode(text)
+  unknown = sorted(set(text) - set(TEXT))
+  assert repr(unknown) in str(info.value)
+
+
+def test_save_and_load_round_trip(tmp_path):
+  text = TEXT + 'ünïcödé 🙂'
+  tok = tokenizers.CharTokenizer.from_text(text)
+  path = str(tmp_path / 'tokenizer.json')
+  tok.save(path)
+  with open(path, encoding='utf-8') as f:
+    assert json.load(f)['kind'] == 'char'
+  loaded = tokenizers.load(path)
+  assert isinstance(loaded, tokenizers.CharTokenizer)
+  assert loaded.chars == tok.chars
+  np.testing.assert_array_equal(loaded.encode(text), tok.encode(text))
+  assert loaded.decode(tok.encode(text)) == text
+
+
+def test_load_rejects_unknown_tokenizer_kinds(tmp_path):
+  path = tmp_path / 'tokenizer.json'
+  path.write_text(json.dumps({'kind': 'bpe', 'merges': []}))
+  with pytest.raises(ValueError, match='bpe'):
+    tokenizers.load(str(path))

@@ -1,0 +1,236 @@
+"""Bad input on the real command line: `python -m experiments.train`,
+`python -m experiments.sample` and `bash launch.sh train`, in subprocesses.
+
+The contract (README, "Command contract"): bad input stops with exactly one
+`error:` line on stderr and a non-zero exit code, before anything in the
+workdir is touched: a new workdir is not created and an existing one keeps
+its files byte for byte.
+
+No test needs the network: a `sitecustomize` shim on the subprocess's path
+makes host names unresolvable, as on a machine without internet.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+CONFIG_DIR = os.path.join(REPO_ROOT, 'experiments', 'configs')
+CPU_PRESET = os.path.join(CONFIG_DIR, 'shakespeare_char_cpu.py')
+
+
+@pytest.fixture(scope='module')
+def offline_shim(tmp_path_factory):
+  """A folder whose sitecustomize.py makes every host-name lookup fail."""
+  folder = tmp_path_factory.mktemp('offline_shim')
+  (folder / 'sitecustomize.py').write_text(textwrap.dedent('''\
+      import socket
+
+      def _offline(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, 'offline (lm_jax tests)')
+
+      socket.getaddrinfo = _offline
+      '''))
+  return str(folder)
+
+
+@pytest.fixture
+def run_cli(offline_shim, tmp_path):
+  """`run_cli(args, **env)`: runs a command from the repository root with
+  the repository (and the offline shim) on PYTHONPATH, empty data and
+  cache folders unless `env` says otherwise; returns the CompletedProcess."""
+  empty = tmp_path / 'empty_data'
+  empty.mkdir()
+
+  def run(args, **env_overrides):
+    env = dict(os.environ)
+    env.pop('XLA_FLAGS', None)  # the entry point picks its own devices
+    env['PYTHONPATH'] = os.pathsep.join([REPO_ROOT, offline_shim])
+    env['LM_JAX_DATA'] = str(empty)
+    env['LM_JAX_CACHE'] = str(tmp_path / 'empty_cache')
+    env.update(env_overrides)
+    return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+  return run
+
+
+def _python(module, *args):
+  return [sys.executable, '-m', module, *args]
+
+
+def _snapshot(folder):
+  """Every file's bytes and every folder under `folder` (None if absent)."""
+  if not os.path.exists(folder):
+    return None
+  out = {}
+  for root, dirs, files in os.walk(folder):
+    for d in dirs:
+      out[os.path.relpath(os.path.join(root, d), folder) + '/'] = None
+    for f in files:
+      path = os.path.join(root, f)
+      with open(path, 'rb') as fh:
+        out[os.path.relpath(path, folder)] = fh.read()
+  return out
+
+
+def _assert_unchanged(folder, before):
+  after = _snapshot(folder)
+  if before is None or after is None:
+    assert after == before, (
+        f'{folder} was created' if before is None else f'{folder} was removed')
+    return
+  added = sorted(set(after) - set(before))
+  removed = sorted(set(before) - set(after))
+  changed = sorted(k for k in set(before) & set(after)
+                   if before[k] != after[k])
+  assert not (added or removed or changed), (
+      f'{folder} was touched: added {added}, removed {removed}, '
+      f'changed {changed}')
+
+
+def _assert_one_error_line(result):
+  report = (f'exit code {result.returncode}\nstderr:\n{result.stderr}\n'
+            f'stdout:\n{result.stdout}')
+  assert result.returncode != 0, report
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1, report
+  assert lines[0].startswith('error:'), report
+
+
+@pytest.fixture(params=['new', 'existing'])
+def workdir(request, tmp_path):
+  """A workdir that does not exist yet, or one holding an earlier run."""
+  path = tmp_path / 'run'
+  if request.param == 'existing':
+    (path / 'checkpoints' / '6' / 'state').mkdir(parents=True)
+    (path / 'checkpoints' / '6' / 'state' / 'manifest.ocdbt').write_bytes(
+        b'\x00\x01 earlier run')
+    (path / 'config.json').write_text(json.dumps({'num_train_steps': 6}))
+    (path / 'tokenizer.json').write_text(
+        json.dumps({'kind': 'char', 'chars': ['\n', ' ', 'a', 'b']}))
+    (path / 'metrics.jsonl').write_text('{"step": 6, "train_loss": 3.2}\n')
+  return str(path)
+
+
+BAD_TRAIN_ARGS = {
+    'unknown_preset': ['--config=' + os.path.join(CONFIG_DIR,
+                                                  'nosuchpreset.py')],
+    'unknown_config_key': ['--config=' + CPU_PRESET,
+                           '--config.no_such_key=1'],
+    'int_key_given_text': ['--config=' + CPU_PRESET,
+                           '--config.num_layers=abc'],
+    'float_key_given_text': ['--config=' + CPU_PRESET,
+                             '--config.learning_rate=fast'],
+    'missing_data': ['--config=' + CPU_PRESET],
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_TRAIN_ARGS))
+def test_train_bad_input_is_one_error_line_and_leaves_workdir_alone(
+    run_cli, workdir, case):
+  before = _snapshot(workdir)
+  result = run_cli(_python('experiments.train', *BAD_TRAIN_ARGS[case],
+                           f'--workdir={workdir}'))
+  _assert_one_error_line(result)
+  _assert_unchanged(workdir, before)
+
+
+def test_missing_data_error_names_the_file_and_the_data_dir(run_cli,
+                                                            tmp_path):
+  empty = tmp_path / 'no_corpora'
+  empty.mkdir()
+  result = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+                           f'--workdir={tmp_path / "run"}'),
+                   LM_JAX_DATA=str(empty))
+  assert result.returncode != 0
+  assert 'tiny_shakespeare/input.txt' in result.stderr
+  assert str(empty) in result.stderr
+
+
+@pytest.mark.parametrize('preset', ['nosuchpreset', 'base'])
+def test_launch_sh_rejects_unknown_presets_before_any_setup(
+    run_cli, workdir, preset):
+  before = _snapshot(workdir)
+  result = run_cli(['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'train',
+                    preset, '--workdir', workdir])
+  _assert_one_error_line(result)
+  assert 'shakespeare_char_cpu' in result.stderr  # lists the real presets
+  _assert_unchanged(workdir, before)
+
+
+def _partial_run(path, config):
+  """What a run killed before its first checkpoint leaves behind."""
+  os.makedirs(path)
+  with open(os.path.join(path, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  with open(os.path.join(path, 'tokenizer.json'), 'w') as f:
+    f.write(json.dumps({'kind': 'char', 'chars': ['\n', ' ', 'a']}))
+
+
+@pytest.mark.parametrize('state', ['absent', 'empty', 'no_checkpoint'])
+def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
+    run_cli, make_tiny_config, tmp_path, state):
+  path = str(tmp_path / 'run')
+  if state == 'empty':
+    os.makedirs(path)
+  elif state == 'no_checkpoint':
+    _partial_run(path, make_tiny_config())
+  before = _snapshot(path)
+  result = run_cli(_python('experiments.sample', f'--workdir={path}',
+                           '--num_tokens=5'))
+  _assert_one_error_line(result)
+  _assert_unchanged(path, before)
+
+
+@pytest.mark.parametrize('args', [['--temperature=-1'], ['--top_p=0'],
+                                  ['--top_k=-2'], ['--num_tokens=x']])
+def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
+                                                         args):
+  result = run_cli(_python('experiments.sample',
+                           f'--workdir={tmp_path / "run"}', *args))
+  _assert_one_error_line(result)
+  assert not os.path.exists(tmp_path / 'run')
+
+
+TINY_OVERRIDES = ['--config.num_layers=1', '--config.embed_dim=32',
+                  '--config.num_heads=2', '--config.block_size=16',
+                  '--config.batch_size=4', '--config.num_train_steps=4',
+                  '--config.eval_every=0', '--config.eval_steps=1',
+                  '--config.log_every=2', '--config.checkpoint_every=0',
+                  '--config.final_eval_full=False']
+
+
+def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
+                                               tmp_path):
+  """The happy path, and a prompt the tokenizer cannot encode."""
+  workdir = str(tmp_path / 'run')
+  train = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+                          f'--workdir={workdir}', *TINY_OVERRIDES),
+                  LM_JAX_DATA=tiny_corpus_dir)
+  assert train.returncode == 0, train.stderr
+  assert re.search(r'^final .*eval_loss=\d', train.stdout, re.M), train.stdout
+  with open(os.path.join(workdir, 'config.json')) as f:
+    saved = json.load(f)
+  assert saved['num_layers'] == 1 and saved['num_train_steps'] == 4
+  assert saved['data_dir'] == tiny_corpus_dir
+
+  sample = run_cli(_python('experiments.sample', f'--workdir={workdir}',
+                           '--prompt=First', '--num_tokens=20',
+                           '--temperature=0'))
+  assert sample.returncode == 0, sample.stderr
+  header, rest = sample.stdout.split('\n', 1)
+  assert header == f'# {workdir} at step 4'
+  text = rest.rsplit('\n---', 1)[0]
+  assert text.startswith('First') and len(text) == len('First') + 20
+
+  unknown = run_cli(_python('experiments.sample', f'--workdir={workdir}',
+                            '--prompt=€uro', '--num_tokens=5'))
+  _assert_one_error_line(unknown)
+  assert '€' in unknown.stderr

@@ -1,0 +1,45 @@
+"""Every preset in experiments/configs trains one step on the real data.
+
+Presets keep their model and optimizer settings; only the run length, the
+evaluation and the checkpoint schedule are cut (and, for the GPU-sized
+shakespeare_char recipe, the batch: 8 windows of 64 characters).
+"""
+
+import importlib
+import os
+
+import pytest
+
+from lm_jax.train import checkpoint, loop
+from lm_jax.train.logging import read_metrics
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'experiments', 'configs')
+PRESETS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                 if f.endswith('.py') and f not in ('base.py', '__init__.py'))
+SMALLER_BATCH = {'shakespeare_char': {'batch_size': 8, 'block_size': 64}}
+
+
+def test_presets_are_found():
+  assert {'shakespeare_char', 'shakespeare_char_cpu'} <= set(PRESETS)
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_preset_trains_one_step(preset, shared_data_dir, shared_cache_dir,
+                                tmp_path):
+  config = importlib.import_module(f'experiments.configs.{preset}').get_config()
+  config.num_train_steps, config.eval_steps = 1, 1
+  config.final_eval_full = False
+  config.eval_every, config.checkpoint_every = 0, 0
+  config.update(SMALLER_BATCH.get(preset, {}))
+  config.data_dir, config.cache_dir = shared_data_dir, shared_cache_dir
+
+  results = loop.train_and_evaluate(config, str(tmp_path))
+
+  records = read_metrics(str(tmp_path))
+  assert [r['step'] for r in records if 'train_loss' in r] == [1]
+  assert [r['step'] for r in records if 'eval_loss' in r] == [1]
+  assert results['eval_loss'] > 0
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  assert reader.steps() == [1]
+  reader.close()

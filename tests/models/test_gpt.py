@@ -1,0 +1,95 @@
+"""Tests of lm_jax.models.gpt: shapes, tied head, jit == eager, dropout.
+
+The causal property is tested in tests/nn/test_attention.py and KV-cached
+decoding in tests/test_decode.py.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm_jax.models import build_model
+
+
+@pytest.mark.parametrize('positional', ['learned', 'sinusoidal'])
+def test_gpt_returns_float32_logits_over_the_vocabulary(make_tiny_gpt,
+                                                        positional):
+  model, params = make_tiny_gpt(positional=positional)
+  tokens = jnp.zeros((3, 7), jnp.int32)
+  logits = jax.jit(model.apply)({'params': params}, tokens)
+  chex.assert_shape(logits, (3, 7, 13))
+  chex.assert_type(logits, jnp.float32)
+  chex.assert_tree_all_finite(logits)
+
+
+def test_gpt_head_is_the_transposed_token_embedding(make_tiny_gpt):
+  model, params = make_tiny_gpt()
+  assert set(params) == {'token_embedding', 'positions', 'final_norm',
+                         'block_0', 'block_1'}
+  # Logits move with the embedding table: scaling one row of it scales the
+  # corresponding logit of a (token-free) hidden state.
+  tokens = jnp.array([[1, 2, 3]])
+  logits = model.apply({'params': params}, tokens)
+  table = params['token_embedding']['embedding']
+  scaled = jax.tree.map(lambda x: x, params)
+  scaled['token_embedding'] = {'embedding': table.at[7].multiply(2.0)}
+  logits2 = model.apply({'params': scaled}, tokens)
+  # Token 7 is not in the input, so only its own logit changes, doubling.
+  np.testing.assert_allclose(logits2[..., 7], 2 * logits[..., 7], rtol=1e-5)
+  others = np.arange(13) != 7
+  np.testing.assert_allclose(logits2[..., others], logits[..., others],
+                             rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize('positional', ['learned', 'sinusoidal'])
+def test_gpt_forward_jit_equals_eager(make_tiny_gpt, positional):
+  model, params = make_tiny_gpt(positional=positional)
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 13)
+  jitted = jax.jit(model.apply)({'params': params}, tokens)
+  with jax.disable_jit():
+    eager = model.apply({'params': params}, tokens)
+  np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-6)
+
+
+def test_gpt_dropout_only_in_train_mode_and_seeded(make_tiny_gpt):
+  model, params = make_tiny_gpt(dropout_rate=0.5)
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 13)
+  apply = jax.jit(model.apply, static_argnames='train')
+  eval_logits = apply({'params': params}, tokens)
+  eval_again = apply({'params': params}, tokens,
+                     rngs={'dropout': jax.random.key(1)})
+  np.testing.assert_array_equal(eval_logits, eval_again)
+  train_a = apply({'params': params}, tokens, train=True,
+                  rngs={'dropout': jax.random.key(1)})
+  train_b = apply({'params': params}, tokens, train=True,
+                  rngs={'dropout': jax.random.key(1)})
+  train_c = apply({'params': params}, tokens, train=True,
+                  rngs={'dropout': jax.random.key(2)})
+  np.testing.assert_array_equal(train_a, train_b)
+  assert np.abs(train_a - eval_logits).max() > 1e-4
+  assert np.abs(train_a - train_c).max() > 1e-4
+
+
+def test_gpt_bfloat16_compute_keeps_float32_params_and_logits(make_tiny_gpt):
+  model, params = make_tiny_gpt(dtype='bfloat16')
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 13)
+  logits = jax.jit(model.apply)({'params': params}, tokens)
+  chex.assert_type(logits, jnp.float32)
+  model32, _ = make_tiny_gpt()
+  reference = jax.jit(model32.apply)({'params': params}, tokens)
+  np.testing.assert_allclose(logits, reference, atol=0.05)
+
+
+def test_build_model_sizes_gpt_from_the_run_config(make_tiny_config):
+  config = make_tiny_config(num_layers=2, positional='sinusoidal')
+  model = build_model(config, vocab_size=50)
+  assert model.config.vocab_size == 50
+  assert model.config.num_layers == 2
+  assert model.config.max_length == config.block_size
+  assert model.config.positional == 'sinusoidal'
+  config.model = 'lstm'
+  with pytest.raises(ValueError, match='lstm'):
+    build_model(config, vocab_size=50)

@@ -1,0 +1,286 @@
+"""Tests of lm_jax.train.loop.train_and_evaluate on a tiny GPT.
+
+A run that is stopped and relaunched in the same workdir must end exactly
+where an uninterrupted run ends: same parameters, same final evaluation,
+same metrics.jsonl records and the same training batches. The stop is
+either a clean end (a shorter run relaunched with more steps) or a crash in
+the middle of training.
+"""
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lm_jax import losses
+from lm_jax.data import pipelines, tokenizers
+from lm_jax.models import build_model
+from lm_jax.tasks.language_modeling import LanguageModelingTask
+from lm_jax.train import checkpoint, loop
+from lm_jax.train.logging import read_metrics
+
+
+class _Crash(Exception):
+  """Stands in for the process being killed."""
+
+
+class _StreamSpy:
+  """Wraps a task's train stream: records every batch it hands out and can
+  crash when asked for batch number `crash_at` (1-based)."""
+
+  def __init__(self, stream, seen, crash_at=None):
+    self._stream, self._seen, self._crash_at = stream, seen, crash_at
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._crash_at is not None and len(self._seen) + 1 >= self._crash_at:
+      raise _Crash(f'killed before step {self._crash_at}')
+    batch = next(self._stream)
+    self._seen.append(batch['inputs'].copy())
+    return batch
+
+  def get_state(self):
+    return self._stream.get_state()
+
+  def set_state(self, state):
+    self._stream.set_state(state)
+
+
+def _train(config, workdir, crash_at=None):
+  """train_and_evaluate, returning (results or None if it crashed, the
+  input batches the run trained on)."""
+  seen = []
+  original = LanguageModelingTask.train_stream
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(LanguageModelingTask, 'train_stream',
+                  lambda self, rows: _StreamSpy(original(self, rows), seen,
+                                                crash_at))
+    try:
+      results = loop.train_and_evaluate(config, str(workdir))
+    except _Crash:
+      results = None
+  return results, seen
+
+
+def _final_params(workdir, config):
+  """(step, params) of the newest checkpoint, loaded the way sampling does."""
+  tokenizer = tokenizers.load(os.path.join(workdir, 'tokenizer.json'))
+  model = build_model(config, tokenizer.vocab_size)
+  step, params = loop.restore_params(
+      str(workdir), config, model, np.zeros((1, config.block_size), np.int32))
+  return step, params
+
+
+def _records(workdir, prefix):
+  """The metrics.jsonl records holding `prefix` keys, without timings."""
+  out = []
+  for record in read_metrics(str(workdir)):
+    if any(k.startswith(prefix) for k in record):
+      out.append({k: v for k, v in record.items() if k != 'tokens_per_sec'})
+  return out
+
+
+def _assert_records_close(a, b):
+  assert [r['step'] for r in a] == [r['step'] for r in b]
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_allclose(x[key], y[key], rtol=1e-6,
+                                 err_msg=f'step {x["step"]} {key}')
+
+
+def _assert_params_equal(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
+                          jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def _wait_for_checkpoint(workdir, step, timeout=30.0):
+  """An interrupted process's asynchronous save may still be finishing."""
+  path = os.path.join(workdir, 'checkpoints', str(step))
+  deadline = time.monotonic() + timeout
+  while not os.path.isdir(path) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  assert os.path.isdir(path), f'no checkpoint at step {step}'
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(make_tiny_config, tmp_path_factory):
+  """The reference: 12 uninterrupted steps of the tiny config."""
+  config = make_tiny_config()
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  results, seen = _train(config, workdir)
+  return {'config': config, 'workdir': str(workdir), 'results': results,
+          'seen': seen, 'params': _final_params(workdir, config)[1]}
+
+
+def test_run_writes_its_artifacts_and_logs_on_schedule(uninterrupted):
+  workdir = uninterrupted['workdir']
+  for name in ('config.json', 'tokenizer.json', 'metrics.jsonl', 'loss.png'):
+    assert os.path.isfile(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert json.load(f)['num_train_steps'] == 12
+  reader = checkpoint.Checkpointer(workdir, async_save=False)
+  assert reader.steps() == [6, 12]
+  reader.close()
+  assert [r['step'] for r in _records(workdir, 'train_')] == [3, 6, 9, 12]
+  assert [r['step'] for r in _records(workdir, 'eval_')] == [6, 12]
+  assert len(uninterrupted['seen']) == 12
+  results = uninterrupted['results']
+  assert set(results) >= {'eval_loss', 'eval_accuracy', 'eval_perplexity',
+                          'eval_bits_per_token'}
+  np.testing.assert_allclose(results['eval_perplexity'],
+                             math.exp(results['eval_loss']), rtol=1e-6)
+  np.testing.assert_allclose(results['eval_bits_per_token'],
+                             results['eval_loss'] / math.log(2), rtol=1e-6)
+  final_eval = _records(workdir, 'eval_')[-1]
+  np.testing.assert_allclose(final_eval['eval_loss'], results['eval_loss'])
+
+
+def test_final_evaluation_is_the_exact_mean_over_the_validation_split(
+    uninterrupted, tiny_task):
+  config, params = uninterrupted['config'], uninterrupted['params']
+  apply = jax.jit(lambda tokens: tiny_task.model.apply({'params': params},
+                                                       tokens))
+  total = count = 0.0
+  for batch in pipelines.lm_full_pass(tiny_task.valid_tokens,
+                                      config.block_size, config.batch_size):
+    loss_sum, weight_sum = losses.cross_entropy(
+        apply(batch['inputs']), batch['targets'], batch['weights'])
+    total, count = total + float(loss_sum), count + float(weight_sum)
+  assert count == len(tiny_task.valid_tokens) - 1
+  np.testing.assert_allclose(uninterrupted['results']['eval_loss'],
+                             total / count, rtol=1e-5)
+
+
+def test_relaunch_with_more_steps_equals_uninterrupted_run(
+    uninterrupted, make_tiny_config, tmp_path, caplog):
+  """6 steps, then the same workdir relaunched for 12 (the schedule is
+  pinned by decay_steps=12 in both)."""
+  caplog.set_level(logging.INFO, logger='lm_jax')
+  first, first_seen = _train(make_tiny_config(num_train_steps=6), tmp_path)
+  assert first is not None and len(first_seen) == 6
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  assert reader.steps() == [6]
+  reader.close()
+
+  results, seen = _train(make_tiny_config(), tmp_path)
+  assert 'resumed from the checkpoint at step 6' in caplog.text
+  # The data iterator resumed where it stopped: the same 12 batches.
+  assert len(seen) == 6
+  for i, (got, expected) in enumerate(zip(first_seen + seen,
+                                          uninterrupted['seen'])):
+    np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 1}')
+  assert results.keys() == uninterrupted['results'].keys()
+  for key, value in results.items():
+    np.testing.assert_allclose(value, uninterrupted['results'][key],
+                               rtol=1e-6, err_msg=key)
+  step, params = _final_params(tmp_path, make_tiny_config())
+  assert step == 12
+  _assert_params_equal(params, uninterrupted['params'])
+  _assert_records_close(_records(tmp_path, 'train_'),
+                        _records(uninterrupted['workdir'], 'train_'))
+
+
+def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
+                                                     make_tiny_config,
+                                                     tmp_path, caplog):
+  """Killed while fetching the batch of step 10, after step 9's metrics
+  were written but long after the step-6 checkpoint: the relaunch resumes
+  at step 6, trains 7-12 again and rewrites metrics.jsonl from step 7."""
+  caplog.set_level(logging.INFO, logger='lm_jax')
+  config = make_tiny_config()
+  crashed, crashed_seen = _train(config, tmp_path, crash_at=10)
+  assert crashed is None and len(crashed_seen) == 9
+  assert [r['step'] for r in _records(tmp_path, 'train_')] == [3, 6, 9]
+  _wait_for_checkpoint(str(tmp_path), 6)
+
+  results, seen = _train(config, tmp_path)
+  assert 'resumed from the checkpoint at step 6' in caplog.text
+  for i, (got, expected) in enumerate(zip(seen, uninterrupted['seen'][6:])):
+    np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 7}')
+  assert len(seen) == 6
+  for key, value in results.items():
+    np.testing.assert_allclose(value, uninterrupted['results'][key],
+                               rtol=1e-6, err_msg=key)
+  _assert_params_equal(_final_params(tmp_path, config)[1],
+                       uninterrupted['params'])
+  # Every record, train and eval, reads as if there had been no crash.
+  for prefix in ('train_', 'eval_'):
+    _assert_records_close(_records(tmp_path, prefix),
+                          _records(uninterrupted['workdir'], prefix))
+
+
+def test_relaunching_a_finished_run_trains_nothing_and_reports_it(
+    uninterrupted, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  before = _records(workdir, '')
+  results, seen = _train(uninterrupted['config'], workdir)
+  assert seen == []
+  for key, value in results.items():
+    np.testing.assert_allclose(value, uninterrupted['results'][key],
+                               rtol=1e-6, err_msg=key)
+  assert _records(workdir, '') == before
+
+
+def test_relaunch_replaces_a_corrupt_newest_checkpoint(uninterrupted,
+                                                       tmp_path, caplog):
+  """With the step-12 checkpoint unreadable, a relaunch falls back to step
+  6, trains 7-12 again, and must leave a readable step-12 checkpoint."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  state_dir = os.path.join(workdir, 'checkpoints', '12', 'state')
+  for root, _, names in os.walk(state_dir):
+    for name in names:
+      open(os.path.join(root, name), 'w').close()
+  caplog.set_level(logging.INFO, logger='lm_jax')
+  results, seen = _train(uninterrupted['config'], workdir)
+  assert 'resumed from the checkpoint at step 6' in caplog.text
+  assert len(seen) == 6
+  np.testing.assert_allclose(results['eval_loss'],
+                             uninterrupted['results']['eval_loss'], rtol=1e-6)
+  step, params = _final_params(workdir, uninterrupted['config'])
+  assert step == 12, (
+      'the retrained step-12 state was not saved: the unreadable step-12 '
+      'checkpoint is still the newest one')
+  _assert_params_equal(params, uninterrupted['params'])
+
+
+def test_all_checkpoints_unreadable_refuses_to_start_over(uninterrupted,
+                                                          tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  for root, _, names in os.walk(os.path.join(workdir, 'checkpoints')):
+    for name in names:
+      if os.sep + 'state' + os.sep in os.path.join(root, name):
+        open(os.path.join(root, name), 'w').close()
+  before = _records(workdir, '')
+  with pytest.raises(ValueError, match='readable'):
+    loop.train_and_evaluate(uninterrupted['config'], workdir)
+  assert _records(workdir, '') == before
+
+
+def test_training_reduces_the_loss(make_tiny_config, tmp_path):
+  """A sanity check no equivalence test can make: the gradient points
+  downhill. 48 steps at a high learning rate take the tiny model well
+  below the uniform guess on both splits."""
+  config = make_tiny_config(num_train_steps=48, decay_steps=48,
+                            learning_rate=1e-2, min_learning_rate=1e-3,
+                            warmup_steps=4, log_every=8, eval_every=0,
+                            checkpoint_every=0)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  train_losses = [r['train_loss'] for r in _records(tmp_path, 'train_')]
+  vocab_size = tokenizers.load(
+      os.path.join(tmp_path, 'tokenizer.json')).vocab_size
+  assert train_losses[-1] < train_losses[0] - 0.4, train_losses
+  assert results['eval_loss'] < math.log(vocab_size) - 0.3, results

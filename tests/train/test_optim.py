@@ -1,0 +1,153 @@
+"""Tests of lm_jax.train.optim: learning-rate schedules, the weight-decay
+mask, clipping, and AdamW against optax's reference implementation."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lm_jax.train import optim
+
+
+@pytest.fixture
+def gpt_params(make_tiny_gpt):
+  return make_tiny_gpt(num_layers=1)[1]
+
+
+def _leaf_names(params):
+  return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key,
+                                          params)
+
+
+def _schedule_values(config, steps):
+  schedule = optim.make_schedule(config)
+  return np.array([float(schedule(s)) for s in steps])
+
+
+def test_cosine_schedule_warms_up_to_peak_then_decays_to_the_floor(
+    make_tiny_config):
+  config = make_tiny_config(schedule='cosine', learning_rate=1e-3,
+                            min_learning_rate=1e-4, warmup_steps=10,
+                            decay_steps=0, num_train_steps=110)
+  lr = _schedule_values(config, range(0, 131))
+  assert lr[0] <= 1e-3 / 10
+  assert (np.diff(lr[:11]) > 0).all()          # warm-up rises...
+  np.testing.assert_allclose(lr[10], 1e-3, rtol=1e-6)  # ...to the peak
+  assert (np.diff(lr[10:111]) < 0).all()       # cosine decay...
+  np.testing.assert_allclose(lr[60], 1e-4 + 0.5 * (1e-3 - 1e-4), rtol=1e-5)
+  np.testing.assert_allclose(lr[110], 1e-4, rtol=1e-5)  # ...to the floor
+  np.testing.assert_allclose(lr[110:], 1e-4, rtol=1e-5)  # and stays there
+
+
+def test_cosine_schedule_decay_steps_overrides_num_train_steps(
+    make_tiny_config):
+  config = make_tiny_config(schedule='cosine', learning_rate=1e-3,
+                            min_learning_rate=1e-4, warmup_steps=2,
+                            decay_steps=12, num_train_steps=6)
+  lr = _schedule_values(config, [2, 6, 12])
+  np.testing.assert_allclose(lr[0], 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(lr[2], 1e-4, rtol=1e-5)
+  assert 1e-4 < lr[1] < 1e-3
+
+
+def test_inverse_sqrt_schedule_peaks_at_the_end_of_warmup(make_tiny_config):
+  config = make_tiny_config(schedule='inverse_sqrt', learning_rate=2e-3,
+                            warmup_steps=100)
+  lr = _schedule_values(config, range(1, 1001))
+  assert lr.argmax() + 1 == 100
+  np.testing.assert_allclose(lr.max(), 2e-3, rtol=1e-6)
+  np.testing.assert_allclose(lr[50 - 1], 1e-3, rtol=1e-6)   # linear warm-up
+  np.testing.assert_allclose(lr[400 - 1], 1e-3, rtol=1e-6)  # 1/sqrt(step)
+  np.testing.assert_allclose(lr[900 - 1], 2e-3 / 3, rtol=1e-6)
+
+
+def test_constant_schedule_holds_the_rate_after_warmup(make_tiny_config):
+  config = make_tiny_config(schedule='constant', learning_rate=3e-4,
+                            warmup_steps=5)
+  lr = _schedule_values(config, range(0, 20))
+  assert (np.diff(lr[:6]) > 0).all()
+  np.testing.assert_allclose(lr[5:], 3e-4, rtol=1e-6)
+
+
+def test_unknown_schedule_and_optimizer_raise_value_error(make_tiny_config):
+  with pytest.raises(ValueError, match='linear'):
+    optim.make_schedule(make_tiny_config(schedule='linear'))
+  with pytest.raises(ValueError, match='lion'):
+    optim.make_optimizer(make_tiny_config(optimizer='lion'))
+
+
+def test_weight_decay_mask_selects_kernels_and_embeddings_only(gpt_params):
+  mask = optim._decay_mask(gpt_params)
+  names = _leaf_names(gpt_params)
+  flat_mask = jax.tree.leaves(mask)
+  flat_names = jax.tree.leaves(names)
+  assert set(flat_names) == {'kernel', 'embedding', 'bias', 'scale'}
+  for name, decays in zip(flat_names, flat_mask):
+    assert decays == (name in ('kernel', 'embedding')), name
+
+
+def test_adamw_decays_only_kernels_and_embeddings(make_tiny_config,
+                                                  gpt_params):
+  """With zero gradients AdamW's only update is the decoupled decay
+  p <- p - lr * wd * p, on kernel and embedding leaves alone."""
+  lr, wd = 0.1, 0.5
+  config = make_tiny_config(optimizer='adamw', schedule='constant',
+                            warmup_steps=0, learning_rate=lr, weight_decay=wd)
+  tx = optim.make_optimizer(config)
+  zeros = jax.tree.map(jnp.zeros_like, gpt_params)
+  updates, _ = jax.jit(tx.update)(zeros, tx.init(gpt_params), gpt_params)
+  new = optax.apply_updates(gpt_params, updates)
+  names = jax.tree.leaves(_leaf_names(gpt_params))
+  for name, before, after in zip(names, jax.tree.leaves(gpt_params),
+                                 jax.tree.leaves(new)):
+    expected = before * (1 - lr * wd) if name in ('kernel', 'embedding') \
+        else before
+    np.testing.assert_allclose(after, expected, rtol=1e-6, atol=1e-7,
+                               err_msg=name)
+
+
+def test_adamw_with_clipping_matches_optax_reference(make_tiny_config,
+                                                     gpt_params):
+  config = make_tiny_config(optimizer='adamw', grad_clip_norm=0.5,
+                            weight_decay=0.1, beta1=0.9, beta2=0.99,
+                            warmup_steps=2, num_train_steps=10)
+  tx = optim.make_optimizer(config)
+  decays = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
+      lambda path, _: path[-1].key in ('kernel', 'embedding'), p)
+  reference = optax.chain(
+      optax.clip_by_global_norm(0.5),
+      optax.adamw(optim.make_schedule(config), b1=0.9, b2=0.99,
+                  weight_decay=0.1, mask=decays))
+  params = ref_params = gpt_params
+  state, ref_state = tx.init(params), reference.init(ref_params)
+  step = jax.jit(lambda tx_, g, s, p: tx_.update(g, s, p), static_argnums=0)
+  for i in range(3):
+    grads = jax.tree.map(
+        lambda x, k=jax.random.key(i): jax.random.normal(k, x.shape), params)
+    updates, state = step(tx, grads, state, params)
+    ref_updates, ref_state = step(reference, grads, ref_state, ref_params)
+    params = optax.apply_updates(params, updates)
+    ref_params = optax.apply_updates(ref_params, ref_updates)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7),
+               params, ref_params)
+
+
+@pytest.mark.parametrize('clip,expected_norm', [(1.0, 1.0), (0.0, 10.0)])
+def test_gradient_clipping_bounds_the_global_norm(make_tiny_config,
+                                                  gpt_params, clip,
+                                                  expected_norm):
+  config = make_tiny_config(optimizer='sgd', schedule='constant',
+                            warmup_steps=0, learning_rate=1.0,
+                            grad_clip_norm=clip)
+  tx = optim.make_optimizer(config)
+  leaves = jax.tree.leaves(gpt_params)
+  size = sum(x.size for x in leaves)
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 10.0 / math.sqrt(size)),
+                       gpt_params)
+  updates, _ = tx.update(grads, tx.init(gpt_params), gpt_params)
+  np.testing.assert_allclose(optax.tree.norm(updates), expected_norm,
+                             rtol=1e-5)

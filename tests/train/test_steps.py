@@ -1,0 +1,158 @@
+"""Tests of lm_jax.train.steps: the train step is the same function of its
+inputs jitted or not, on one device or four, in one batch or in
+micro-batches; the eval step and `averages` report exact means."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm_jax import losses
+from lm_jax.train import loop, optim, parallel
+from lm_jax.train.steps import (TrainState, averages, make_eval_step,
+                                make_train_step)
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
+  a, b = parallel.to_host(a), parallel.to_host(b)
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  flat_a = jax.tree_util.tree_leaves_with_path(a)
+  flat_b = jax.tree.leaves(b)
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def _batches(task, num):
+  stream = task.train_stream(parallel.process_rows(task.config.batch_size))
+  return [next(stream) for _ in range(num)]
+
+
+def _run_steps(task, mesh, batches, grad_accum_steps=1, jit=True):
+  """Fresh state on `mesh`, then one train step per batch, as the loop
+  compiles it (state replicated, batch split on `data`).
+
+  Returns:
+    (final state, [metrics of each step]).
+  """
+  tx = optim.make_optimizer(task.config)
+  state = loop.init_state(task.model, tx, task.dummy_batch()['inputs'],
+                          task.config.seed, mesh)
+  step = make_train_step(task, tx, grad_accum_steps)
+  if jit:
+    step = jax.jit(step, in_shardings=(parallel.replicated(mesh),
+                                       parallel.batch_sharded(mesh),
+                                       parallel.replicated(mesh)),
+                   out_shardings=(parallel.replicated(mesh),
+                                  parallel.replicated(mesh)))
+  rng = jax.random.key(task.config.seed + 1)
+  all_metrics = []
+  for batch in batches:
+    state, metrics = step(state, parallel.to_global(batch, mesh), rng)
+    all_metrics.append(metrics)
+  return state, all_metrics
+
+
+@pytest.fixture(scope='module')
+def two_steps_on_one_device(tiny_task):
+  """(batches, final state, metrics) of two jitted steps on one device."""
+  batches = _batches(tiny_task, 2)
+  state, metrics = _run_steps(tiny_task, parallel.make_data_mesh(1), batches)
+  return batches, state, metrics
+
+
+def test_test_processes_have_four_cpu_devices():
+  assert jax.device_count() >= 4
+  assert parallel.make_data_mesh(4).size == 4
+
+
+def test_train_step_updates_params_and_counts_the_step(
+    tiny_task, two_steps_on_one_device):
+  mesh = parallel.make_data_mesh(1)
+  batches, state, metrics = two_steps_on_one_device
+  assert isinstance(state, TrainState)
+  assert int(state.step) == 2
+  assert set(metrics[0]) == {'loss', 'accuracy', 'grad_norm'}
+  loss_sum, count = metrics[0]['loss']
+  assert float(count) == batches[0]['weights'].sum()
+  assert np.isfinite(float(loss_sum))
+  assert float(metrics[0]['grad_norm'][1]) == 1.0
+  fresh = loop.init_state(tiny_task.model,
+                          optim.make_optimizer(tiny_task.config),
+                          tiny_task.dummy_batch()['inputs'],
+                          tiny_task.config.seed, mesh)
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       state.params, fresh.params)
+  assert all(v > 0 for v in jax.tree.leaves(moved))
+
+
+def test_train_step_jit_equals_eager(tiny_task):
+  mesh = parallel.make_data_mesh(1)
+  batches = _batches(tiny_task, 1)
+  jitted = _run_steps(tiny_task, mesh, batches, jit=True)
+  eager = _run_steps(tiny_task, mesh, batches, jit=False)
+  _assert_trees_close(jitted, eager)
+
+
+def test_train_step_on_one_device_equals_four_devices(
+    tiny_task, two_steps_on_one_device):
+  batches, one_state, one_metrics = two_steps_on_one_device
+  four_state, four_metrics = _run_steps(tiny_task,
+                                        parallel.make_data_mesh(4), batches)
+  some_param = jax.tree.leaves(four_state.params)[0]
+  assert len(some_param.sharding.device_set) == 4
+  _assert_trees_close(one_state, four_state)
+  _assert_trees_close(one_metrics, four_metrics)
+
+
+def test_train_step_with_dropout_on_one_device_equals_four_devices(
+    make_tiny_task):
+  """Dropout masks come from the step's key, not from the device layout."""
+  task = make_tiny_task(dropout_rate=0.1)
+  batches = _batches(task, 1)
+  one_state, one_metrics = _run_steps(task, parallel.make_data_mesh(1),
+                                      batches)
+  four_state, four_metrics = _run_steps(task, parallel.make_data_mesh(4),
+                                        batches)
+  some_param = jax.tree.leaves(four_state.params)[0]
+  assert len(some_param.sharding.device_set) == 4
+  _assert_trees_close(one_state, four_state)
+  _assert_trees_close(one_metrics, four_metrics)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tiny_task):
+  """Two micro-batches with different numbers of real targets update the
+  parameters exactly as the whole batch would (gradient of the summed loss
+  over the global token count)."""
+  (batch,) = _batches(tiny_task, 1)
+  batch = dict(batch, weights=batch['weights'].copy())
+  batch['weights'][0, 5:] = 0.0  # micro-batch 1 has fewer real targets
+  batch['weights'][3, :2] = 0.0
+  mesh = parallel.make_data_mesh(1)
+  whole, whole_metrics = _run_steps(tiny_task, mesh, [batch])
+  micro, micro_metrics = _run_steps(tiny_task, mesh, [batch],
+                                    grad_accum_steps=2)
+  _assert_trees_close(whole, micro)
+  _assert_trees_close(whole_metrics, micro_metrics)
+
+
+def test_eval_step_sums_the_task_loss_without_dropout(make_tiny_task):
+  task = make_tiny_task(dropout_rate=0.5)
+  tx = optim.make_optimizer(task.config)
+  mesh = parallel.make_data_mesh(1)
+  state = loop.init_state(task.model, tx, task.dummy_batch()['inputs'],
+                          task.config.seed, mesh)
+  (batch,) = _batches(task, 1)
+  metrics = jax.jit(make_eval_step(task))(state.params, batch)
+  logits = task.model.apply({'params': state.params}, batch['inputs'])
+  expected = losses.cross_entropy(logits, batch['targets'], batch['weights'])
+  np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
+  again = jax.jit(make_eval_step(task))(state.params, batch)
+  _assert_trees_close(metrics, again, rtol=0, atol=0)
+
+
+def test_averages_divide_sums_by_counts():
+  metrics = {'loss': (np.float32(6.0), np.float32(4.0)),
+             'accuracy': (np.float32(1.0), np.float32(4.0)),
+             'empty': (np.float32(0.0), np.float32(0.0))}
+  assert averages(metrics) == {'loss': 1.5, 'accuracy': 0.25, 'empty': 0.0}
