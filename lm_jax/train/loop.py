@@ -56,6 +56,10 @@ def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
   total = None
   for batch in batches:
     metrics = eval_step(params, parallel.to_global(batch, mesh))
+    # Evaluation steps do not depend on each other, so without this wait
+    # many would be in flight at once; on XLA CPU devices that share a
+    # small thread pool their all-reduces can then block each other forever.
+    jax.block_until_ready(metrics)
     total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
   return averages(parallel.to_host(total))
 

@@ -284,3 +284,49 @@ def test_training_reduces_the_loss(make_tiny_config, tmp_path):
       os.path.join(tmp_path, 'tokenizer.json')).vocab_size
   assert train_losses[-1] < train_losses[0] - 0.4, train_losses
   assert results['eval_loss'] < math.log(vocab_size) - 0.3, results
+
+
+_MANY_EVAL_STEPS = '''
+import os, sys
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+sys.path.insert(0, sys.argv[1])
+import jax, jax.numpy as jnp, numpy as np
+from experiments.configs import shakespeare_char_cpu
+from lm_jax.models import build_model
+from lm_jax.tasks.language_modeling import LanguageModelingTask
+from lm_jax.train import loop, parallel
+from lm_jax.train.steps import make_eval_step
+config = shakespeare_char_cpu.get_config()
+task = LanguageModelingTask(config)
+task._model = build_model(config, 65)
+mesh = parallel.make_data_mesh(2)
+params = jax.jit(lambda r: task.model.init(r, jnp.zeros((1, 64), jnp.int32))[
+    'params'], out_shardings=parallel.replicated(mesh))(jax.random.key(0))
+eval_step = jax.jit(make_eval_step(task),
+                    in_shardings=(parallel.replicated(mesh),
+                                  parallel.batch_sharded(mesh)),
+                    out_shardings=parallel.replicated(mesh))
+rng = np.random.default_rng(0)
+batches = [{'inputs': rng.integers(0, 65, (12, 64), dtype=np.int32),
+            'targets': rng.integers(0, 65, (12, 64), dtype=np.int32),
+            'weights': np.ones((12, 64), np.float32)} for _ in range(300)]
+print(loop.evaluate(eval_step, params, batches, mesh)['loss'])
+'''
+
+
+def test_evaluation_over_many_batches_on_two_cpu_devices_does_not_hang(
+    tmp_path):
+  """Regression: independent eval steps left in flight deadlocked the
+  all-reduces of two XLA CPU devices (seen in 2 of 3 runs of this script
+  before `evaluate` waited for each step)."""
+  import subprocess
+  import sys
+  script = tmp_path / 'many_eval_steps.py'
+  script.write_text(_MANY_EVAL_STEPS)
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  result = subprocess.run(
+      [sys.executable, str(script), os.path.dirname(os.path.dirname(
+          os.path.dirname(os.path.abspath(__file__))))],
+      capture_output=True, text=True, timeout=120, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert math.isfinite(float(result.stdout.strip().splitlines()[-1]))
