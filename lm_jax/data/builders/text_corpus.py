@@ -10,9 +10,11 @@ reading the chunks back in order gives the split's exact text.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import gzip
+import io
 import os
 import shutil
 import urllib.request
@@ -102,7 +104,7 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({'text': tfds.features.Text()}),
         disable_shuffling=True)
 
-  def _resolve(self, key: str) -> str:
+  def raw_file(self, key: str) -> str:
     """The local raw file for `key`, downloading it first if need be."""
     corpus = CORPORA[self.builder_config.name]
     local = _local_file(self._raw_dir, corpus.files[key])
@@ -124,9 +126,9 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder):
     del dl_manager  # Its retrying downloader stalls for minutes offline.
     corpus = CORPORA[self.builder_config.name]
     if corpus.train_fraction is None:
-      return {split: self._generate_examples(_read(self._resolve(split)))
+      return {split: self._generate_examples(_read(self.raw_file(split)))
               for split in corpus.files}
-    text = _read(self._resolve('all'))
+    text = _read(self.raw_file('all'))
     cut = int(len(text) * corpus.train_fraction)
     return {'train': self._generate_examples(text[:cut]),
             'validation': self._generate_examples(text[cut:])}
@@ -159,8 +161,11 @@ def load_text(corpus: str, split: str, raw_dir: str, cache_dir: str) -> str:
     builder = TextCorpus(config=corpus, raw_dir=raw_dir, data_dir=cache_dir,
                          file_format='array_record')
     if not builder.is_prepared():
+      for key in CORPORA[corpus].files:  # Missing data fails before tfds starts.
+        builder.raw_file(key)
       tfds.disable_progress_bar()
-      builder.download_and_prepare()
+      with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
+        builder.download_and_prepare()
   if split not in builder.info.splits:
     raise ValueError(f'{corpus} has no split {split!r}; it has '
                      f'{sorted(builder.info.splits)}')
