@@ -1,0 +1,438 @@
+"""N-gram Markov language models estimated from counts, with ARPA I/O.
+
+`NGramLM` counts every n-gram of a corpus with vectorised numpy and smooths
+the counts with maximum likelihood, add-k, interpolated Kneser-Ney with one
+discount per order (NLTK's `KneserNeyInterpolated`) or interpolated modified
+Kneser-Ney (Chen & Goodman 1998, as KenLM's lmplz estimates it).
+
+Sentences follow the KenLM/SRILM convention: one `<s>` on the left, never
+predicted, and a `</s>` on the right that is scored; n-grams at the start of
+a sentence are shorter than the model's order (`<s> w1 w2` rather than
+`<s> <s> w1 w2`), so an ARPA file written here scores the same in KenLM.
+
+Whatever the smoothing, a fitted model is stored in backoff form, as in an
+ARPA file: for each order k, the sorted keys of its k-grams, their log10
+probabilities and their log10 backoff weights. A k-gram's key is
+`index_of_its_(k-1)-gram_prefix * vocab_size + last_word` (a 1-gram's index
+is its word id), which fits in int64 for any order, unlike `vocab_size**k`.
+Lookups of a whole split are then k `np.searchsorted` calls.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+BOS, EOS, UNK = '<s>', '</s>', '<unk>'
+# KenLM's log10 probability of the never-predicted `<s>` and of log10(0).
+_LOG_ZERO = -99.0
+_SMOOTHINGS = ('mle', 'add_k', 'kn', 'mkn')
+
+
+class Vocabulary:
+  """Words <-> ids, with `<s>`, `</s>` and `<unk>` always present.
+
+  Args:
+    words: every word, id = position; the three special symbols are added
+      at the end if absent.
+  """
+
+  def __init__(self, words: Sequence[str]):
+    self.words = list(words)
+    for special in (BOS, EOS, UNK):
+      if special not in self.words:
+        self.words.append(special)
+    self._index = {w: i for i, w in enumerate(self.words)}
+    if len(self._index) != len(self.words):
+      raise ValueError('duplicate words in the vocabulary')
+    self.bos_id, self.eos_id, self.unk_id = (self._index[s]
+                                             for s in (BOS, EOS, UNK))
+
+  @classmethod
+  def from_sentences(cls, sentences: Sequence[Sequence[str]]) -> 'Vocabulary':
+    """The specials, then every word of `sentences` in sorted order.
+
+    A corpus that already contains `<unk>` as a word (PTB does) keeps it as
+    that word: it is counted like any other.
+    """
+    seen = set().union(*map(set, sentences)) if sentences else set()
+    return cls([BOS, EOS, UNK] + sorted(seen - {BOS, EOS, UNK}))
+
+  def __len__(self) -> int:
+    return len(self.words)
+
+  def encode(self, tokens: Sequence[str]) -> np.ndarray:
+    """Words -> int64 `[len(tokens)]` ids; unknown words become `<unk>`."""
+    get, unk = self._index.get, self.unk_id
+    return np.fromiter((get(t, unk) for t in tokens), np.int64, len(tokens))
+
+  def decode(self, ids: Sequence[int]) -> list[str]:
+    return [self.words[int(i)] for i in ids]
+
+
+class NGramLM:
+  """An n-gram language model over the ids of a `Vocabulary`.
+
+  Args:
+    vocab: the words; ids outside it are an error, unknown words must be
+      mapped to `<unk>` by `vocab.encode`.
+    order: N, the length of the longest n-gram.
+    smoothing: 'mle' (relative frequencies; an unseen context falls back to
+      the next shorter one), 'add_k' (Laplace on the order-N counts),
+      'kn' (interpolated Kneser-Ney, one discount per order) or 'mkn'
+      (interpolated modified Kneser-Ney, discounts D1, D2, D3+ per order).
+    k: the pseudo-count of 'add_k'.
+    discount: the fixed discount of 'kn'; None estimates n1 / (n1 + 2 n2)
+      per order from the count-of-counts.
+
+  Attributes:
+    discounts: after `fit` with 'kn' or 'mkn', order -> [D1, D2, D3+].
+  """
+
+  def __init__(self, vocab: Vocabulary, order: int, smoothing: str = 'mkn',
+               k: float = 1.0, discount: Optional[float] = None):
+    if smoothing not in _SMOOTHINGS:
+      raise ValueError(f'unknown smoothing {smoothing!r}; known: '
+                       f'{list(_SMOOTHINGS)}')
+    if order < 1:
+      raise ValueError(f'order must be >= 1, got {order}')
+    if discount is not None and not 0 < discount <= 1:
+      raise ValueError(f'discount must be in (0, 1], got {discount}')
+    self.vocab, self.order, self.smoothing = vocab, order, smoothing
+    self.k, self.discount = k, discount
+    # Per order k (index 0 unused): sorted keys (None for 1-grams, whose
+    # index is the word id), log10 probabilities and log10 backoffs.
+    self._keys: list = []
+    self._logp: list = []
+    self._bow: list = []
+    self.discounts: dict = {}
+
+  @property
+  def ngram_counts(self) -> list[int]:
+    """How many n-grams of each order 1..N the model stores."""
+    return [len(logp) for logp in self._logp[1:]]
+
+  # --- Estimation. ----------------------------------------------------------
+
+  def _flatten(self, sentences) -> tuple[np.ndarray, np.ndarray]:
+    """`<s> ids </s>` of every sentence, concatenated, and `span`: how many
+    tokens of its sentence end at each position (so `<s>` has span 1)."""
+    lengths = np.array([len(s) + 2 for s in sentences], np.int64)
+    ends = np.cumsum(lengths)
+    tokens = np.full(ends[-1] if len(ends) else 0, self.vocab.bos_id, np.int64)
+    tokens[ends - 1] = self.vocab.eos_id
+    inside = np.ones(len(tokens), bool)
+    inside[ends - lengths] = inside[ends - 1] = False
+    if inside.any():
+      tokens[inside] = np.concatenate([np.asarray(s) for s in sentences])
+    starts = np.repeat(ends - lengths, lengths)
+    span = np.arange(len(tokens)) - starts + 1
+    return tokens, span
+
+  def fit(self, sentences: Sequence[np.ndarray]) -> 'NGramLM':
+    """Counts and smooths the n-grams of `sentences`.
+
+    Args:
+      sentences: int `[length_i]` id arrays, without `<s>` or `</s>`.
+
+    Returns:
+      self.
+    """
+    if self.smoothing not in _SMOOTHINGS:
+      raise ValueError('a model read from an ARPA file cannot be refitted')
+    vocab_size, n = len(self.vocab), self.order
+    self.discounts = {}
+    tokens, span = self._flatten(sentences)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+      raise ValueError('token ids outside the vocabulary')
+    idx = [None, tokens]
+    raw = [None, np.bincount(tokens[span >= 2], minlength=vocab_size)]
+    prefix, suffix = [None, None], [None, None]
+    starts_bos = [None, np.arange(vocab_size) == self.vocab.bos_id]
+    self._keys = [None, None]
+    for order in range(2, n + 1):
+      at = np.flatnonzero(span >= order)
+      keys = idx[order - 1][at - 1] * vocab_size + tokens[at]
+      uniq, first, inverse, counts = np.unique(
+          keys, return_index=True, return_inverse=True, return_counts=True)
+      idx.append(np.full(len(tokens), -1, np.int64))
+      idx[order][at] = inverse.reshape(-1)
+      at_first = at[first]
+      self._keys.append(uniq)
+      raw.append(counts)
+      prefix.append(uniq // vocab_size)
+      suffix.append(idx[order - 1][at_first])
+      starts_bos.append(tokens[at_first - order + 1] == self.vocab.bos_id)
+
+    counts = raw
+    if self.smoothing in ('kn', 'mkn'):
+      # Kneser-Ney's adjusted counts: a lower-order n-gram counts the words
+      # seen before it, except at the start of a sentence, where nothing can
+      # precede `<s>` and the raw count stands in.
+      counts = list(raw)
+      for order in range(1, n):
+        left = np.bincount(suffix[order + 1], minlength=len(raw[order]))
+        counts[order] = np.where(starts_bos[order], raw[order], left)
+    counts[1] = np.where(starts_bos[1], 0, counts[1])
+
+    predicted = np.arange(vocab_size) != self.vocab.bos_id
+    self._logp, self._bow = [None], [None]
+    prob = self._unigram(counts[1], predicted)
+    self._logp.append(_log10(np.where(predicted, prob, 0.0)))
+    for order in range(2, n + 1):
+      alpha, gamma = self._alpha_gamma(order, counts[order], prefix[order],
+                                       len(counts[order - 1]))
+      # Backoff form of the interpolation: a seen n-gram stores the whole
+      # interpolated probability, its context stores gamma, so that an
+      # unseen one gets gamma * p(lower order) as in the interpolated model.
+      prob = alpha + gamma[prefix[order]] * prob[suffix[order]]
+      self._logp.append(_log10(prob))
+      self._bow.append(_log10(gamma))
+    self._bow.append(None)
+    self._logp[1][self.vocab.bos_id] = _LOG_ZERO
+    return self
+
+  def _discount_table(self, order: int, counts: np.ndarray) -> np.ndarray:
+    """`[4]` discounts of counts 0, 1, 2, 3+ at `order`."""
+    if self.smoothing == 'kn' and self.discount is not None:
+      table = np.full(4, float(self.discount))
+    else:
+      nk = np.array([np.sum(counts == c) for c in (1, 2, 3, 4)], np.float64)
+      with np.errstate(divide='ignore', invalid='ignore'):
+        y = nk[0] / (nk[0] + 2 * nk[1])
+        table = np.full(4, y)
+        if self.smoothing == 'mkn':
+          c = np.arange(1, 4)
+          table[1:] = c - (c + 1) * y * nk[1:] / nk[:3]
+      # Tiny corpora lack some count-of-counts; keep every discount in
+      # (0, c] so that probabilities stay positive and normalised.
+      fallback = y if 0 < y <= 1 else 0.5
+      table = np.where(np.isfinite(table) & (table > 0), table, fallback)
+      table = np.minimum(table, [1, 1, 2, 3])
+    table[0] = 0.0
+    self.discounts[order] = table[1:].tolist()
+    return table
+
+  def _unigram(self, counts: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """`[vocab]` unigram probabilities (`<s>` excluded)."""
+    outcomes = predicted.sum()
+    if self.smoothing == 'mle':
+      return counts / counts.sum()
+    if self.smoothing == 'add_k':
+      # Lower orders of add-k pass the uniform distribution through, which
+      # is what add-k gives an unseen order-N context.
+      if self.order > 1:
+        return np.full(len(counts), 1.0 / outcomes)
+      return (counts + self.k) / (counts.sum() + self.k * outcomes)
+    table = self._discount_table(1, counts[predicted])
+    kept = counts - table[np.minimum(counts, 3)]
+    # As KenLM: the leftover mass goes to the uniform distribution, so
+    # words never seen (`<unk>` of a corpus without it) keep some mass.
+    return (kept + table[np.minimum(counts, 3)].sum() / outcomes) / counts.sum()
+
+  def _alpha_gamma(self, order: int, counts: np.ndarray, prefix: np.ndarray,
+                   num_contexts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Interpolation weights: p(w | h) = alpha[hw] + gamma[h] p(w | h').
+
+    Returns:
+      alpha: float64 `[num n-grams of order]`.
+      gamma: float64 `[num_contexts]`; 1 where a context was never seen, so
+        that it falls back to the next shorter one.
+    """
+    total = np.bincount(prefix, counts, minlength=num_contexts)
+    seen = total > 0
+    safe = np.where(seen, total, 1.0)
+    if self.smoothing == 'add_k':
+      if order < self.order:
+        return np.zeros(len(counts)), np.ones(num_contexts)
+      outcomes = len(self.vocab) - 1
+      denominator = safe + self.k * outcomes
+      gamma = np.where(seen, self.k * outcomes / denominator, 1.0)
+      return counts / denominator[prefix], gamma
+    if self.smoothing == 'mle':
+      return counts / safe[prefix], np.where(seen, 0.0, 1.0)
+    table = self._discount_table(order, counts)
+    discount = table[np.minimum(counts, 3)]
+    alpha = (counts - discount) / safe[prefix]
+    gamma = np.bincount(prefix, discount, minlength=num_contexts) / safe
+    return alpha, np.where(seen, gamma, 1.0)
+
+  # --- Scoring. -------------------------------------------------------------
+
+  def _index(self, tokens: np.ndarray, span: np.ndarray) -> list:
+    """idx[k][p]: row of the k-gram ending at position p in order k's
+    table, or -1 where it is absent or longer than `span[p]`."""
+    vocab_size = len(self.vocab)
+    idx = [None, tokens]
+    for order in range(2, len(self._logp)):
+      prev = np.full(len(tokens), -1, np.int64)
+      prev[1:] = idx[order - 1][:-1]
+      keys = prev * vocab_size + tokens
+      table = self._keys[order]
+      pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+      found = (span >= order) & (prev >= 0) & (table[pos] == keys)
+      idx.append(np.where(found, pos, -1))
+    return idx
+
+  def _score(self, tokens: np.ndarray, span: np.ndarray,
+             targets: np.ndarray) -> np.ndarray:
+    """log10 p of `tokens[targets]` given what precedes them (vectorised
+    ARPA backoff: the longest known n-gram plus the backoffs of the longer
+    contexts)."""
+    idx = self._index(tokens, span)
+    longest = np.minimum(len(self._logp) - 1, span[targets])
+    matched = np.ones_like(longest)
+    logp = self._logp[1][tokens[targets]]
+    for order in range(2, len(self._logp)):
+      row = idx[order][targets]
+      logp = np.where(row >= 0, self._logp[order][np.maximum(row, 0)], logp)
+      matched = np.where(row >= 0, order, matched)
+    for length in range(1, len(self._logp) - 1):
+      row = idx[length][targets - 1]
+      use = (length >= matched) & (length < longest) & (row >= 0)
+      logp = logp + np.where(use, self._bow[length][np.maximum(row, 0)], 0.0)
+    return logp
+
+  def token_log10_probs(self, sentences: Sequence[np.ndarray]) -> np.ndarray:
+    """float64 `[sum(len_i + 1)]`: log10 p of every token and `</s>`."""
+    tokens, span = self._flatten(sentences)
+    return self._score(tokens, span, np.flatnonzero(span >= 2))
+
+  def _tail(self, context_ids: Sequence[int]) -> list:
+    """The last N - 1 ids of a context: all an n-gram model looks at."""
+    context = list(context_ids)
+    return context[max(0, len(context) - self.order + 1):]
+
+  def log10_prob(self, context_ids: Sequence[int], token_id: int) -> float:
+    """log10 p(token | context); a context that starts with `<s>` is the
+    start of a sentence, any other one is mid-sentence."""
+    tail = self._tail(context_ids)
+    tokens = np.array([*tail, token_id], np.int64)
+    span = np.arange(1, len(tokens) + 1)
+    return float(self._score(tokens, span, np.array([len(tokens) - 1]))[0])
+
+  def next_log10_probs(self, context_ids: Sequence[int]) -> np.ndarray:
+    """float64 `[vocab]`: log10 p(w | context) for every id w."""
+    vocab_size = len(self.vocab)
+    tail = self._tail(context_ids)
+    length = len(tail) + 1
+    tokens = np.tile(np.array([*tail, 0], np.int64), vocab_size)
+    tokens[length - 1::length] = np.arange(vocab_size)
+    span = np.tile(np.arange(1, length + 1), vocab_size)
+    return self._score(tokens, span, np.arange(length - 1, len(tokens), length))
+
+  def sentence_log10_prob(self, ids: np.ndarray) -> float:
+    """log10 p(ids </s> | <s>)."""
+    return float(self.token_log10_probs([ids]).sum())
+
+  def perplexity(self, sentences: Sequence[np.ndarray]) -> float:
+    """10 ** (-mean log10 p) over every token and `</s>` (as KenLM and
+    SRILM report it)."""
+    return float(10.0 ** -self.token_log10_probs(sentences).mean())
+
+  def sample(self, rng: np.random.Generator, max_length: int) -> np.ndarray:
+    """One sentence drawn from the model: int64 `[<= max_length]` ids,
+    without `<s>` or `</s>`."""
+    context = [self.vocab.bos_id]
+    for _ in range(max_length):
+      prob = 10.0 ** self.next_log10_probs(context)
+      prob[self.vocab.bos_id] = 0.0
+      token = int(rng.choice(len(prob), p=prob / prob.sum()))
+      if token == self.vocab.eos_id:
+        break
+      context.append(token)
+    return np.array(context[1:], np.int64)
+
+  # --- ARPA files. ----------------------------------------------------------
+
+  def _ngram_ids(self, order: int) -> np.ndarray:
+    """int64 `[num n-grams of order, order]`: the word ids of each n-gram."""
+    vocab_size = len(self.vocab)
+    if order == 1:
+      return np.arange(vocab_size)[:, None]
+    columns, rows = [], self._keys[order]
+    for k in range(order, 1, -1):
+      columns.append(rows % vocab_size)
+      rows = rows // vocab_size
+      if k > 2:
+        rows = self._keys[k - 1][rows]
+    columns.append(rows)
+    return np.stack(columns[::-1], axis=1)
+
+  def to_arpa(self, path: str) -> None:
+    """Writes the model in ARPA format (log10 probabilities and backoffs)."""
+    n = len(self._logp) - 1
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write('\\data\\\n')
+      for order, count in enumerate(self.ngram_counts, 1):
+        f.write(f'ngram {order}={count}\n')
+      for order in range(1, n + 1):
+        f.write(f'\n\\{order}-grams:\n')
+        words = np.array(self.vocab.words, dtype=object)[self._ngram_ids(order)]
+        names = [' '.join(w) for w in words.tolist()]
+        # repr() of a float64 reads back bit-identical.
+        logp = np.maximum(self._logp[order], _LOG_ZERO).tolist()
+        if order < n:
+          bow = np.maximum(self._bow[order], _LOG_ZERO).tolist()
+          f.writelines(f'{p!r}\t{w}\t{b!r}\n'
+                       for p, w, b in zip(logp, names, bow))
+        else:
+          f.writelines(f'{p!r}\t{w}\n' for p, w in zip(logp, names))
+      f.write('\n\\end\\\n')
+
+  @classmethod
+  def from_arpa(cls, path: str) -> 'NGramLM':
+    """Reads an ARPA file; the 1-grams, in file order, form the vocabulary."""
+    sections: dict = {}
+    with open(path, encoding='utf-8') as f:
+      order = 0
+      for line in f:
+        line = line.strip()
+        if not line or line.startswith('ngram ') or line == '\\data\\':
+          continue
+        if line.endswith('-grams:'):
+          order = int(line[1:line.index('-')])
+          sections[order] = []
+        elif line == '\\end\\':
+          break
+        elif order:
+          sections[order].append(line.split())
+    n = max(sections)
+    vocab = Vocabulary([fields[1] for fields in sections[1]])
+    model = cls(vocab, n)
+    # Only the probabilities survive in ARPA, not how they were smoothed.
+    model.smoothing = 'arpa'
+    model._keys, model._logp, model._bow = [None], [None], [None]
+    for order in range(1, n + 1):
+      rows = sections[order]
+      logp = np.array([float(r[0]) for r in rows])
+      bow = np.array([float(r[order + 1]) if len(r) > order + 1 else 0.0
+                      for r in rows])
+      ids = vocab.encode([w for r in rows for w in r[1:order + 1]])
+      ids = ids.reshape(len(rows), order)
+      if order == 1:
+        # Words map to ids in file order, so 1-grams are already in id order;
+        # the specials Vocabulary added have no entry (log10 p = -99).
+        model._keys.append(None)
+        model._logp.append(np.full(len(vocab), _LOG_ZERO))
+        model._bow.append(np.zeros(len(vocab)))
+        model._logp[1][ids[:, 0]], model._bow[1][ids[:, 0]] = logp, bow
+        continue
+      prefix = model._index(ids[:, :-1].reshape(-1),
+                            np.tile(np.arange(1, order), len(ids)))
+      prefix = prefix[order - 1][order - 2::order - 1]
+      if (prefix < 0).any():
+        raise ValueError(f'{path}: {order}-grams whose prefix is missing')
+      keys = prefix * len(vocab) + ids[:, -1]
+      sort = np.argsort(keys)
+      model._keys.append(keys[sort])
+      model._logp.append(logp[sort])
+      model._bow.append(bow[sort])
+    model._bow[n] = None
+    return model
+
+
+def _log10(x: np.ndarray) -> np.ndarray:
+  with np.errstate(divide='ignore'):
+    return np.log10(x)

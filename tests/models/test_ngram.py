@@ -1,0 +1,192 @@
+"""Tests of lm_jax.models.ngram: the lecture's bigram example, normalisation,
+an independent slow reference of modified Kneser-Ney, ARPA round trips (and
+KenLM, where installed), and the PTB perplexity of Mikolov et al. (2011).
+"""
+
+import collections
+import gzip
+import math
+import os
+
+import numpy as np
+import pytest
+
+from lm_jax.models.ngram import NGramLM, Vocabulary
+
+LECTURE = ['I like rabbits', 'I like turtles', "I don't like snails"]
+
+
+def _corpus(seed=0, num_sentences=400, num_words=30):
+  """Zipf-ish random sentences: every count-of-count up to 4 is present."""
+  rng = np.random.default_rng(seed)
+  words = [f'w{i}' for i in range(num_words)]
+  prob = 1.0 / np.arange(1, num_words + 1)
+  return [list(rng.choice(words, rng.integers(1, 12), p=prob / prob.sum()))
+          for _ in range(num_sentences)]
+
+
+def _fit(sentences, order, smoothing, **kwargs):
+  vocab = Vocabulary.from_sentences(sentences)
+  model = NGramLM(vocab, order, smoothing, **kwargs)
+  return model.fit([vocab.encode(s) for s in sentences]), vocab
+
+
+def test_lecture_bigram_mle():
+  model, vocab = _fit([s.split() for s in LECTURE], 2, 'mle')
+
+  def prob(*words):
+    ids = vocab.encode(words)
+    # The lecture's sentence probability: no <s> or </s> terms.
+    return 10 ** sum(model.log10_prob(ids[i - 1:i], ids[i])
+                     for i in range(1, len(ids)))
+
+  assert prob('I', 'like') == pytest.approx(2 / 3)
+  assert prob('I', 'like', 'rabbits') == pytest.approx(2 / 3 * 1 / 3)
+  assert round(prob('I', 'like', 'rabbits'), 2) == 0.22
+  assert prob('I', "don't", 'like', 'snails') == pytest.approx(1 / 3 * 1 / 3)
+  assert round(prob('I', "don't", 'like', 'snails'), 2) == 0.11
+
+
+def test_vocabulary_keeps_a_corpus_unk_and_maps_unknown_words_to_it():
+  vocab = Vocabulary.from_sentences([['a', '<unk>', 'b']])
+  assert vocab.words.count('<unk>') == 1
+  assert list(vocab.encode(['b', 'zzz', '<unk>'])) == [
+      vocab.words.index('b'), vocab.unk_id, vocab.unk_id]
+
+
+@pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k', 'mle'])
+@pytest.mark.parametrize('order', [1, 2, 3])
+def test_every_context_sums_to_one(smoothing, order):
+  sentences = _corpus(num_sentences=60)
+  model, vocab = _fit(sentences, order, smoothing, k=0.5)
+  w = vocab.encode(['w0', 'w1', 'w2', 'w29'])
+  contexts = [[], [vocab.bos_id], [vocab.bos_id, w[0]], [w[0], w[1]],
+              [w[2], w[3]], [vocab.unk_id, vocab.unk_id]]
+  for context in contexts:
+    prob = 10 ** model.next_log10_probs(context)
+    assert prob[vocab.bos_id] < 1e-90
+    np.testing.assert_allclose(prob.sum(), 1.0, rtol=1e-12)
+
+
+def _reference_mkn(sentences, order):
+  """Interpolated modified Kneser-Ney, one dict lookup at a time."""
+  raw = collections.Counter()
+  padded = [['<s>', *s, '</s>'] for s in sentences]
+  for s in padded:
+    for i in range(1, len(s)):
+      for n in range(1, min(order, i + 1) + 1):
+        raw[tuple(s[i - n + 1:i + 1])] += 1
+  left = collections.Counter(g[1:] for g in raw if len(g) > 1)
+  adjusted = {g: c if len(g) == order or g[0] == '<s>' else left[g]
+              for g, c in raw.items()}
+  discounts = {}
+  for n in range(1, order + 1):
+    t = collections.Counter(c for g, c in adjusted.items() if len(g) == n)
+    y = t[1] / (t[1] + 2 * t[2])
+    discounts[n] = [0] + [c - (c + 1) * y * t[c + 1] / t[c] for c in (1, 2, 3)]
+  followers = collections.defaultdict(list)
+  for g, c in adjusted.items():
+    followers[g[:-1]].append(c)
+  outcomes = len({w for s in padded for w in s} | {'<unk>'}) - 1
+
+  def prob(word, context):
+    counts = followers.get(context, [])
+    if not counts:
+      return prob(word, context[1:])
+    d = discounts[len(context) + 1]
+    total = sum(counts)
+    gamma = sum(d[min(c, 3)] for c in counts) / total
+    c = adjusted.get(context + (word,), 0)
+    lower = 1 / outcomes if not context else prob(word, context[1:])
+    return (c - d[min(c, 3)]) / total + gamma * lower
+
+  scores = []
+  for s in padded:
+    for i in range(1, len(s)):
+      scores.append(math.log10(prob(s[i], tuple(s[max(0, i - order + 1):i]))))
+  return np.array(scores), discounts
+
+
+@pytest.mark.parametrize('order', [1, 2, 3, 4])
+def test_vectorised_scores_equal_a_slow_reference(order):
+  # 300 Zipf words: even the unigram level has counts 1 to 4.
+  train = _corpus(num_words=300)
+  model, vocab = _fit(train, order, 'mkn')
+  reference, discounts = _reference_mkn(train, order)
+  for n in range(1, order + 1):
+    np.testing.assert_allclose(model.discounts[n], discounts[n][1:])
+  ours = model.token_log10_probs([vocab.encode(s) for s in train])
+  np.testing.assert_allclose(ours, reference, atol=1e-12)
+  # And one token at a time through the public single-context API.
+  s = vocab.encode(train[0])
+  context = [vocab.bos_id]
+  singles = []
+  for token in [*s, vocab.eos_id]:
+    singles.append(model.log10_prob(context, token))
+    context.append(token)
+  np.testing.assert_allclose(singles, ours[:len(s) + 1], atol=1e-12)
+
+
+@pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k'])
+def test_arpa_round_trip_scores_identically(tmp_path, smoothing):
+  train, test = _corpus(seed=0), _corpus(seed=1, num_sentences=50)
+  model, vocab = _fit(train, 3, smoothing)
+  path = str(tmp_path / 'model.arpa')
+  model.to_arpa(path)
+  loaded = NGramLM.from_arpa(path)
+  for sentences in (train, test + [['never', 'seen', 'words']]):
+    np.testing.assert_array_equal(
+        loaded.token_log10_probs([loaded.vocab.encode(s) for s in sentences]),
+        model.token_log10_probs([vocab.encode(s) for s in sentences]))
+
+
+@pytest.mark.parametrize('order', [2, 3, 5])
+def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
+  kenlm = pytest.importorskip('kenlm')
+  train, test = _corpus(seed=0), _corpus(seed=1, num_sentences=50)
+  model, vocab = _fit(train, order, 'mkn')
+  path = str(tmp_path / 'model.arpa')
+  model.to_arpa(path)
+  reference = kenlm.Model(path)
+  for s in test + [['w1', 'unseen', 'w2']]:
+    assert reference.score(' '.join(s)) == pytest.approx(
+        model.sentence_log10_prob(vocab.encode(s)), abs=1e-4)
+
+
+def test_sample_draws_vocabulary_words_without_boundaries():
+  model, vocab = _fit(_corpus(), 3, 'mkn')
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    ids = model.sample(rng, max_length=20)
+    assert len(ids) <= 20
+    assert not {vocab.bos_id, vocab.eos_id} & set(ids.tolist())
+
+
+def _read_ptb(data_dir, split):
+  path = os.path.join(data_dir, f'ptb.{split}.txt')
+  if not os.path.exists(path):
+    path += '.gz'
+  if not os.path.exists(path):
+    pytest.skip(f'no PTB {split} split under {data_dir}')
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rt', encoding='utf-8') as f:
+    return [line.split() for line in f]
+
+
+def test_ptb_modified_kneser_ney_matches_mikolov_et_al():
+  # The same data directory as conftest's `shared_data_dir`, which skips
+  # without Tiny Shakespeare; this test needs PTB only.
+  root = os.environ.get('LM_JAX_DATA') or os.path.join(
+      os.path.dirname(__file__), '..', '..', '..', 'shared', 'data')
+  data_dir = os.path.join(root, 'ptb')
+  train, test = _read_ptb(data_dir, 'train'), _read_ptb(data_dir, 'test')
+  vocab = Vocabulary.from_sentences(train)
+  assert len(vocab) == 10001  # PTB's 10k words (<unk> among them) + <s>, </s>
+  train_ids = [vocab.encode(s) for s in train]
+  test_ids = [vocab.encode(s) for s in test]
+  kn5 = NGramLM(vocab, 5, 'mkn').fit(train_ids).perplexity(test_ids)
+  kn3 = NGramLM(vocab, 3, 'mkn').fit(train_ids).perplexity(test_ids)
+  print(f'PTB test perplexity: KN5 {kn5:.2f}, KN3 {kn3:.2f}')
+  # Mikolov et al. (2011) report 141.2 for KN5; KenLM's lmplz gives 141.19.
+  assert kn5 <= 141.2
+  assert 141.2 < kn3 < 150.0  # KenLM lmplz -o 3: about 148
