@@ -2,6 +2,9 @@
 
   python -m experiments.sample --workdir DIR [--prompt TEXT] [--num_tokens N]
       [--temperature T] [--top_k K] [--top_p P] [--seed S] [--num_samples M]
+
+n-gram runs sample whole sentences from their chain (up to N tokens each;
+the prompt and the temperature / top-k / top-p settings do not apply).
 """
 
 import os
@@ -32,6 +35,23 @@ def main(argv):
   config = cli.load_run_config(workdir)
   cli.setup_logging()
 
+  def sample_ngram():
+    import numpy as np
+    from lm_jax.models.ngram import NGramLM
+    from lm_jax.tasks.ngram_lm import MODEL_FILE, SPACE
+
+    path = os.path.join(workdir, MODEL_FILE)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'no {MODEL_FILE} in {workdir}; train it first')
+    model = NGramLM.from_arpa(path)
+    rng = np.random.default_rng(_SEED.value)
+    joiner = '' if config.tokenizer == 'char' else ' '
+    print(f'# {workdir} ({config.ngram_order}-gram)')
+    for _ in range(_NUM_SAMPLES.value):
+      words = model.vocab.decode(model.sample(rng, _NUM_TOKENS.value))
+      print(joiner.join(' ' if w == SPACE else w for w in words))
+      print('---')
+
   def sample():
     import jax
     import numpy as np
@@ -55,7 +75,7 @@ def main(argv):
       print(_PROMPT.value + tokenizer.decode(row))
       print('---')
 
-  cli.run_guarded(sample)
+  cli.run_guarded(sample_ngram if config.task == 'ngram' else sample)
 
 
 if __name__ == '__main__':

@@ -29,6 +29,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.activation = 'gelu'
   c.compute_dtype = 'float32'  # or 'bfloat16' (params stay float32)
 
+  # n-gram models (task 'ngram'): estimated by counting, no optimiser.
+  c.ngram_order = 5
+  c.ngram_smoothing = 'mkn'  # or 'kn', 'add_k', 'mle'
+  c.ngram_k = 1.0  # add-k
+  c.ngram_discount = 0.0  # 'kn' with one fixed discount; 0: estimated
+
   # Optimisation.
   c.optimizer = 'adamw'
   c.learning_rate = 1e-3

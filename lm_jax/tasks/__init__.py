@@ -1,12 +1,13 @@
 """Tasks by name, as `config.task` selects them."""
 
-from lm_jax.tasks.base import Task
+from lm_jax.tasks.base import CountingTask, Task
 from lm_jax.tasks.language_modeling import LanguageModelingTask
+from lm_jax.tasks.ngram_lm import NGramTask
 
-TASKS = {'lm': LanguageModelingTask}
+TASKS = {'lm': LanguageModelingTask, 'ngram': NGramTask}
 
 
-def make_task(config) -> Task:
+def make_task(config) -> Task | CountingTask:
   if config.task not in TASKS:
     raise ValueError(f'unknown task {config.task!r}; known: {sorted(TASKS)}')
   return TASKS[config.task](config)

@@ -63,3 +63,39 @@ class Task(abc.ABC):
   def summarize(self, averages: dict[str, float]) -> dict[str, float]:
     """Adds derived figures (perplexity, bits per token) to averages."""
     return averages
+
+
+class CountingTask(abc.ABC):
+  """A gradient-free task (n-gram counts): estimation replaces training.
+
+  It runs through the same entry point, config and workdir layout as a
+  `Task`, and writes the same metrics keys (`eval_loss`, `eval_perplexity`).
+
+  Args:
+    config: the run config.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  @abc.abstractmethod
+  def prepare(self) -> None:
+    """Loads the data and builds the vocabulary."""
+
+  @abc.abstractmethod
+  def estimate(self) -> None:
+    """Fits the model to the training split."""
+
+  @property
+  @abc.abstractmethod
+  def eval_splits(self) -> tuple[str, ...]:
+    """The splits `evaluate` can score ('validation' first)."""
+
+  @abc.abstractmethod
+  def evaluate(self, split: str) -> dict[str, float]:
+    """Mean 'loss' (nats per token) and derived figures on one split."""
+
+  @abc.abstractmethod
+  def save_assets(self, workdir: str) -> None:
+    """Writes the estimated model into the workdir."""
+

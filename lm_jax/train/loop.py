@@ -75,6 +75,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   # touched, so a failed launch never damages an existing run.
   task = tasks.make_task(config)
   task.prepare()
+  if isinstance(task, tasks.CountingTask):
+    return estimate_and_evaluate(task, config, workdir)
   mesh = parallel.make_data_mesh(config.num_devices)
   parallel.check_batch_size(config.batch_size, mesh)
   if config.batch_size % (config.grad_accum_steps * mesh.size):
@@ -82,10 +84,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                      f'grad_accum_steps x devices = '
                      f'{config.grad_accum_steps * mesh.size}')
   rows = parallel.process_rows(config.batch_size)
-  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
     task.save_assets(workdir)
 
   tx = optim.make_optimizer(config)
@@ -179,6 +179,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   ckpt.close()
   writer.close()
   return {f'eval_{k}': v for k, v in results.items()}
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def estimate_and_evaluate(task: tasks.CountingTask,
+                          config: ml_collections.ConfigDict, workdir: str
+                          ) -> dict[str, float]:
+  """The gradient-free path: estimation is the whole of training.
+
+  Writes the same workdir layout (config.json, metrics.jsonl, the model)
+  and metrics keys as gradient training, as one record at step 1:
+  `eval_*` for the validation split, `test_*` for a test split if there is
+  one, and `estimate_seconds`.
+  """
+  _write_config(config, workdir)
+  start = time.perf_counter()
+  task.estimate()
+  values = {'estimate_seconds': time.perf_counter() - start}
+  task.save_assets(workdir)
+  for split in task.eval_splits:
+    prefix = 'eval' if split == 'validation' else split
+    values.update((f'{prefix}_{k}', v) for k, v in task.evaluate(split).items())
+  writer = MetricWriter(workdir)
+  writer.write(1, values)
+  writer.close()
+  log.info('estimated in %.2fs: %s', values['estimate_seconds'],
+           ' '.join(f'{k}={v:.4f}' for k, v in values.items()
+                    if k != 'estimate_seconds'))
+  return {k: v for k, v in values.items() if k.startswith(('eval_', 'test_'))}
 
 
 def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
