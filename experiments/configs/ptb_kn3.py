@@ -1,14 +1,9 @@
-"""A word 3-gram LM with interpolated modified Kneser-Ney on Penn Treebank.
+"""`ptb_kn5` with trigrams: modified Kneser-Ney on Penn Treebank, order 3."""
 
-Mikolov's 10k-word PTB; `<unk>` is an ordinary word and every sentence
-scores its `</s>`, as in the literature (Mikolov et al. 2011: KN5 141.2).
-"""
-
-from experiments.configs import base
+from experiments.configs import ptb_kn5
 
 
 def get_config():
-  c = base.get_config()
-  c.task, c.corpus, c.tokenizer = 'ngram', 'ptb', 'word'
-  c.ngram_order, c.ngram_smoothing = 3, 'mkn'
+  c = ptb_kn5.get_config()
+  c.ngram_order = 3
   return c
