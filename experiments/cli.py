@@ -125,12 +125,13 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def run_guarded(main: Callable[[], object]) -> object:
-  """Runs `main`, turning expected user errors into one line and exit 2."""
-  from lm_jax.data.builders.text_corpus import DataNotFoundError
+  """Runs `main`, turning expected user errors into one line and exit 2.
+
+  Missing data (`DataNotFoundError`) and missing checkpoints are both
+  `FileNotFoundError`s.
+  """
   try:
     return main()
-  except DataNotFoundError as e:
-    fail(str(e))
   except FileNotFoundError as e:
     fail(str(e))
   except ValueError as e:

@@ -19,8 +19,8 @@ Array = jax.Array
 Metrics = dict[str, tuple[Array, Array]]
 
 
-class Task(abc.ABC):
-  """A trainable task.
+class _TaskBase(abc.ABC):
+  """What every task shares: its config, data loading and saved assets.
 
   Args:
     config: the run config.
@@ -31,10 +31,15 @@ class Task(abc.ABC):
 
   @abc.abstractmethod
   def prepare(self) -> None:
-    """Loads the data and builds the tokenizer and the model."""
+    """Loads the data and builds the vocabulary and the model; writes
+    nothing, so bad input fails before the workdir is touched."""
 
   def save_assets(self, workdir: str) -> None:
-    """Writes what sampling needs besides the checkpoint (the tokenizer)."""
+    """Writes what sampling needs besides checkpoints (tokenizer, model)."""
+
+
+class Task(_TaskBase):
+  """A task trained by gradient steps."""
 
   @property
   @abc.abstractmethod
@@ -65,22 +70,12 @@ class Task(abc.ABC):
     return averages
 
 
-class CountingTask(abc.ABC):
+class CountingTask(_TaskBase):
   """A gradient-free task (n-gram counts): estimation replaces training.
 
   It runs through the same entry point, config and workdir layout as a
   `Task`, and writes the same metrics keys (`eval_loss`, `eval_perplexity`).
-
-  Args:
-    config: the run config.
   """
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
-
-  @abc.abstractmethod
-  def prepare(self) -> None:
-    """Loads the data and builds the vocabulary."""
 
   @abc.abstractmethod
   def estimate(self) -> None:
@@ -98,4 +93,3 @@ class CountingTask(abc.ABC):
   @abc.abstractmethod
   def save_assets(self, workdir: str) -> None:
     """Writes the estimated model into the workdir."""
-
