@@ -39,9 +39,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer = 'adamw'
   c.learning_rate = 1e-3
   c.min_learning_rate = 1e-4
-  c.schedule = 'cosine'  # or 'constant', 'inverse_sqrt'
+  c.schedule = 'cosine'  # or 'constant', 'inverse_sqrt', 'linear', 'epoch_decay'
   c.warmup_steps = 100
   c.decay_steps = 0  # 0: num_train_steps
+  c.lr_decay_start_epoch = 4  # 'epoch_decay': epochs at the full rate
+  c.lr_decay_factor = 0.5  # 'epoch_decay': multiplier per further epoch
+  c.adagrad_initial = 0.1  # 'adagrad': initial accumulator value
   c.beta1 = 0.9
   c.beta2 = 0.99
   c.weight_decay = 0.1
@@ -49,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.grad_accum_steps = 1
   c.batch_size = 12
   c.num_train_steps = 2000
+  c.num_epochs = 0  # > 0: num_train_steps = num_epochs x the task's epoch
+  c.normalize_loss_by = 'token'  # or 'sequence' (loss summed over time)
   c.seed = 0
 
   # Evaluation, logging, checkpoints.

@@ -7,7 +7,7 @@ Tasks differ by model, loss and data, never by training loop: the loop in
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import flax.linen as nn
 import jax
@@ -53,6 +53,50 @@ class Task(_TaskBase):
   @abc.abstractmethod
   def loss(self, params: Any, batch: dict, rng: Array, train: bool) -> Metrics:
     """Summed metrics of `batch`; the 'loss' entry is what is minimised."""
+
+  def init_carry(self, batch_size: int) -> Any:
+    """The state one batch hands to the next, at the start of a stream.
+
+    A recurrent LM trained by truncated back-propagation through time
+    carries its hidden state from batch to batch: a pytree of arrays whose
+    leading dimension is the batch's. Tasks whose batches are independent
+    carry nothing, `()`.
+    """
+    del batch_size
+    return ()
+
+  def loss_and_carry(self, params: Any, batch: dict, rng: Array, train: bool,
+                     carry: Any) -> tuple[Metrics, Any]:
+    """`loss` of a batch that starts from `carry`, and the carry it leaves.
+
+    The loop calls this one; only tasks with a carry override it.
+    """
+    return self.loss(params, batch, rng, train), carry
+
+  @property
+  def steps_per_epoch(self) -> int:
+    """Batches per pass over the training split; 0 where batches are drawn
+    at random (no epochs). `num_epochs` and 'epoch_decay' need it."""
+    return 0
+
+  def final_evaluation(self, params: Any, rows: slice,
+                       evaluate: Callable[[Iterable[dict]], dict[str, float]]
+                       ) -> dict[str, float]:
+    """Figures computed once, after the last step: test-split loss, BLEU
+    of decoded translations, word-similarity scores...
+
+    Args:
+      params: the trained parameters (replicated over the mesh).
+      rows: this host's rows of each global batch.
+      evaluate: averages of the summed `loss` metrics over batches, as the
+        loop's own evaluation computes them (sharded, any device count).
+
+    Returns:
+      Fully named metrics (`test_perplexity`, `eval_bleu`, ...), written to
+      metrics.jsonl at the final step.
+    """
+    del params, rows, evaluate
+    return {}
 
   @abc.abstractmethod
   def train_stream(self, rows: slice) -> Iterator[dict]:

@@ -38,24 +38,47 @@ def _profile_window(spec: str) -> Optional[tuple[int, int]]:
   return start, stop
 
 
-def _state_initializer(model, tx, inputs: np.ndarray):
+def _state_initializer(model, tx, inputs: np.ndarray, carry: Any = ()):
   def init(rng) -> TrainState:
     params = model.init({'params': rng}, inputs)['params']
-    return TrainState(jnp.array(0, jnp.int32), params, tx.init(params))
+    return TrainState(jnp.array(0, jnp.int32), params, tx.init(params),
+                      jax.tree.map(jnp.asarray, carry))
   return init
 
 
-def init_state(model, tx, inputs: np.ndarray, seed: int, mesh) -> TrainState:
-  """Fresh parameters and optimizer state, replicated over `mesh`."""
-  return jax.jit(_state_initializer(model, tx, inputs),
-                 out_shardings=parallel.replicated(mesh))(jax.random.key(seed))
+def state_sharding(mesh) -> TrainState:
+  """Shardings of the train state's parts: all replicated but the carry,
+  whose rows belong to the batch rows on each device."""
+  rep = parallel.replicated(mesh)
+  return TrainState(rep, rep, rep, parallel.batch_sharded(mesh))
 
 
-def evaluate(eval_step, params, batches, mesh) -> dict[str, float]:
-  """Averages of the summed metrics over `batches` (exact, any device count)."""
-  total = None
+def _abstract_state(state: TrainState, mesh) -> TrainState:
+  return jax.tree.map(checkpoint.abstract_like, state, state_sharding(mesh),
+                      is_leaf=lambda x: x is not state)
+
+
+def init_state(model, tx, inputs: np.ndarray, seed: int, mesh,
+               carry: Any = ()) -> TrainState:
+  """Fresh parameters and optimizer state, replicated over `mesh`, and the
+  initial `carry`, split by rows."""
+  return jax.jit(_state_initializer(model, tx, inputs, carry),
+                 out_shardings=state_sharding(mesh))(jax.random.key(seed))
+
+
+def evaluate(eval_step, params, batches, mesh, task) -> dict[str, float]:
+  """Averages of the summed metrics over `batches` (exact, any device count).
+
+  Batches are evaluated in order; a task with a carry starts from
+  `task.init_carry` and hands it from each batch to the next.
+  """
+  total, carry = None, None
   for batch in batches:
-    metrics = eval_step(params, parallel.to_global(batch, mesh))
+    if carry is None:
+      rows = len(jax.tree.leaves(batch)[0]) * jax.process_count()
+      carry = jax.device_put(task.init_carry(rows),
+                             parallel.batch_sharded(mesh))
+    metrics, carry = eval_step(params, parallel.to_global(batch, mesh), carry)
     # Evaluation steps do not depend on each other, so without this wait
     # many would be in flight at once; on XLA CPU devices that share a
     # small thread pool their all-reduces can then block each other forever.
@@ -84,14 +107,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                      f'grad_accum_steps x devices = '
                      f'{config.grad_accum_steps * mesh.size}')
   rows = parallel.process_rows(config.batch_size)
+  if config.get('num_epochs'):
+    if not task.steps_per_epoch:
+      raise ValueError(f'task {config.task!r} draws random batches and has '
+                       'no epochs; set num_train_steps, not num_epochs')
+    config.num_train_steps = config.num_epochs * task.steps_per_epoch
   _write_config(config, workdir)
   if jax.process_index() == 0:
     task.save_assets(workdir)
 
-  tx = optim.make_optimizer(config)
-  schedule = optim.make_schedule(config)
+  tx = optim.make_optimizer(config, task.steps_per_epoch)
+  schedule = optim.make_schedule(config, task.steps_per_epoch)
   state = init_state(task.model, tx, task.dummy_batch()['inputs'],
-                     config.seed, mesh)
+                     config.seed, mesh, task.init_carry(config.batch_size))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   log.info('%s: %s parameters on %d device(s)', config.model,
            f'{num_params:,}', mesh.size)
@@ -100,8 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                  config.checkpoint_every,
                                  config.async_checkpoint)
   stream = task.train_stream(rows)
-  restored = ckpt.restore_latest(
-      checkpoint.abstract_like(state, parallel.replicated(mesh)))
+  restored = ckpt.restore_latest(_abstract_state(state, mesh))
   if restored is not None:
     step0, state, data_state = restored
     stream.set_state(data_state)
@@ -114,12 +141,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   replicated = parallel.replicated(mesh)
   batch_sharding = parallel.batch_sharded(mesh)
   train_step = jax.jit(
-      make_train_step(task, tx, config.grad_accum_steps),
-      in_shardings=(replicated, batch_sharding, replicated),
-      out_shardings=(replicated, replicated), donate_argnums=0)
+      make_train_step(task, tx, config.grad_accum_steps,
+                      config.get('normalize_loss_by', 'token')),
+      in_shardings=(state_sharding(mesh), batch_sharding, replicated),
+      out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(task),
-                      in_shardings=(replicated, batch_sharding),
-                      out_shardings=replicated)
+                      in_shardings=(replicated, batch_sharding, batch_sharding),
+                      out_shardings=(replicated, batch_sharding))
+  evaluate_batches = lambda params, batches: task.summarize(
+      evaluate(eval_step, params, batches, mesh, task))
   rng = jax.random.key(config.seed + 1)
 
   writer = MetricWriter(workdir, resume_step=start)
@@ -160,25 +190,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if (config.eval_every and step % config.eval_every == 0) or final:
       # The last evaluation covers the whole split, exactly.
       full = final and config.final_eval_full
-      results = task.summarize(evaluate(
-          eval_step, state.params, task.eval_batches(rows, full=full), mesh))
-      values = {f'eval_{k}': v for k, v in results.items()}
-      writer.write(step, values)
+      results = evaluate_batches(state.params,
+                                 task.eval_batches(rows, full=full))
+      evals = {f'eval_{k}': v for k, v in results.items()}
+      if final:
+        evals.update(task.final_evaluation(
+            state.params, rows,
+            lambda batches: evaluate_batches(state.params, batches)))
+      writer.write(step, evals)
       log.info('eval at step %d%s: %s', step,
                ' (whole split)' if full else '',
-               ' '.join(f'{k}={v:.4f}' for k, v in values.items()))
+               ' '.join(f'{k}={v:.4f}' for k, v in evals.items()))
       writer.plot()
       log_start = time.perf_counter()  # keep eval time out of tokens/s
     if final or ckpt.is_save_step(step):
       ckpt.save(step, state, stream.get_state(), config_dict)
 
   if step == start:  # Nothing left to train: report the finished run.
-    results = task.summarize(evaluate(
-        eval_step, state.params,
-        task.eval_batches(rows, full=config.final_eval_full), mesh))
+    results = evaluate_batches(
+        state.params, task.eval_batches(rows, full=config.final_eval_full))
+    evals = {f'eval_{k}': v for k, v in results.items()}
+    evals.update(task.final_evaluation(
+        state.params, rows,
+        lambda batches: evaluate_batches(state.params, batches)))
   ckpt.close()
   writer.close()
-  return {f'eval_{k}': v for k, v in results.items()}
+  return evals
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -216,7 +253,7 @@ def estimate_and_evaluate(task: tasks.CountingTask,
 
 
 def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
-                   inputs: np.ndarray) -> tuple[int, Any]:
+                   inputs: np.ndarray, carry: Any = ()) -> tuple[int, Any]:
   """(step, params) of the newest readable checkpoint in `workdir`, on one
   device, whatever the device count it was saved from.
 
@@ -225,13 +262,15 @@ def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
     config: the run's config (for the optimizer state's structure).
     model: the model whose parameters were saved.
     inputs: example model inputs, for the parameters' shapes.
+    carry: the training run's initial carry, for its shapes.
   """
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'no checkpoint in {workdir}; train it first')
   mesh = parallel.make_data_mesh(1)
-  init = _state_initializer(model, optim.make_optimizer(config), inputs)
-  abstract = checkpoint.abstract_like(
-      jax.eval_shape(init, jax.random.key(0)), parallel.replicated(mesh))
+  # Only the optimizer state's structure matters here, not the schedule.
+  tx = optim.make_optimizer(config, steps_per_epoch=1)
+  init = _state_initializer(model, tx, inputs, carry)
+  abstract = _abstract_state(jax.eval_shape(init, jax.random.key(0)), mesh)
   ckpt = checkpoint.Checkpointer(workdir, async_save=False)
   try:
     step, state = ckpt.restore_params(abstract)

@@ -28,11 +28,15 @@ class TrainState:
     step: int32 scalar, updates applied so far.
     params: the model's parameters (float32 master weights).
     opt_state: the optimizer's state.
+    carry: what the last batch handed to the next (a recurrent LM's hidden
+      state for truncated BPTT), leading dimension the global batch; `()`
+      for most tasks.
   """
 
   step: Array
   params: Any
   opt_state: Any
+  carry: Any = ()
 
 
 def _add(a: Metrics, b: Metrics) -> Metrics:
@@ -40,7 +44,7 @@ def _add(a: Metrics, b: Metrics) -> Metrics:
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
-                    grad_accum_steps: int = 1
+                    grad_accum_steps: int = 1, normalize_by: str = 'token'
                     ) -> Callable[[TrainState, dict, Array],
                                   tuple[TrainState, Metrics]]:
   """Builds the pure update function.
@@ -50,52 +54,70 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
   mean loss whatever the device count or the number of micro-batches.
 
   Args:
-    task: provides `loss(params, batch, rng, train)`.
+    task: provides `loss_and_carry(params, batch, rng, train, carry)`.
     tx: the optimizer.
     grad_accum_steps: micro-batches per update; the batch's leading
       dimension must divide by it.
+    normalize_by: 'token' divides the summed loss by the target tokens;
+      'sequence' by the sequences (tokens / length), the loss summed over
+      time that Zaremba et al.'s learning rate of 1 and clip of 5 assume.
   """
+  if normalize_by not in ('token', 'sequence'):
+    raise ValueError(f"normalize_by is 'token' or 'sequence', not "
+                     f"{normalize_by!r}")
 
-  def grads_of(params, batch, rng):
+  def grads_of(params, batch, rng, carry):
     def objective(p):
-      metrics = task.loss(p, batch, rng, train=True)
-      return metrics['loss'][0], metrics
-    return jax.grad(objective, has_aux=True)(params)
+      metrics, new_carry = task.loss_and_carry(p, batch, rng, True, carry)
+      return metrics['loss'][0], (metrics, new_carry)
+    grads, (metrics, new_carry) = jax.grad(objective, has_aux=True)(params)
+    return grads, metrics, jax.lax.stop_gradient(new_carry)
 
   def train_step(state: TrainState, batch: dict, rng: Array):
     rng = jax.random.fold_in(rng, state.step)
     if grad_accum_steps == 1:
-      grads, metrics = grads_of(state.params, batch, rng)
+      grads, metrics, carry = grads_of(state.params, batch, rng, state.carry)
     else:
-      micro = jax.tree.map(
-          lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:]), batch)
+      # Micro-batch i is rows [i*b, (i+1)*b) of the batch, and of the carry.
+      split = lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:])
+      micro, micro_carry = jax.tree.map(split, (batch, state.carry))
 
-      def accumulate(carry, inputs):
-        i, micro_batch = inputs
-        g, m = grads_of(state.params, micro_batch, jax.random.fold_in(rng, i))
-        return (jax.tree.map(jnp.add, carry[0], g), _add(carry[1], m)), None
+      def accumulate(total, inputs):
+        i, micro_batch, c = inputs
+        g, m, c = grads_of(state.params, micro_batch,
+                           jax.random.fold_in(rng, i), c)
+        return (jax.tree.map(jnp.add, total[0], g), _add(total[1], m)), c
 
-      first = jax.tree.map(lambda x: x[0], micro)
-      init = grads_of(state.params, first, jax.random.fold_in(rng, 0))
-      rest = jax.tree.map(lambda x: x[1:], micro)
-      (grads, metrics), _ = jax.lax.scan(
-          accumulate, init, (jnp.arange(1, grad_accum_steps), rest))
+      first = jax.tree.map(lambda x: x[0], (micro, micro_carry))
+      g0, m0, c0 = grads_of(state.params, first[0], jax.random.fold_in(rng, 0),
+                            first[1])
+      rest = jax.tree.map(lambda x: x[1:], (micro, micro_carry))
+      (grads, metrics), rest_carry = jax.lax.scan(
+          accumulate, (g0, m0), (jnp.arange(1, grad_accum_steps), *rest))
+      carry = jax.tree.map(
+          lambda a, b: jnp.concatenate([a[None], b]).reshape(-1, *a.shape[1:]),
+          c0, rest_carry)
     count = metrics['loss'][1]
+    if normalize_by == 'sequence':
+      # Zaremba et al.'s loss: summed over time, averaged over sequences.
+      count = count / batch['targets'].shape[1]
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, grad_norm=(optax.tree.norm(grads),
                                        jnp.float32(1.0)))
-    return TrainState(state.step + 1, params, opt_state), metrics
+    return TrainState(state.step + 1, params, opt_state, carry), metrics
 
   return train_step
 
 
-def make_eval_step(task: Task) -> Callable[[Any, dict], Metrics]:
-  """`eval_step(params, batch) -> summed metrics`, without dropout."""
+def make_eval_step(task: Task) -> Callable[[Any, dict, Any],
+                                           tuple[Metrics, Any]]:
+  """`eval_step(params, batch, carry) -> (summed metrics, carry)`, without
+  dropout."""
 
-  def eval_step(params, batch):
-    return task.loss(params, batch, jax.random.key(0), train=False)
+  def eval_step(params, batch, carry):
+    return task.loss_and_carry(params, batch, jax.random.key(0), False, carry)
 
   return eval_step
 

@@ -304,13 +304,15 @@ params = jax.jit(lambda r: task.model.init(r, jnp.zeros((1, 64), jnp.int32))[
     'params'], out_shardings=parallel.replicated(mesh))(jax.random.key(0))
 eval_step = jax.jit(make_eval_step(task),
                     in_shardings=(parallel.replicated(mesh),
+                                  parallel.batch_sharded(mesh),
                                   parallel.batch_sharded(mesh)),
-                    out_shardings=parallel.replicated(mesh))
+                    out_shardings=(parallel.replicated(mesh),
+                                   parallel.batch_sharded(mesh)))
 rng = np.random.default_rng(0)
 batches = [{'inputs': rng.integers(0, 65, (12, 64), dtype=np.int32),
             'targets': rng.integers(0, 65, (12, 64), dtype=np.int32),
             'weights': np.ones((12, 64), np.float32)} for _ in range(300)]
-print(loop.evaluate(eval_step, params, batches, mesh)['loss'])
+print(loop.evaluate(eval_step, params, batches, mesh, task)['loss'])
 '''
 
 

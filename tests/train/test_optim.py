@@ -72,9 +72,46 @@ def test_constant_schedule_holds_the_rate_after_warmup(make_tiny_config):
   np.testing.assert_allclose(lr[5:], 3e-4, rtol=1e-6)
 
 
+def test_linear_schedule_falls_in_a_straight_line_to_the_floor(
+    make_tiny_config):
+  config = make_tiny_config(schedule='linear', learning_rate=1.0,
+                            min_learning_rate=0.0, warmup_steps=0,
+                            decay_steps=0, num_train_steps=100)
+  lr = _schedule_values(config, [0, 25, 50, 100, 120])
+  np.testing.assert_allclose(lr, [1.0, 0.75, 0.5, 0.0, 0.0], atol=1e-6)
+
+
+def test_epoch_decay_halves_the_rate_each_epoch_after_the_fourth(
+    make_tiny_config):
+  # Zaremba et al. 2014: lr 1 for epochs 1-4, then halved every epoch.
+  config = make_tiny_config(schedule='epoch_decay', learning_rate=1.0,
+                            lr_decay_start_epoch=4, lr_decay_factor=0.5)
+  schedule = optim.make_schedule(config, steps_per_epoch=10)
+  epochs = [float(schedule(s)) for s in range(0, 70, 10)]
+  assert epochs == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+  assert float(schedule(39)) == 1.0 and float(schedule(40)) == 0.5
+  with pytest.raises(ValueError, match='epochs'):
+    optim.make_schedule(config)
+
+
+def test_adagrad_matches_optax_adagrad(make_tiny_config):
+  config = make_tiny_config(optimizer='adagrad', schedule='constant',
+                            warmup_steps=0, learning_rate=0.05,
+                            grad_clip_norm=0.0, adagrad_initial=0.1)
+  params = {'w': jnp.array([1.0, -2.0, 3.0])}
+  ours, ref = optim.make_optimizer(config), optax.adagrad(
+      0.05, initial_accumulator_value=0.1, eps=0.0)
+  s_ours, s_ref = ours.init(params), ref.init(params)
+  for g in ([0.5, -1.0, 2.0], [1.0, 0.0, -0.5]):
+    grads = {'w': jnp.array(g)}
+    u_ours, s_ours = ours.update(grads, s_ours, params)
+    u_ref, s_ref = ref.update(grads, s_ref, params)
+    np.testing.assert_allclose(u_ours['w'], u_ref['w'], rtol=1e-5)
+
+
 def test_unknown_schedule_and_optimizer_raise_value_error(make_tiny_config):
-  with pytest.raises(ValueError, match='linear'):
-    optim.make_schedule(make_tiny_config(schedule='linear'))
+  with pytest.raises(ValueError, match='triangle'):
+    optim.make_schedule(make_tiny_config(schedule='triangle'))
   with pytest.raises(ValueError, match='lion'):
     optim.make_optimizer(make_tiny_config(optimizer='lion'))
 

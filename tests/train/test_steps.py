@@ -143,11 +143,12 @@ def test_eval_step_sums_the_task_loss_without_dropout(make_tiny_task):
   state = loop.init_state(task.model, tx, task.dummy_batch()['inputs'],
                           task.config.seed, mesh)
   (batch,) = _batches(task, 1)
-  metrics = jax.jit(make_eval_step(task))(state.params, batch)
+  metrics, carry = jax.jit(make_eval_step(task))(state.params, batch, ())
+  assert carry == ()
   logits = task.model.apply({'params': state.params}, batch['inputs'])
   expected = losses.cross_entropy(logits, batch['targets'], batch['weights'])
   np.testing.assert_allclose(metrics['loss'], expected, rtol=1e-5)
-  again = jax.jit(make_eval_step(task))(state.params, batch)
+  again, _ = jax.jit(make_eval_step(task))(state.params, batch, ())
   _assert_trees_close(metrics, again, rtol=0, atol=0)
 
 
