@@ -70,3 +70,48 @@ def test_load_rejects_unknown_tokenizer_kinds(tmp_path):
   path.write_text(json.dumps({'kind': 'bpe', 'merges': []}))
   with pytest.raises(ValueError, match='bpe'):
     tokenizers.load(str(path))
+
+
+PTB_LIKE = 'the cat sat\non the mat\nthe end\n'
+
+
+def test_word_tokenizer_ranks_words_by_count_after_the_specials():
+  tok = tokenizers.WordTokenizer.from_text(PTB_LIKE)
+  assert tok.words[:2] == ['<unk>', '<eos>']
+  assert tok.words[2] == 'the'  # the most frequent word
+  assert tok.words[3:] == sorted(tok.words[3:])  # the rest tie at one
+  assert tok.vocab_size == 2 + len(set(PTB_LIKE.split()))
+
+
+def test_word_tokenizer_spells_line_breaks_as_eos_and_round_trips():
+  tok = tokenizers.WordTokenizer.from_text(PTB_LIKE)
+  ids = tok.encode(PTB_LIKE)
+  assert ids.dtype == np.int32
+  assert [tok.words[i] for i in ids[:4]] == ['the', 'cat', 'sat', '<eos>']
+  assert tok.decode(ids) == PTB_LIKE
+
+
+def test_word_tokenizer_maps_unseen_and_rare_words_to_unk():
+  tok = tokenizers.WordTokenizer.from_text(PTB_LIKE, min_count=2)
+  assert tok.words == ['<unk>', '<eos>', 'the']
+  np.testing.assert_array_equal(tok.encode('the dog'), [2, 0])
+  capped = tokenizers.WordTokenizer.from_text(PTB_LIKE, max_size=4)
+  assert capped.vocab_size == 4
+
+
+def test_word_tokenizer_without_eos_drops_line_breaks():
+  tok = tokenizers.WordTokenizer.from_text(
+      'a b\nb c\n', specials=('<pad>', '<unk>'), eos='')
+  assert tok.words == ['<pad>', '<unk>', 'b', 'a', 'c']
+  np.testing.assert_array_equal(tok.encode('a b\nc\n'), [3, 2, 4])
+
+
+def test_word_tokenizer_save_load_and_a_missing_unk(tmp_path):
+  tok = tokenizers.WordTokenizer.from_text(PTB_LIKE)
+  path = str(tmp_path / 'tokenizer.json')
+  tok.save(path)
+  loaded = tokenizers.load(path)
+  assert isinstance(loaded, tokenizers.WordTokenizer)
+  np.testing.assert_array_equal(loaded.encode(PTB_LIKE), tok.encode(PTB_LIKE))
+  with pytest.raises(ValueError, match='unknown word'):
+    tokenizers.WordTokenizer(['a', 'b'])
