@@ -2,13 +2,16 @@
 
 `NGramLM` counts every n-gram of a corpus with vectorised numpy and smooths
 the counts with maximum likelihood, add-k, interpolated Kneser-Ney with one
-discount per order (NLTK's `KneserNeyInterpolated`) or interpolated modified
-Kneser-Ney (Chen & Goodman 1998, as KenLM's lmplz estimates it).
+discount per order, interpolated modified Kneser-Ney (Chen & Goodman 1998,
+as KenLM's lmplz estimates it), or as NLTK's `KneserNeyInterpolated` does
+('kn_nltk', see `ngram_nltk`).
 
 Sentences follow the KenLM/SRILM convention: one `<s>` on the left, never
 predicted, and a `</s>` on the right that is scored; n-grams at the start of
 a sentence are shorter than the model's order (`<s> w1 w2` rather than
 `<s> <s> w1 w2`), so an ARPA file written here scores the same in KenLM.
+'kn_nltk' pads as NLTK does instead: N-1 `<s>` before a sentence, and N-1
+`</s>` after it in training.
 
 Whatever the smoothing, a fitted model is stored in backoff form, as in an
 ARPA file: for each order k, the sorted keys of its k-grams, their log10
@@ -20,14 +23,18 @@ Lookups of a whole split are then k `np.searchsorted` calls.
 
 from __future__ import annotations
 
+import collections
+import itertools
 from typing import Optional, Sequence
 
 import numpy as np
 
+from lm_jax.models import ngram_nltk
+
 BOS, EOS, UNK = '<s>', '</s>', '<unk>'
 # KenLM's log10 probability of the never-predicted `<s>` and of log10(0).
 _LOG_ZERO = -99.0
-_SMOOTHINGS = ('mle', 'add_k', 'kn', 'mkn')
+_SMOOTHINGS = ('mle', 'add_k', 'kn', 'mkn', 'kn_nltk')
 
 
 class Vocabulary:
@@ -36,28 +43,40 @@ class Vocabulary:
   Args:
     words: every word, id = position; the three special symbols are added
       at the end if absent.
+    unk: the symbol unknown words become (NLTK's is `<UNK>`).
   """
 
-  def __init__(self, words: Sequence[str]):
+  def __init__(self, words: Sequence[str], unk: str = UNK):
     self.words = list(words)
-    for special in (BOS, EOS, UNK):
+    for special in (BOS, EOS, unk):
       if special not in self.words:
         self.words.append(special)
     self._index = {w: i for i, w in enumerate(self.words)}
     if len(self._index) != len(self.words):
       raise ValueError('duplicate words in the vocabulary')
     self.bos_id, self.eos_id, self.unk_id = (self._index[s]
-                                             for s in (BOS, EOS, UNK))
+                                             for s in (BOS, EOS, unk))
 
   @classmethod
-  def from_sentences(cls, sentences: Sequence[Sequence[str]]) -> 'Vocabulary':
-    """The specials, then every word of `sentences` in sorted order.
+  def from_sentences(cls, sentences: Sequence[Sequence[str]],
+                     min_count: int = 1, unk: str = UNK) -> 'Vocabulary':
+    """The specials, then the words of `sentences` in sorted order.
 
-    A corpus that already contains `<unk>` as a word (PTB does) keeps it as
-    that word: it is counted like any other.
+    A corpus that already contains `unk` as a word (PTB has `<unk>`) keeps
+    it as that word: it is counted like any other.
+
+    Args:
+      sentences: the training sentences.
+      min_count: words seen fewer times are left out, so that they become
+        `unk` (NLTK's `unk_cutoff`).
+      unk: the unknown-word symbol.
     """
-    seen = set().union(*map(set, sentences)) if sentences else set()
-    return cls([BOS, EOS, UNK] + sorted(seen - {BOS, EOS, UNK}))
+    if min_count > 1:
+      counts = collections.Counter(itertools.chain.from_iterable(sentences))
+      seen = {w for w, c in counts.items() if c >= min_count}
+    else:
+      seen = set().union(*map(set, sentences)) if sentences else set()
+    return cls([BOS, EOS, unk] + sorted(seen - {BOS, EOS, unk}), unk)
 
   def __len__(self) -> int:
     return len(self.words)
@@ -80,11 +99,15 @@ class NGramLM:
     order: N, the length of the longest n-gram.
     smoothing: 'mle' (relative frequencies; an unseen context falls back to
       the next shorter one), 'add_k' (Laplace on the order-N counts),
-      'kn' (interpolated Kneser-Ney, one discount per order) or 'mkn'
-      (interpolated modified Kneser-Ney, discounts D1, D2, D3+ per order).
+      'kn' (interpolated Kneser-Ney, one discount per order), 'mkn'
+      (interpolated modified Kneser-Ney, discounts D1, D2, D3+ per order)
+      or 'kn_nltk' (NLTK's `KneserNeyInterpolated(order, discount)`, order
+      >= 2, with NLTK's padding: N-1 `<s>` and N-1 `</s>` in training, and
+      N-1 `<s>` before a test sentence, see `ngram_nltk`).
     k: the pseudo-count of 'add_k'.
-    discount: the fixed discount of 'kn'; None estimates n1 / (n1 + 2 n2)
-      per order from the count-of-counts.
+    discount: the fixed discount of 'kn' and 'kn_nltk'; None estimates
+      n1 / (n1 + 2 n2) per order from the count-of-counts for 'kn', and is
+      NLTK's default, 0.1, for 'kn_nltk'.
 
   Attributes:
     discounts: after `fit` with 'kn' or 'mkn', order -> [D1, D2, D3+].
@@ -99,6 +122,11 @@ class NGramLM:
       raise ValueError(f'order must be >= 1, got {order}')
     if discount is not None and not 0 < discount <= 1:
       raise ValueError(f'discount must be in (0, 1], got {discount}')
+    if smoothing == 'kn_nltk':
+      if order < 2:
+        # NLTK's unigram divides by the number of bigram types.
+        raise ValueError("'kn_nltk' needs order >= 2, as NLTK does")
+      discount = 0.1 if discount is None else discount
     self.vocab, self.order, self.smoothing = vocab, order, smoothing
     self.k, self.discount = k, discount
     # Per order k (index 0 unused): sorted keys (None for 1-grams, whose
@@ -113,21 +141,29 @@ class NGramLM:
     """How many n-grams of each order 1..N the model stores."""
     return [len(logp) for logp in self._logp[1:]]
 
+  @property
+  def _num_bos(self) -> int:
+    """How many `<s>` precede a sentence: N - 1 the NLTK way, else one."""
+    return self.order - 1 if self.smoothing == 'kn_nltk' else 1
+
   # --- Estimation. ----------------------------------------------------------
 
-  def _flatten(self, sentences) -> tuple[np.ndarray, np.ndarray]:
-    """`<s> ids </s>` of every sentence, concatenated, and `span`: how many
-    tokens of its sentence end at each position (so `<s>` has span 1)."""
-    lengths = np.array([len(s) + 2 for s in sentences], np.int64)
+  def _flatten(self, sentences, num_eos: int = 1
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """`<s>... ids </s>...` of every sentence, concatenated, and `span`:
+    how many tokens of its padded sentence end at each position (so the
+    first `<s>` has span 1)."""
+    num_bos = self._num_bos
+    lengths = np.array([len(s) + num_bos + num_eos for s in sentences],
+                       np.int64)
     ends = np.cumsum(lengths)
     tokens = np.full(ends[-1] if len(ends) else 0, self.vocab.bos_id, np.int64)
-    tokens[ends - 1] = self.vocab.eos_id
-    inside = np.ones(len(tokens), bool)
-    inside[ends - lengths] = inside[ends - 1] = False
+    span = np.arange(len(tokens)) - np.repeat(ends - lengths, lengths) + 1
+    after = np.repeat(lengths, lengths) - span  # tokens after this one
+    tokens[after < num_eos] = self.vocab.eos_id
+    inside = (span > num_bos) & (after >= num_eos)
     if inside.any():
       tokens[inside] = np.concatenate([np.asarray(s) for s in sentences])
-    starts = np.repeat(ends - lengths, lengths)
-    span = np.arange(len(tokens)) - starts + 1
     return tokens, span
 
   def fit(self, sentences: Sequence[np.ndarray]) -> 'NGramLM':
@@ -143,7 +179,8 @@ class NGramLM:
       raise ValueError('a model read from an ARPA file cannot be refitted')
     vocab_size, n = len(self.vocab), self.order
     self.discounts = {}
-    tokens, span = self._flatten(sentences)
+    # As many `</s>` as `<s>`: N - 1 of each is NLTK's training padding.
+    tokens, span = self._flatten(sentences, self._num_bos)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
       raise ValueError('token ids outside the vocabulary')
     idx = [None, tokens]
@@ -164,6 +201,13 @@ class NGramLM:
       prefix.append(uniq // vocab_size)
       suffix.append(idx[order - 1][at_first])
       starts_bos.append(tokens[at_first - order + 1] == self.vocab.bos_id)
+
+    if self.smoothing == 'kn_nltk':
+      probs, gammas = ngram_nltk.estimate(raw, prefix, suffix, vocab_size,
+                                          self.discount)
+      self._logp = [None] + [_log10(p) for p in probs[1:]]
+      self._bow = [None] + [_log10(g) for g in gammas[1:]] + [None]
+      return self
 
     counts = raw
     if self.smoothing in ('kn', 'mkn'):
@@ -297,7 +341,19 @@ class NGramLM:
   def token_log10_probs(self, sentences: Sequence[np.ndarray]) -> np.ndarray:
     """float64 `[sum(len_i + 1)]`: log10 p of every token and `</s>`."""
     tokens, span = self._flatten(sentences)
-    return self._score(tokens, span, np.flatnonzero(span >= 2))
+    return self._score(tokens, span, np.flatnonzero(span > self._num_bos))
+
+  def ngram_log10_probs(self, ngrams) -> np.ndarray:
+    """float64 `[num]`: log10 p(last id | the ids before it) of each row of
+    int `[num, length]` n-grams, as NLTK's `score(word, context)`: only a
+    row's last N ids count, and nothing precedes its first (a row that
+    starts with `<s>` is the start of a sentence)."""
+    ngrams = np.asarray(ngrams, np.int64)
+    ngrams = ngrams[:, max(0, ngrams.shape[1] - self.order):]
+    num, length = ngrams.shape
+    span = np.tile(np.arange(1, length + 1), num)
+    return self._score(ngrams.reshape(-1), span,
+                       np.arange(length - 1, num * length, length))
 
   def _tail(self, context_ids: Sequence[int]) -> list:
     """The last N - 1 ids of a context: all an n-gram model looks at."""
@@ -306,21 +362,18 @@ class NGramLM:
 
   def log10_prob(self, context_ids: Sequence[int], token_id: int) -> float:
     """log10 p(token | context); a context that starts with `<s>` is the
-    start of a sentence, any other one is mid-sentence."""
-    tail = self._tail(context_ids)
-    tokens = np.array([*tail, token_id], np.int64)
-    span = np.arange(1, len(tokens) + 1)
-    return float(self._score(tokens, span, np.array([len(tokens) - 1]))[0])
+    start of a sentence (padded with N - 1 of them for 'kn_nltk'), any
+    other one is mid-sentence."""
+    return float(self.ngram_log10_probs([[*self._tail(context_ids),
+                                          token_id]])[0])
 
   def next_log10_probs(self, context_ids: Sequence[int]) -> np.ndarray:
     """float64 `[vocab]`: log10 p(w | context) for every id w."""
     vocab_size = len(self.vocab)
-    tail = self._tail(context_ids)
-    length = len(tail) + 1
-    tokens = np.tile(np.array([*tail, 0], np.int64), vocab_size)
-    tokens[length - 1::length] = np.arange(vocab_size)
-    span = np.tile(np.arange(1, length + 1), vocab_size)
-    return self._score(tokens, span, np.arange(length - 1, len(tokens), length))
+    ngrams = np.tile(np.array([*self._tail(context_ids), 0], np.int64),
+                     (vocab_size, 1))
+    ngrams[:, -1] = np.arange(vocab_size)
+    return self.ngram_log10_probs(ngrams)
 
   def sentence_log10_prob(self, ids: np.ndarray) -> float:
     """log10 p(ids </s> | <s>)."""
@@ -334,7 +387,7 @@ class NGramLM:
   def sample(self, rng: np.random.Generator, max_length: int) -> np.ndarray:
     """One sentence drawn from the model: int64 `[<= max_length]` ids,
     without `<s>` or `</s>`."""
-    context = [self.vocab.bos_id]
+    context = [self.vocab.bos_id] * self._num_bos
     for _ in range(max_length):
       prob = 10.0 ** self.next_log10_probs(context)
       prob[self.vocab.bos_id] = 0.0
@@ -342,7 +395,7 @@ class NGramLM:
       if token == self.vocab.eos_id:
         break
       context.append(token)
-    return np.array(context[1:], np.int64)
+    return np.array(context[self._num_bos:], np.int64)
 
   # --- ARPA files. ----------------------------------------------------------
 

@@ -12,7 +12,7 @@ import math
 import os
 
 from lm_jax.data.builders.text_corpus import CORPORA, load_text
-from lm_jax.models.ngram import NGramLM, Vocabulary
+from lm_jax.models.ngram import UNK, NGramLM, Vocabulary
 from lm_jax.tasks.base import CountingTask
 
 MODEL_FILE = 'model.arpa'
@@ -39,6 +39,9 @@ class NGramTask(CountingTask):
 
   Config keys read here: corpus, tokenizer, data_dir, cache_dir,
   ngram_order, ngram_smoothing, ngram_k (add-k), ngram_discount (KN).
+  'kn_nltk' is NLTK's `KneserNeyInterpolated` (discount 0.1 unless
+  ngram_discount says otherwise), with its padding and its unknown-word
+  symbol `<UNK>`, so a corpus's `<unk>` is a word as in NLTK.
   """
 
   def prepare(self) -> None:
@@ -50,7 +53,9 @@ class NGramTask(CountingTask):
             load_text(cfg.corpus, split, cfg.data_dir, cfg.cache_dir),
             cfg.tokenizer)
         for split in splits}
-    self.vocab = Vocabulary.from_sentences(self.sentences['train'])
+    nltk = cfg.ngram_smoothing == 'kn_nltk'
+    self.vocab = Vocabulary.from_sentences(self.sentences['train'],
+                                           unk='<UNK>' if nltk else UNK)
     self.model = NGramLM(self.vocab, cfg.ngram_order, cfg.ngram_smoothing,
                          k=cfg.ngram_k, discount=cfg.ngram_discount or None)
 

@@ -153,8 +153,101 @@ def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
         model.sentence_log10_prob(vocab.encode(s)), abs=1e-4)
 
 
-def test_sample_draws_vocabulary_words_without_boundaries():
-  model, vocab = _fit(_corpus(), 3, 'mkn')
+def _fit_nltk(train, order, discount=0.1, unk_cutoff=1):
+  """NLTK's `KneserNeyInterpolated` fitted as NLTK documents it, and ours
+  in 'kn_nltk' mode on the same sentences."""
+  pytest.importorskip('nltk')
+  # pylint: disable=import-outside-toplevel
+  from nltk import lm as nltk_lm
+  from nltk.lm.preprocessing import padded_everygram_pipeline
+  theirs = nltk_lm.KneserNeyInterpolated(
+      order, discount=discount,
+      vocabulary=nltk_lm.Vocabulary(unk_cutoff=unk_cutoff))
+  theirs.fit(*padded_everygram_pipeline(order, train))
+  vocab = Vocabulary.from_sentences(train, min_count=unk_cutoff, unk='<UNK>')
+  ours = NGramLM(vocab, order, 'kn_nltk', discount=discount)
+  return ours.fit([vocab.encode(s) for s in train]), vocab, theirs
+
+
+def _probs(model, vocab, ngrams):
+  """p(last word | the others) of word tuples, one vectorised call per
+  n-gram length."""
+  probs = np.empty(len(ngrams))
+  for length in {len(g) for g in ngrams}:
+    rows = [i for i, g in enumerate(ngrams) if len(g) == length]
+    ids = vocab.encode([w for i in rows for w in ngrams[i]])
+    probs[rows] = 10 ** model.ngram_log10_probs(ids.reshape(len(rows), -1))
+  return probs
+
+
+def _padded_ngrams(sentences, order, every=False):
+  """The n-grams of sentences padded by NLTK's pad_both_ends: every
+  length up to `order` (everygrams, as NLTK trains), or only `order`."""
+  # pylint: disable=import-outside-toplevel
+  from nltk.lm.preprocessing import pad_both_ends
+  from nltk.util import everygrams, ngrams
+  grams = []
+  for s in sentences:
+    padded = list(pad_both_ends(s, n=order))
+    grams += (everygrams(padded, max_len=order) if every
+              else ngrams(padded, order))
+  return grams
+
+
+@pytest.mark.parametrize('order', [2, 3, 4])
+def test_kn_nltk_equals_nltk_kneser_ney_on_a_few_sentences(order):
+  train = [s.split() for s in LECTURE] + [[], ['I', 'like', 'I'],
+                                          ['snails', 'like', 'snails']]
+  model, vocab, nltk_model = _fit_nltk(train, order)
+  # Unknown words and contexts never seen, an empty sentence, `<s>` and
+  # `</s>` in every position the padding puts them.
+  test = [s.split() for s in LECTURE] + [
+      [], ['like', 'I', 'like'], ['snails', 'I', "don't", 'turtles'],
+      ['I', 'like', 'cats'], ['dogs', 'like', 'rabbits', 'I']]
+  ngrams = _padded_ngrams(test, order, every=True)
+  theirs = np.array([nltk_model.score(g[-1], g[:-1]) for g in ngrams])
+  assert (theirs == 0).any()  # unknown words have no unigram mass
+  np.testing.assert_allclose(_probs(model, vocab, ngrams), theirs,
+                             rtol=1e-9, atol=0)
+  # The single-context API agrees with the vectorised one.
+  for g in ngrams[:20]:
+    ids = vocab.encode(g)
+    assert 10 ** model.log10_prob(ids[:-1], ids[-1]) == pytest.approx(
+        nltk_model.score(g[-1], g[:-1]), rel=1e-9, abs=0)
+
+  known = [s for s in test if not {'cats', 'dogs'} & set(s)]
+  ngrams = _padded_ngrams(known, order)
+  ours = 2 ** -np.mean(np.log2(_probs(model, vocab, ngrams)))
+  assert ours == pytest.approx(nltk_model.perplexity(ngrams), rel=1e-6)
+
+
+def test_kn_nltk_equals_nltk_kneser_ney_with_unk_cutoff_and_discount():
+  # A corpus `<unk>` word stays a word; NLTK's unknown symbol is `<UNK>`.
+  train = [['<unk>' if w == 'w5' else w for w in s]
+           for s in _corpus(num_sentences=300, num_words=300)]
+  test = _corpus(seed=1, num_sentences=40, num_words=400)
+  model, vocab, nltk_model = _fit_nltk(train, 3, discount=0.75, unk_cutoff=2)
+  assert '<unk>' in vocab.words and vocab.words[vocab.unk_id] == '<UNK>'
+  assert len(vocab) == len(nltk_model.vocab)
+  ngrams = _padded_ngrams(test, 3)
+  np.testing.assert_allclose(
+      _probs(model, vocab, ngrams),
+      [nltk_model.score(g[-1], g[:-1]) for g in ngrams], rtol=1e-9, atol=0)
+  # `perplexity` scores every word and one `</s>` of each sentence.
+  padded = [['<s>', '<s>', *s, '</s>'] for s in test]
+  ngrams = [tuple(p[i - 2:i + 1]) for p in padded for i in range(2, len(p))]
+  assert model.perplexity([vocab.encode(s) for s in test]) == pytest.approx(
+      nltk_model.perplexity(ngrams), rel=1e-6)
+
+
+def test_kn_nltk_needs_a_context_as_nltk_does():
+  with pytest.raises(ValueError, match='order >= 2'):
+    NGramLM(Vocabulary(['a']), 1, 'kn_nltk')
+
+
+@pytest.mark.parametrize('smoothing', ['mkn', 'kn_nltk'])
+def test_sample_draws_vocabulary_words_without_boundaries(smoothing):
+  model, vocab = _fit(_corpus(), 3, smoothing)
   rng = np.random.default_rng(0)
   for _ in range(5):
     ids = model.sample(rng, max_length=20)
