@@ -62,13 +62,24 @@ def main(argv):
 
     tokenizer = tokenizers.load(os.path.join(workdir, 'tokenizer.json'))
     model = build_model(config, tokenizer.vocab_size)
+    carry = ()
+    if config.get('lm_batching') == 'contiguous' and getattr(
+        model, 'recurrent', False):
+      carry = decode.empty_cache(model, config.batch_size, 1)
     step, params = restore_params(
-        workdir, config, model, np.zeros((1, config.block_size), np.int32))
+        workdir, config, model, np.zeros((1, config.block_size), np.int32),
+        carry)
     prompt = tokenizer.encode(_PROMPT.value or '\n')
+    if not len(prompt):
+      raise ValueError(f'the prompt {_PROMPT.value!r} has no tokens')
     prompts = np.repeat(prompt[None], _NUM_SAMPLES.value, axis=0)
+    # A recurrent model's state has no window to outgrow.
+    max_length = (len(prompt) + _NUM_TOKENS.value
+                  if getattr(model, 'unbounded_context', False)
+                  else config.block_size)
     tokens = decode.generate(
         model, params, prompts, _NUM_TOKENS.value,
-        jax.random.key(_SEED.value), max_length=config.block_size,
+        jax.random.key(_SEED.value), max_length=max_length,
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
     print(f'# {workdir} at step {step}')
     for row in tokens:

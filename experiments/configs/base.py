@@ -29,11 +29,58 @@ def get_config() -> ml_collections.ConfigDict:
   c.activation = 'gelu'
   c.compute_dtype = 'float32'  # or 'bfloat16' (params stay float32)
 
+  # Recurrent LMs (model 'rnn_lm'); embed_dim, num_layers, dropout_rate above.
+  c.cell = 'lstm'  # or 'rnn' (Elman), 'gru'
+  c.hidden_size = 200
+  c.init_scale = 0.1  # U(-s, s) for every weight; 0: the layers' defaults
+  c.forget_bias = 0.0
+  c.tie_embeddings = False
+  c.rnn_unroll = 1  # time steps per scan iteration
+  # 'random_windows' (nanoGPT) or 'contiguous' (batch_size parallel streams
+  # read in order, truncated BPTT; recurrent models carry their state).
+  c.lm_batching = 'random_windows'
+
   # n-gram models (task 'ngram'): estimated by counting, no optimiser.
   c.ngram_order = 5
-  c.ngram_smoothing = 'mkn'  # or 'kn', 'add_k', 'mle'
+  c.ngram_smoothing = 'mkn'  # or 'kn', 'kn_nltk' (NLTK's), 'add_k', 'mle'
   c.ngram_k = 1.0  # add-k
   c.ngram_discount = 0.0  # 'kn' with one fixed discount; 0: estimated
+
+  # Static word embeddings (task 'embeddings', model 'word2vec', 'fasttext'
+  # or 'glove'; the vector size is embed_dim, and with 'sgd' the
+  # learning_rate is word2vec's per-example alpha x batch_size).
+  c.text_file = ''  # train on this text (one sentence a line), not corpus
+  c.min_count = 5  # rarer words are dropped from the text
+  c.max_vocab_size = 0  # > 0: only the most frequent words
+  c.window = 5  # word2vec/fastText: radius drawn from 1..window per word
+  c.word2vec_cbow = False  # CBOW instead of skip-gram
+  c.negatives = 5
+  c.noise_power = 0.75  # negatives drawn from unigram counts ** this
+  c.subsample = 1e-3  # Mikolov's frequent-word threshold t; 0: keep all
+  c.fasttext_min_n = 3  # character n-gram lengths
+  c.fasttext_max_n = 6
+  c.fasttext_buckets = 100_000  # n-gram hash buckets
+  c.glove_x_max = 100.0  # f(x) = min(1, (x / x_max) ** glove_alpha)
+  c.glove_alpha = 0.75
+  c.similarity_dir = ''  # WordSim-353 etc.; '' means DATA_DIR/word_similarity
+
+  # Tagging and classification (tasks 'tag' and 'classify', models 'tagger'
+  # and 'classifier'; corpus names a UD treebank or a GLUE dataset). Sized by
+  # embed_dim, num_layers, dropout_rate, cell, hidden_size (per direction)
+  # and forget_bias above; training words seen fewer than min_count times
+  # become <unk>.
+  c.bidirectional = True  # the classifier's (the tagger is always bi-)
+  c.pooling = 'last'  # the classifier's sentence vector, or 'max', 'mean'
+  c.mlp_dim = 0  # the classifier's hidden layer; 0: a linear head
+  c.word_dropout_rate = 0.0  # words replaced by <unk> in training
+  c.char_encoder = 'none'  # the tagger's word features from characters:
+  #   'cnn' (Ma & Hovy 2016) or 'lstm' (Lample et al. 2016)
+  c.char_embed_dim = 32
+  c.char_features = 64  # CNN filters, or char-LSTM units per direction
+  c.char_kernel_size = 3
+  c.max_word_chars = 16  # a longer word keeps its first and last 8
+  c.length_multiple = 8  # padded batch lengths are multiples of this
+  c.length_bucketing = True  # batch sentences of similar lengths together
 
   # Optimisation.
   c.optimizer = 'adamw'

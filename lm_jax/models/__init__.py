@@ -1,6 +1,7 @@
 """Models by name, as `config.model` selects them."""
 
 from lm_jax.models.gpt import GPT, GPTConfig
+from lm_jax.models.rnn_lm import RNNLM, RNNLMConfig
 
 
 def build_model(config, vocab_size: int):
@@ -13,4 +14,13 @@ def build_model(config, vocab_size: int):
         dropout_rate=config.dropout_rate, positional=config.positional,
         use_bias=config.use_bias, activation=config.activation,
         dtype=config.compute_dtype))
-  raise ValueError(f"unknown model {config.model!r}; known: ['gpt']")
+  if config.model == 'rnn_lm':
+    return RNNLM(RNNLMConfig(
+        vocab_size=vocab_size, cell=config.cell, embed_dim=config.embed_dim,
+        hidden_size=config.hidden_size, num_layers=config.num_layers,
+        dropout_rate=config.dropout_rate, init_scale=config.init_scale,
+        forget_bias=config.forget_bias,
+        tie_embeddings=config.tie_embeddings, unroll=config.rnn_unroll,
+        dtype=config.compute_dtype))
+  raise ValueError(f"unknown model {config.model!r}; known: "
+                   "['gpt', 'rnn_lm']")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any
 
 import flax.linen as nn
+import jax
 import numpy as np
 
-from lm_jax import losses
+from lm_jax import decode, losses
 from lm_jax.data import pipelines
 from lm_jax.data import tokenizers
-from lm_jax.data.builders.text_corpus import load_text
+from lm_jax.data.builders.text_corpus import CORPORA, load_text
 from lm_jax.models import build_model
 from lm_jax.tasks.base import Metrics, Task
 
@@ -20,22 +22,44 @@ from lm_jax.tasks.base import Metrics, Task
 class LanguageModelingTask(Task):
   """Next-token prediction on a text corpus (GPT and recurrent LMs).
 
-  Config keys read here: corpus, tokenizer, data_dir, cache_dir, block_size,
-  batch_size, seed, eval_steps, model and the model's own keys.
+  Batches are random windows (`lm_batching='random_windows'`, nanoGPT) or
+  `batch_size` contiguous streams read in order (`'contiguous'`, truncated
+  BPTT), across which a recurrent model carries its state. A corpus with a
+  test split is scored on it once training ends (`test_loss`,
+  `test_perplexity`).
+
+  Config keys read here: corpus, tokenizer ('char' or 'word'), data_dir,
+  cache_dir, block_size, batch_size, lm_batching, seed, eval_steps, model
+  and the model's own keys.
   """
 
   def prepare(self) -> None:
     cfg = self.config
-    train_text = load_text(cfg.corpus, 'train', cfg.data_dir, cfg.cache_dir)
-    valid_text = load_text(cfg.corpus, 'validation', cfg.data_dir,
-                           cfg.cache_dir)
-    if cfg.tokenizer != 'char':
-      raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}: use 'char'")
-    # nanoGPT's vocabulary: every character of the corpus.
-    self.tokenizer = tokenizers.CharTokenizer.from_text(train_text + valid_text)
-    self.train_tokens = self.tokenizer.encode(train_text)
-    self.valid_tokens = self.tokenizer.encode(valid_text)
+    if cfg.lm_batching not in ('random_windows', 'contiguous'):
+      raise ValueError(f"unknown lm_batching {cfg.lm_batching!r}: use "
+                       "'random_windows' or 'contiguous'")
+    splits = ['train', 'validation'] + (
+        ['test'] if 'test' in CORPORA[cfg.corpus].files else [])
+    texts = {split: load_text(cfg.corpus, split, cfg.data_dir, cfg.cache_dir)
+             for split in splits}
+    if cfg.tokenizer == 'char':
+      # nanoGPT's vocabulary: every character of the corpus.
+      self.tokenizer = tokenizers.CharTokenizer.from_text(
+          texts['train'] + texts['validation'])
+    elif cfg.tokenizer == 'word':
+      # The training split's words (PTB: its 10k, `<unk>` included).
+      self.tokenizer = tokenizers.WordTokenizer.from_text(texts['train'])
+    else:
+      raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}: use 'char' or "
+                       "'word'")
+    self.tokens = {split: self.tokenizer.encode(text)
+                   for split, text in texts.items()}
     self._model = build_model(cfg, self.tokenizer.vocab_size)
+    self._carries = (cfg.lm_batching == 'contiguous'
+                     and getattr(self._model, 'recurrent', False))
+    if cfg.lm_batching == 'contiguous':
+      self._streams = pipelines.ContiguousStreams(
+          self.tokens['train'], cfg.block_size, cfg.batch_size)
 
   def save_assets(self, workdir: str) -> None:
     self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
@@ -44,15 +68,24 @@ class LanguageModelingTask(Task):
   def model(self) -> nn.Module:
     return self._model
 
+  @property
+  def steps_per_epoch(self) -> int:
+    if self.config.lm_batching == 'contiguous':
+      return self._streams.steps_per_epoch
+    return 0
+
   def dummy_batch(self) -> dict:
     shape = (1, self.config.block_size)
     return {'inputs': np.zeros(shape, np.int32),
             'targets': np.zeros(shape, np.int32),
             'weights': np.ones(shape, np.float32)}
 
-  def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
-    logits = self.model.apply({'params': params}, batch['inputs'], train=train,
-                              rngs={'dropout': rng})
+  def init_carry(self, batch_size: int) -> Any:
+    if not self._carries:
+      return ()
+    return decode.empty_cache(self.model, batch_size, 1)
+
+  def _metrics(self, logits, batch) -> Metrics:
     return {
         'loss': losses.cross_entropy(logits, batch['targets'],
                                      batch['weights']),
@@ -60,20 +93,62 @@ class LanguageModelingTask(Task):
                                     batch['weights']),
     }
 
+  def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
+    if self._carries:
+      rows = batch['inputs'].shape[0]
+      return self.loss_and_carry(params, batch, rng, train,
+                                 self.init_carry(rows))[0]
+    logits = self.model.apply({'params': params}, batch['inputs'], train=train,
+                              rngs={'dropout': rng})
+    return self._metrics(logits, batch)
+
+  def loss_and_carry(self, params: Any, batch: dict, rng, train: bool,
+                     carry: Any) -> tuple[Metrics, Any]:
+    if not self._carries:
+      return self.loss(params, batch, rng, train), carry
+    # A stream that starts over forgets the state of the epoch before.
+    keep = 1.0 - batch['reset']
+    carry = jax.tree.map(
+        lambda c: c * keep.reshape((-1,) + (1,) * (c.ndim - 1)), carry)
+    logits, updated = self.model.apply(
+        {'params': params, 'cache': carry}, batch['inputs'], train=train,
+        decode=True, mutable=['cache'], rngs={'dropout': rng})
+    return self._metrics(logits, batch), updated['cache']
+
   def train_stream(self, rows: slice):
     cfg = self.config
-    return pipelines.lm_train_stream(self.train_tokens, cfg.block_size,
+    if cfg.lm_batching == 'contiguous':
+      return pipelines.lm_contiguous_stream(
+          self.tokens['train'], cfg.block_size, cfg.batch_size, rows)
+    return pipelines.lm_train_stream(self.tokens['train'], cfg.block_size,
                                      cfg.batch_size, cfg.seed, rows)
+
+  def _pass(self, split: str, rows: slice, max_batches: int = 0):
+    cfg = self.config
+    if cfg.lm_batching == 'contiguous':
+      return pipelines.lm_contiguous_pass(self.tokens[split], cfg.block_size,
+                                          cfg.batch_size, rows, max_batches)
+    batches = pipelines.lm_full_pass(self.tokens[split], cfg.block_size,
+                                     cfg.batch_size, rows)
+    return itertools.islice(batches, max_batches or None)
 
   def eval_batches(self, rows: slice, full: bool):
     cfg = self.config
-    if full:
-      return pipelines.lm_full_pass(self.valid_tokens, cfg.block_size,
-                                    cfg.batch_size, rows)
+    if full or cfg.lm_batching == 'contiguous':
+      # Streams must be read in order: a partial evaluation is their start.
+      return self._pass('validation', rows, 0 if full else cfg.eval_steps)
     # A fixed sample, the same at every evaluation, so curves are comparable.
-    return pipelines.lm_sample_batches(self.valid_tokens, cfg.block_size,
-                                       cfg.batch_size, cfg.seed + 1,
-                                       cfg.eval_steps, rows)
+    return pipelines.lm_sample_batches(self.tokens['validation'],
+                                       cfg.block_size, cfg.batch_size,
+                                       cfg.seed + 1, cfg.eval_steps, rows)
+
+  def final_evaluation(self, params, rows, evaluate) -> dict[str, float]:
+    if 'test' not in self.tokens:
+      return {}
+    full = self.config.final_eval_full
+    results = evaluate(self._pass('test', rows,
+                                  0 if full else self.config.eval_steps))
+    return {f'test_{k}': v for k, v in results.items()}
 
   def summarize(self, averages: dict[str, float]) -> dict[str, float]:
     out = dict(averages)

@@ -161,3 +161,56 @@ def test_train_stream_state_can_rewind():
   stream.set_state(start)
   for batch in first:
     _assert_batches_equal(next(stream), batch)
+
+
+def test_contiguous_streams_read_each_row_in_order_and_reset_each_epoch():
+  tokens = np.arange(103, dtype=np.int32)
+  streams = pipelines.ContiguousStreams(tokens, length=4, batch_size=5)
+  # 103 // 5 = 20 tokens a stream; (20 - 1) // 4 = 4 batches an epoch.
+  assert streams.steps_per_epoch == 4
+  first, second = streams(0), streams(1)
+  np.testing.assert_array_equal(first['inputs'][1], [20, 21, 22, 23])
+  np.testing.assert_array_equal(first['targets'][1], [21, 22, 23, 24])
+  np.testing.assert_array_equal(second['inputs'][1], [24, 25, 26, 27])
+  np.testing.assert_array_equal(first['reset'], 1.0)
+  np.testing.assert_array_equal(second['reset'], 0.0)
+  np.testing.assert_array_equal(streams(4)['inputs'], first['inputs'])
+  np.testing.assert_array_equal(streams(4)['reset'], 1.0)
+  host = pipelines.ContiguousStreams(tokens, 4, 5, rows=slice(2, 4))
+  np.testing.assert_array_equal(host(1)['inputs'], second['inputs'][2:4])
+  with pytest.raises(ValueError, match='too few'):
+    pipelines.ContiguousStreams(tokens[:9], 4, 5)
+
+
+def test_contiguous_stream_resumes_from_its_state():
+  tokens = np.arange(500, dtype=np.int32)
+  stream = pipelines.lm_contiguous_stream(tokens, 4, 5)
+  for _ in range(3):
+    next(stream)
+  state = stream.get_state()
+  expected = [next(stream)['inputs'] for _ in range(30)]  # crosses epochs
+  resumed = pipelines.lm_contiguous_stream(tokens, 4, 5)
+  resumed.set_state(state)
+  for want in expected:
+    np.testing.assert_array_equal(next(resumed)['inputs'], want)
+
+
+@pytest.mark.parametrize('num_tokens', [101, 103, 40])
+def test_contiguous_pass_predicts_every_token_once(num_tokens):
+  tokens = np.arange(1, num_tokens + 1, dtype=np.int32)
+  batches = list(pipelines.lm_contiguous_pass(tokens, 4, 3))
+  assert all(b['inputs'].shape == (3, 4) for b in batches)
+  weights = np.concatenate([b['weights'] for b in batches], 1)
+  targets = np.concatenate([b['targets'] for b in batches], 1)
+  inputs = np.concatenate([b['inputs'] for b in batches], 1)
+  real = weights > 0
+  assert real.sum() == num_tokens - 1
+  np.testing.assert_array_equal(np.sort(targets[real]), tokens[1:])
+  np.testing.assert_array_equal(targets[real] - inputs[real], 1)
+  # Each stream reads its tokens in order.
+  for row, mask in zip(targets, real):
+    assert (np.diff(row[mask]) == 1).all()
+  assert [float(b['reset'][0]) for b in batches] == [1.0] + [0.0] * (
+      len(batches) - 1)
+  assert len(list(pipelines.lm_contiguous_pass(tokens, 4, 3,
+                                               max_batches=2))) == 2

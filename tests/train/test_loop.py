@@ -152,12 +152,12 @@ def test_final_evaluation_is_the_exact_mean_over_the_validation_split(
   apply = jax.jit(lambda tokens: tiny_task.model.apply({'params': params},
                                                        tokens))
   total = count = 0.0
-  for batch in pipelines.lm_full_pass(tiny_task.valid_tokens,
+  for batch in pipelines.lm_full_pass(tiny_task.tokens['validation'],
                                       config.block_size, config.batch_size):
     loss_sum, weight_sum = losses.cross_entropy(
         apply(batch['inputs']), batch['targets'], batch['weights'])
     total, count = total + float(loss_sum), count + float(weight_sum)
-  assert count == len(tiny_task.valid_tokens) - 1
+  assert count == len(tiny_task.tokens['validation']) - 1
   np.testing.assert_allclose(uninterrupted['results']['eval_loss'],
                              total / count, rtol=1e-5)
 

@@ -1,0 +1,31 @@
+"""Zaremba et al. 2014, "small": a 2 x 200 LSTM word LM on Penn Treebank.
+
+Unroll 35, batch 20, SGD at 1.0 halved every epoch after the 4th, 13 epochs,
+gradient norm clipped at 5 (of the loss summed over time), every weight
+U(-0.1, 0.1), no dropout. Paper: valid 120.7, test 114.5.
+"""
+
+from experiments.configs import base
+
+
+def get_config():
+  c = base.get_config()
+  c.corpus, c.tokenizer = 'ptb', 'word'
+  c.model, c.cell = 'rnn_lm', 'lstm'
+  c.embed_dim = c.hidden_size = 200
+  c.num_layers, c.dropout_rate = 2, 0.0
+  c.init_scale, c.forget_bias = 0.1, 0.0
+  c.lm_batching, c.block_size, c.batch_size = 'contiguous', 35, 20
+  c.optimizer, c.learning_rate, c.grad_clip_norm = 'sgd', 1.0, 5.0
+  c.normalize_loss_by = 'sequence'
+  c.schedule, c.warmup_steps = 'epoch_decay', 0
+  c.lr_decay_start_epoch, c.lr_decay_factor = 4, 0.5
+  c.num_epochs = 13
+  c.eval_every = 1327  # once an epoch (1327 batches)
+  c.eval_steps = 30
+  c.log_every = 100
+  # One XLA CPU device whose matmuls use every core: a batch of 20 streams
+  # is too small to split, the recurrence is sequential anyway.
+  c.cpu_devices = 1
+  c.checkpoint_every = 1327
+  return c

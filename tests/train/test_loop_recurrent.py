@@ -1,0 +1,82 @@
+"""The training loop with a recurrent LM on contiguous streams (truncated
+BPTT): the carried state is checkpointed, so a relaunch equals an
+uninterrupted run; epochs set the run length and the learning rate."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lm_jax import decode, tasks
+from lm_jax.train import loop
+from lm_jax.train.logging import read_metrics
+
+
+@pytest.fixture(scope='module')
+def make_rnn_config(make_tiny_config):
+  def make(**overrides):
+    config = make_tiny_config(
+        model='rnn_lm', cell='lstm', embed_dim=16, hidden_size=16,
+        num_layers=2, lm_batching='contiguous', block_size=8, batch_size=4,
+        optimizer='sgd', learning_rate=1.0, grad_clip_norm=5.0,
+        normalize_loss_by='sequence', schedule='constant', warmup_steps=0)
+    config.update(overrides)
+    return config
+  return make
+
+
+def _params(workdir, config):
+  task = tasks.make_task(config)
+  task.prepare()
+  return loop.restore_params(
+      workdir, config, task.model, task.dummy_batch()['inputs'],
+      decode.empty_cache(task.model, config.batch_size, 1))[1]
+
+
+def test_relaunch_equals_uninterrupted_with_the_state_carried(
+    make_rnn_config, tmp_path):
+  config = make_rnn_config()
+  whole = loop.train_and_evaluate(config, str(tmp_path / 'whole'))
+  short = make_rnn_config(num_train_steps=6)
+  loop.train_and_evaluate(short, str(tmp_path / 'split'))
+  again = loop.train_and_evaluate(config, str(tmp_path / 'split'))
+  for key in whole:
+    np.testing.assert_allclose(again[key], whole[key], rtol=1e-5, err_msg=key)
+  a = _params(str(tmp_path / 'whole'), config)
+  b = _params(str(tmp_path / 'split'), config)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
+
+
+def test_carrying_the_state_changes_training(make_rnn_config, tmp_path):
+  """Guards the test above: without the carry (random windows) the same
+  steps give other parameters, so the carry is really used."""
+  carried = loop.train_and_evaluate(make_rnn_config(), str(tmp_path / 'a'))
+  windows = loop.train_and_evaluate(
+      make_rnn_config(lm_batching='random_windows'), str(tmp_path / 'b'))
+  assert abs(carried['eval_loss'] - windows['eval_loss']) > 1e-4
+
+
+def test_epochs_set_the_length_and_the_learning_rate(make_rnn_config,
+                                                     tmp_path):
+  config = make_rnn_config(
+      batch_size=40, block_size=100, num_epochs=2, schedule='epoch_decay',
+      lr_decay_start_epoch=1, lr_decay_factor=0.5, log_every=1,
+      eval_every=0, checkpoint_every=0)
+  task = tasks.make_task(config)
+  task.prepare()
+  steps_per_epoch = task.steps_per_epoch
+  # 20,000 characters, 40 streams of 500, (500 - 1) // 100 batches.
+  assert steps_per_epoch == 4
+  loop.train_and_evaluate(config, str(tmp_path))
+  rates = [r['learning_rate'] for r in read_metrics(str(tmp_path))
+           if 'learning_rate' in r]
+  assert rates == [1.0] * 4 + [0.5] * 4
+  with open(os.path.join(tmp_path, 'config.json')) as f:
+    assert '"num_train_steps": 8' in f.read()
+
+
+def test_num_epochs_needs_a_task_with_epochs(make_tiny_config, tmp_path):
+  with pytest.raises(ValueError, match='no epochs'):
+    loop.train_and_evaluate(make_tiny_config(num_epochs=2), str(tmp_path))
+  assert not os.listdir(tmp_path)
