@@ -21,17 +21,22 @@ def cross_entropy(logits: Array, targets: Array,
     logits: `[..., vocab]` unnormalised log-probabilities.
     targets: int `[...]`.
     weights: `[...]` 0/1 (or real) weights; padding has weight 0.
-    label_smoothing: mass spread uniformly over the vocabulary.
+    label_smoothing: the share of the target distribution spread uniformly
+      over the vocabulary (Szegedy et al. 2016; 0.1 in "Attention is all
+      you need"): the loss is (1 - e) * NLL + e * the mean over the
+      vocabulary of -log p.
 
   Returns:
     (sum of weighted losses, sum of weights), both float32 scalars.
   """
   logits = logits.astype(jnp.float32)
   if label_smoothing:
-    vocab = logits.shape[-1]
-    labels = optax.smooth_labels(jax.nn.one_hot(targets, vocab),
-                                 label_smoothing)
-    losses = optax.softmax_cross_entropy(logits, labels)
+    # The same as cross-entropy against optax.smooth_labels' targets,
+    # without materialising a one-hot `[..., vocab]` array.
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    losses = ((1.0 - label_smoothing) * nll
+              - label_smoothing * jnp.mean(log_probs, axis=-1))
   else:
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   if weights is None:
@@ -42,8 +47,17 @@ def cross_entropy(logits: Array, targets: Array,
 
 def accuracy(logits: Array, targets: Array,
              weights: Optional[Array] = None) -> tuple[Array, Array]:
-  """(number of correct argmax predictions, number of weighted positions)."""
-  correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+  """(number of correct argmax predictions, number of weighted positions).
+
+  A prediction is correct when the target's logit is the largest. That is
+  argmax == target but for exact ties (which count as correct here), and it
+  is a max-reduction instead of argmax's index-carrying one, which XLA's CPU
+  backend runs several times slower: over a 10k-word vocabulary, argmax
+  alone took a tenth of an LSTM LM's training step.
+  """
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
+  correct = (target_logit[..., 0] >= jnp.max(logits, axis=-1)).astype(
+      jnp.float32)
   if weights is None:
     weights = jnp.ones_like(correct)
   weights = weights.astype(jnp.float32)

@@ -1,0 +1,109 @@
+"""Training throughput of lm_jax's LSTM LM on the ptb_lstm_small recipe.
+
+Times the real `train_step` of lm_jax (the one `./launch.sh train
+ptb_lstm_small` runs: 2 x 200 LSTM, 10k-word softmax, batch 20 x 35, SGD
+with clipping) on real PTB batches and reports the median ms per batch and
+tokens/s, for each device count and scan unroll asked for. Compare with
+benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
+
+  python benchmarks/lstm_ptb_throughput.py                  # a small table
+  python benchmarks/lstm_ptb_throughput.py --one --devices 1 --unroll 1
+
+Each setting runs in its own process: XLA reads the device count at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _measure(args) -> dict:
+  sys.path.insert(0, ROOT)
+  import jax
+
+  from experiments.configs import ptb_lstm_small
+  from lm_jax import tasks
+  from lm_jax.train import optim, parallel
+  from lm_jax.train.loop import init_state, state_sharding
+  from lm_jax.train.steps import make_train_step
+
+  config = ptb_lstm_small.get_config()
+  config.rnn_unroll = args.unroll
+  os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
+                                                    'data'))
+  from experiments import cli
+  cli.resolve_paths(config)
+  task = tasks.make_task(config)
+  task.prepare()
+  mesh = parallel.make_data_mesh(args.devices)
+  tx = optim.make_optimizer(config, task.steps_per_epoch)
+  state = init_state(task.model, tx, task.dummy_batch()['inputs'], 0, mesh,
+                     task.init_carry(config.batch_size))
+  step = jax.jit(make_train_step(task, tx, 1, config.normalize_loss_by),
+                 in_shardings=(state_sharding(mesh),
+                               parallel.batch_sharded(mesh),
+                               parallel.replicated(mesh)),
+                 out_shardings=(state_sharding(mesh),
+                                parallel.replicated(mesh)),
+                 donate_argnums=0)
+  stream = task.train_stream(slice(None))
+  rng = jax.random.key(1)
+  times = []
+  for i in range(args.warmup + args.steps):
+    batch = parallel.to_global(next(stream), mesh)
+    start = time.perf_counter()
+    state, metrics = step(state, batch, rng)
+    jax.block_until_ready(metrics)
+    if i >= args.warmup:
+      times.append(time.perf_counter() - start)
+  ms = statistics.median(times) * 1e3
+  tokens = config.batch_size * config.block_size
+  return {'devices': args.devices, 'unroll': args.unroll,
+          'median_ms_per_batch': round(ms, 2),
+          'tokens_per_sec': round(tokens / ms * 1e3),
+          'epoch_minutes': round(task.steps_per_epoch * ms / 6e4, 2),
+          'jax': jax.__version__}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--one', action='store_true',
+                      help='measure one setting in this process')
+  parser.add_argument('--devices', type=int, default=1)
+  parser.add_argument('--unroll', type=int, default=1)
+  parser.add_argument('--steps', type=int, default=60)
+  parser.add_argument('--warmup', type=int, default=5)
+  parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
+                      help='DEVICES:UNROLL settings for the table')
+  args = parser.parse_args()
+  if args.one:
+    print(json.dumps(_measure(args)))
+    return
+  rows = []
+  for setting in args.set:
+    devices, unroll = setting.split(':')
+    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
+        f'--xla_force_host_platform_device_count={devices}'))
+    out = subprocess.run(
+        [sys.executable, __file__, '--one', '--devices', devices, '--unroll',
+         unroll, '--steps', str(args.steps), '--warmup', str(args.warmup)],
+        env=env, check=True, capture_output=True, text=True).stdout
+    rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(json.dumps(rows[-1]), flush=True)
+  print('| devices | unroll | ms / batch (median) | tokens/s | minutes / epoch |')
+  print('| ---: | ---: | ---: | ---: | ---: |')
+  for r in rows:
+    print(f"| {r['devices']} | {r['unroll']} | {r['median_ms_per_batch']} | "
+          f"{r['tokens_per_sec']} | {r['epoch_minutes']} |")
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,10 @@
+"""ptb_lstm_small's recipe and budget with GRU cells (Cho et al. 2014), for
+the RNN / GRU / LSTM comparison on Penn Treebank."""
+
+from experiments.configs import ptb_lstm_small
+
+
+def get_config():
+  c = ptb_lstm_small.get_config()
+  c.cell = 'gru'
+  return c
