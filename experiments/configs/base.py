@@ -82,6 +82,32 @@ def get_config() -> ml_collections.ConfigDict:
   c.length_multiple = 8  # padded batch lengths are multiples of this
   c.length_bucketing = True  # batch sentences of similar lengths together
 
+  # Sequence to sequence (task 'translate', corpus a parallel corpus:
+  # 'multi30k' or 'tatoeba_kor_eng'). Model 'transformer_seq2seq' is sized
+  # by num_layers (the encoder's and the decoder's each), num_heads,
+  # embed_dim, mlp_ratio, dropout_rate and activation; model 'seq2seq_rnn' by
+  # cell ('gru' or 'lstm'), embed_dim, hidden_size (each encoder direction),
+  # num_layers (the encoder's) and dropout_rate. Batches pad to multiples of
+  # length_multiple.
+  c.source_lang = 'de'
+  c.target_lang = 'en'
+  c.spm_vocab_size = 8000  # SentencePiece pieces of each vocabulary
+  c.spm_model_type = 'unigram'  # or 'bpe'
+  c.spm_joint = True  # one vocabulary for both languages, else one each
+  c.spm_character_coverage = 1.0  # lower: the rarest characters -> <unk>
+  c.max_length = 64  # training pairs with a longer side (EOS included) skipped
+  c.rnn_attention = 'bahdanau'  # or 'none', 'luong_dot', 'luong_general',
+  #   'luong_concat'
+  c.decoder_size = 512  # the RNN decoder's hidden size
+  c.attention_size = 512  # Bahdanau's and Luong concat's tanh layer
+  c.share_embeddings = 'all'  # Transformer: source, target and output tied;
+  #   'decoder' (target and output) or 'none'
+  c.pre_norm = True  # Transformer: pre-LN; False: the paper's post-LN
+  c.label_smoothing = 0.0
+  c.beam_size = 4  # the test split's translations; 1: greedy
+  c.length_penalty = 0.6  # alpha of ((5 + length) / 6) ** alpha
+  c.max_decode_length = 64  # tokens per translation, EOS included
+
   # Optimisation.
   c.optimizer = 'adamw'
   c.learning_rate = 1e-3
@@ -92,6 +118,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_decay_start_epoch = 4  # 'epoch_decay': epochs at the full rate
   c.lr_decay_factor = 0.5  # 'epoch_decay': multiplier per further epoch
   c.adagrad_initial = 0.1  # 'adagrad': initial accumulator value
+  c.stlr_cut_frac = 0.1  # 'slanted_triangular': fraction of steps rising
+  c.stlr_ratio = 32.0  # 'slanted_triangular': peak / lowest rate
+  # ULMFiT fine-tuning: each layer group below the top trains at the rate
+  # of the group above / layer_lr_decay (0: one rate), and with
+  # unfreeze_every_epochs k > 0 the groups join one by one every k epochs.
+  c.layer_lr_decay = 0.0
+  c.unfreeze_every_epochs = 0
   c.beta1 = 0.9
   c.beta2 = 0.99
   c.weight_decay = 0.1

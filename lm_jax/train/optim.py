@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,6 +28,9 @@ def make_schedule(config: ml_collections.ConfigDict,
     'epoch_decay': `learning_rate` for the first `lr_decay_start_epoch`
       epochs, then multiplied by `lr_decay_factor` at the start of every
       further epoch (Zaremba et al. 2014: 1.0, halved after epoch 4).
+    'slanted_triangular': ULMFiT's (Howard & Ruder 2018): a short linear
+      rise over the first `stlr_cut_frac` of `num_train_steps` from
+      lr / `stlr_ratio` to lr, then a long linear fall back to lr / ratio.
 
   Args:
     config: the run config.
@@ -60,6 +66,16 @@ def make_schedule(config: ml_collections.ConfigDict,
         [optax.linear_schedule(first, lr, max(warmup, 1)),
          optax.linear_schedule(lr, config.min_learning_rate,
                                decay_steps - warmup)], [warmup])
+  if kind == 'slanted_triangular':
+    total, ratio = config.num_train_steps, config.stlr_ratio
+    cut = max(int(total * config.stlr_cut_frac), 1)
+
+    def schedule(step):
+      step = jnp.asarray(step, jnp.float32)
+      p = jnp.where(step < cut, step / cut,
+                    1 - (step - cut) / max(total - cut, 1))
+      return lr * (1 + jnp.clip(p, 0, 1) * (ratio - 1)) / ratio
+    return schedule
   if kind == 'epoch_decay':
     if steps_per_epoch <= 0:
       raise ValueError("schedule 'epoch_decay' needs a task with epochs")
@@ -70,7 +86,8 @@ def make_schedule(config: ml_collections.ConfigDict,
       return lr * factor ** jnp.maximum(epoch + 1 - start, 0)
     return schedule
   raise ValueError(f"unknown schedule {kind!r}: use 'constant', 'cosine', "
-                   "'inverse_sqrt', 'linear' or 'epoch_decay'")
+                   "'inverse_sqrt', 'linear', 'epoch_decay' or "
+                   "'slanted_triangular'")
 
 
 def _decay_mask(params):
@@ -81,6 +98,67 @@ def _decay_mask(params):
   def decays(path, _):
     return getattr(path[-1], 'key', None) in ('kernel', 'embedding')
   return jax.tree_util.tree_map_with_path(decays, params)
+
+
+_LAYER = re.compile(r'layer_?(\d+)')
+_MAX_DEPTH = 32  # layer groups below the top one
+
+
+def layer_groups(params: Any) -> Any:
+  """Each parameter's depth group, bottom to top, for per-layer rates.
+
+  Group 0 is the embeddings (a path through a name holding 'embed'), group
+  i + 1 the recurrent or Transformer layer i (a name 'layer<i>...' or
+  'layer_<i>'), and the highest group everything else: heads, final norms.
+
+  Returns:
+    A pytree like `params` of int groups.
+  """
+  def raw(path, _):
+    names = [str(getattr(k, 'key', k)) for k in path]
+    for name in names:
+      match = _LAYER.match(name)
+      if match:
+        return int(match.group(1)) + 1
+    return 0 if any('embed' in n for n in names) else -1
+  groups = jax.tree_util.tree_map_with_path(raw, params)
+  top = max(jax.tree.leaves(groups) + [0]) + 1
+  return jax.tree.map(lambda g: top if g < 0 else g, groups)
+
+
+def _layerwise_scaling(config: ml_collections.ConfigDict,
+                       steps_per_epoch: int) -> optax.GradientTransformation:
+  """ULMFiT's discriminative fine-tuning and gradual unfreezing.
+
+  Group g of `layer_groups` (top group T) gets the rate times
+  `layer_lr_decay ** -(T - g)` (Howard & Ruder: 2.6), and with
+  `unfreeze_every_epochs` k > 0 stays frozen (rate 0) for its first
+  (T - g) * k epochs: the head trains alone first, then one more layer
+  joins each k epochs.
+  """
+  decay, every = config.layer_lr_decay, config.unfreeze_every_epochs
+  if every and steps_per_epoch <= 0:
+    raise ValueError('unfreeze_every_epochs needs a task with epochs')
+
+  def labels(params):
+    # A parameter's label is its distance from the top group.
+    groups = layer_groups(params)
+    top = max(jax.tree.leaves(groups))
+    return jax.tree.map(lambda g: str(top - g), groups)
+
+  def scaling(depth: int) -> optax.GradientTransformation:
+    def schedule(count):
+      scale = (decay or 1.0) ** -depth
+      if not every:
+        return jnp.float32(scale)
+      start = depth * every * steps_per_epoch
+      return jnp.where(count >= start, scale, 0.0).astype(jnp.float32)
+    return optax.scale_by_schedule(schedule)
+
+  # Transforms are fixed before the parameters are seen: one per depth up
+  # to a generous bound; depths a model lacks hold only a step counter.
+  transforms = {str(d): scaling(d) for d in range(_MAX_DEPTH + 1)}
+  return optax.multi_transform(transforms, labels)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
@@ -113,4 +191,6 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
     raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adamw', "
                      "'sgd' or 'adagrad'")
   head = [optax.flatten(optax.chain(*moments))] if moments else []
+  if config.get('layer_lr_decay') or config.get('unfreeze_every_epochs'):
+    tail.append(_layerwise_scaling(config, steps_per_epoch))
   return optax.chain(*head, *tail, optax.scale_by_learning_rate(schedule))

@@ -188,3 +188,52 @@ def test_gradient_clipping_bounds_the_global_norm(make_tiny_config,
   updates, _ = tx.update(grads, tx.init(gpt_params), gpt_params)
   np.testing.assert_allclose(optax.tree.norm(updates), expected_norm,
                              rtol=1e-5)
+
+
+def test_slanted_triangular_rises_fast_then_falls_slowly(make_tiny_config):
+  config = make_tiny_config(schedule='slanted_triangular', learning_rate=0.01,
+                            num_train_steps=100, stlr_cut_frac=0.1,
+                            stlr_ratio=32.0)
+  lr = _schedule_values(config, [0, 5, 10, 55, 100])
+  np.testing.assert_allclose(
+      lr, [0.01 / 32, 0.01 * (1 + 0.5 * 31) / 32, 0.01,
+           0.01 * (1 + 0.5 * 31) / 32, 0.01 / 32], rtol=1e-5)
+
+
+def test_layer_groups_run_from_embeddings_to_head():
+  params = {'token_embedding': {'embedding': 0},
+            'rnn': {'layer0_fwd': {'kernel': 0}, 'layer1_bwd': {'kernel': 0}},
+            'block_2': {'kernel': 0}, 'output': {'kernel': 0, 'bias': 0}}
+  groups = optim.layer_groups(params)
+  assert groups == {'token_embedding': {'embedding': 0},
+                    'rnn': {'layer0_fwd': {'kernel': 1},
+                            'layer1_bwd': {'kernel': 2}},
+                    'block_2': {'kernel': 3},
+                    'output': {'kernel': 3, 'bias': 3}}
+
+
+def test_discriminative_rates_and_gradual_unfreezing(make_tiny_config):
+  """ULMFiT: the head first, one more layer group per epoch, each group at
+  the rate of the one above / 2.6."""
+  config = make_tiny_config(optimizer='sgd', schedule='constant',
+                            warmup_steps=0, learning_rate=1.0,
+                            grad_clip_norm=0.0, layer_lr_decay=2.6,
+                            unfreeze_every_epochs=1)
+  params = {'embed': {'embedding': jnp.zeros(2)},
+            'rnn': {'layer0_fwd': {'kernel': jnp.zeros(2)}},
+            'head': {'kernel': jnp.zeros(2)}}
+  tx = optim.make_optimizer(config, steps_per_epoch=3)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  steps = []
+  for _ in range(7):
+    updates, state = tx.update(grads, state, params)
+    steps.append({k: float(-jax.tree.leaves(v)[0][0])
+                  for k, v in updates.items()})
+  assert [s['head'] for s in steps] == [1.0] * 7
+  np.testing.assert_allclose([s['rnn'] for s in steps],
+                             [0.0] * 3 + [1 / 2.6] * 4, rtol=1e-6)
+  np.testing.assert_allclose([s['embed'] for s in steps],
+                             [0.0] * 6 + [1 / 2.6 ** 2], rtol=1e-6)
+  with pytest.raises(ValueError, match='epochs'):
+    optim.make_optimizer(config)
