@@ -57,6 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.negatives = 5
   c.noise_power = 0.75  # negatives drawn from unigram counts ** this
   c.subsample = 1e-3  # Mikolov's frequent-word threshold t; 0: keep all
+  c.share_negatives = 1  # consecutive pairs sharing one draw of negatives
+  c.max_row_uses = 0.0  # > 0: caps the uses summed in a row's gradient
   c.fasttext_min_n = 3  # character n-gram lengths
   c.fasttext_max_n = 6
   c.fasttext_buckets = 100_000  # n-gram hash buckets
@@ -100,6 +102,7 @@ def get_config() -> ml_collections.ConfigDict:
   #   'luong_concat'
   c.decoder_size = 512  # the RNN decoder's hidden size
   c.attention_size = 512  # Bahdanau's and Luong concat's tanh layer
+  c.readout_size = 512  # the RNN's maxout readout ('none', 'bahdanau'); 0: none
   c.share_embeddings = 'all'  # Transformer: source, target and output tied;
   #   'decoder' (target and output) or 'none'
   c.pre_norm = True  # Transformer: pre-LN; False: the paper's post-LN
@@ -125,6 +128,9 @@ def get_config() -> ml_collections.ConfigDict:
   # unfreeze_every_epochs k > 0 the groups join one by one every k epochs.
   c.layer_lr_decay = 0.0
   c.unfreeze_every_epochs = 0
+  # Parameters never updated (pre-trained parts): comma-separated prefixes of
+  # '/'-joined parameter paths, e.g. 'elmo/bilm'.
+  c.frozen_params = ''
   c.beta1 = 0.9
   c.beta2 = 0.99
   c.weight_decay = 0.1

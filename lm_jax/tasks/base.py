@@ -73,6 +73,21 @@ class Task(_TaskBase):
     """
     return self.loss(params, batch, rng, train), carry
 
+  def pretrained_params(self, params: Any) -> Any:
+    """The fresh parameters of a new run, with any pre-trained parts put
+    in (ELMo's bi-LM, ULMFiT's LM encoder, an imported checkpoint).
+
+    Called once, before the first step; never on a resumed run, whose
+    checkpoint already holds them.
+
+    Args:
+      params: freshly initialised parameters (host or device arrays).
+
+    Returns:
+      The same tree structure, shapes and dtypes.
+    """
+    return params
+
   @property
   def steps_per_epoch(self) -> int:
     """Batches per pass over the training split; 0 where batches are drawn

@@ -136,6 +136,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   elif ckpt.steps():
     raise ValueError(f'no checkpoint in {ckpt.directory} is readable; move '
                      'that folder away to start the run afresh')
+  else:
+    pretrained = task.pretrained_params(state.params)
+    if pretrained is not state.params:
+      state = state.replace(params=jax.device_put(
+          pretrained, parallel.replicated(mesh)))
   start = int(parallel.to_host(state.step))
 
   replicated = parallel.replicated(mesh)

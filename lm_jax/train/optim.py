@@ -161,6 +161,21 @@ def _layerwise_scaling(config: ml_collections.ConfigDict,
   return optax.multi_transform(transforms, labels)
 
 
+def frozen_mask(prefixes: str):
+  """`params -> bool tree`: True under any of the comma-separated
+  `prefixes` of '/'-joined parameter paths ('elmo/bilm' freezes
+  params['elmo']['bilm'] and everything under it)."""
+  wanted = tuple(p.strip().strip('/') for p in prefixes.split(',')
+                 if p.strip())
+
+  def mask(params):
+    def frozen(path, _):
+      name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+      return any(name == p or name.startswith(p + '/') for p in wanted)
+    return jax.tree_util.tree_map_with_path(frozen, params)
+  return mask
+
+
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
                    ) -> optax.GradientTransformation:
   """Gradient clipping followed by the configured optimizer.
@@ -193,4 +208,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   head = [optax.flatten(optax.chain(*moments))] if moments else []
   if config.get('layer_lr_decay') or config.get('unfreeze_every_epochs'):
     tail.append(_layerwise_scaling(config, steps_per_epoch))
+  if config.get('frozen_params'):
+    tail.append(optax.masked(optax.set_to_zero(),
+                             frozen_mask(config.frozen_params)))
   return optax.chain(*head, *tail, optax.scale_by_learning_rate(schedule))

@@ -332,3 +332,26 @@ def test_evaluation_over_many_batches_on_two_cpu_devices_does_not_hang(
       capture_output=True, text=True, timeout=120, env=env)
   assert result.returncode == 0, result.stderr[-2000:]
   assert math.isfinite(float(result.stdout.strip().splitlines()[-1]))
+
+
+def test_pretrained_params_are_put_in_once_and_not_on_resume(
+    make_tiny_config, tmp_path):
+  calls = []
+
+  def pretrained(self, params):
+    calls.append(1)
+    return jax.tree.map(lambda x: x * 0 + 0.5, params)
+
+  config = make_tiny_config(num_train_steps=3, checkpoint_every=3,
+                            schedule='constant', warmup_steps=0,
+                            learning_rate=0.0, weight_decay=0.0)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(LanguageModelingTask, 'pretrained_params', pretrained)
+    loop.train_and_evaluate(config, str(tmp_path))
+    assert calls == [1]
+    _, params = _final_params(tmp_path, config)
+    assert all(np.all(np.asarray(x) == 0.5) for x in jax.tree.leaves(params))
+    loop.train_and_evaluate(make_tiny_config(
+        num_train_steps=4, checkpoint_every=3, schedule='constant',
+        warmup_steps=0, learning_rate=0.0, weight_decay=0.0), str(tmp_path))
+    assert calls == [1]  # the relaunch resumed from the checkpoint

@@ -237,3 +237,18 @@ def test_discriminative_rates_and_gradual_unfreezing(make_tiny_config):
                              [0.0] * 6 + [1 / 2.6 ** 2], rtol=1e-6)
   with pytest.raises(ValueError, match='epochs'):
     optim.make_optimizer(config)
+
+
+def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
+  config = make_tiny_config(frozen_params='elmo/bilm, head/bias',
+                            weight_decay=0.5)
+  params = {'elmo': {'bilm': {'kernel': jnp.ones(2)},
+                     'mix': {'weights': jnp.ones(2)}},
+            'head': {'kernel': jnp.ones(2), 'bias': jnp.ones(2)}}
+  tx = optim.make_optimizer(config)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params),
+                         params)
+  assert float(jnp.abs(updates['elmo']['bilm']['kernel']).max()) == 0.0
+  assert float(jnp.abs(updates['head']['bias']).max()) == 0.0
+  assert float(jnp.abs(updates['elmo']['mix']['weights']).min()) > 0.0
+  assert float(jnp.abs(updates['head']['kernel']).min()) > 0.0
