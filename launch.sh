@@ -80,6 +80,9 @@ case "$verb" in
   sample)
     setup
     exec "$PY" -m experiments.sample "$@" ;;
+  neighbors)
+    setup
+    exec "$PY" -m experiments.neighbors "$@" ;;
   sweep)
     [ $# -ge 1 ] || die "usage: ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR] [--config.KEY=VALUE ...]"
     preset_file "$1" >/dev/null

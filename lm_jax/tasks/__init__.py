@@ -3,8 +3,10 @@
 from lm_jax.tasks.base import CountingTask, Task
 from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.tasks.ngram_lm import NGramTask
+from lm_jax.tasks.word_embeddings import embedding_task
 
-TASKS = {'lm': LanguageModelingTask, 'ngram': NGramTask}
+TASKS = {'lm': LanguageModelingTask, 'ngram': NGramTask,
+         'embeddings': embedding_task}
 
 
 def make_task(config) -> Task | CountingTask:
