@@ -30,6 +30,7 @@ def test_preset_trains_one_step(preset, shared_data_dir, shared_cache_dir,
                                 tmp_path):
   config = importlib.import_module(f'experiments.configs.{preset}').get_config()
   config.num_train_steps, config.eval_steps = 1, 1
+  config.num_epochs = 0  # else the run length comes from the epochs
   config.final_eval_full = False
   config.eval_every, config.checkpoint_every = 0, 0
   config.update(SMALLER_BATCH.get(preset, {}))
