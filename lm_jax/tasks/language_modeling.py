@@ -55,8 +55,6 @@ class LanguageModelingTask(Task):
     self.tokens = {split: self.tokenizer.encode(text)
                    for split, text in texts.items()}
     self._model = build_model(cfg, self.tokenizer.vocab_size)
-    self._carries = (cfg.lm_batching == 'contiguous'
-                     and getattr(self._model, 'recurrent', False))
     if cfg.lm_batching == 'contiguous':
       self._streams = pipelines.ContiguousStreams(
           self.tokens['train'], cfg.block_size, cfg.batch_size)
@@ -67,6 +65,13 @@ class LanguageModelingTask(Task):
   @property
   def model(self) -> nn.Module:
     return self._model
+
+  @property
+  def _carries(self) -> bool:
+    """Whether batches hand the model's state on: a recurrent model read
+    in contiguous streams."""
+    return (self.config.lm_batching == 'contiguous'
+            and getattr(self.model, 'recurrent', False))
 
   @property
   def steps_per_epoch(self) -> int:
