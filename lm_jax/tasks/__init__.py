@@ -1,12 +1,15 @@
 """Tasks by name, as `config.task` selects them."""
 
 from lm_jax.tasks.base import CountingTask, Task
+from lm_jax.tasks.classification import ClassificationTask
 from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.tasks.ngram_lm import NGramTask
+from lm_jax.tasks.tagging import TaggingTask
 from lm_jax.tasks.word_embeddings import embedding_task
 
 TASKS = {'lm': LanguageModelingTask, 'ngram': NGramTask,
-         'embeddings': embedding_task}
+         'embeddings': embedding_task, 'tag': TaggingTask,
+         'classify': ClassificationTask}
 
 
 def make_task(config) -> Task | CountingTask:

@@ -1,0 +1,206 @@
+"""A tfds builder for GLUE-style single-sentence classification TSV files
+(SST-2, CoLA), written as array_record: one example per line, its sentence
+and its label.
+
+Raw files are read from `<raw_dir>/<dataset>/...` (plain or `.gz`) or,
+where the machine has internet and a file is absent, downloaded from a
+public copy of the GLUE files. Building needs no TensorFlow.
+
+GLUE's files have a header line and no quoting. Labelled splits are
+`sentence<TAB>label` (the sentence split off at the last tab); GLUE's test
+splits are unlabelled, `index<TAB>sentence`, and get the label -1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import io
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from lm_jax.data.builders.text_corpus import (DataNotFoundError, _download,
+                                              _local_file, _read)
+
+UNLABELLED = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class GlueDataset:
+  """Where a dataset's split files are and what their labels are.
+
+  Attributes:
+    files: split name -> path relative to the data directory.
+    urls: split name -> public download URL.
+    num_classes: labels are 0 .. num_classes - 1.
+    unlabelled: the splits in `index<TAB>sentence` form, without labels.
+  """
+
+  files: dict
+  urls: dict
+  num_classes: int
+  unlabelled: tuple = ('test',)
+
+
+_SST2_URL = ('https://raw.githubusercontent.com/brunnurs/'
+             'binary-classification-bert/'
+             '35e1628db50472679176dd31b992534a3866a86e/data/SST2/')
+
+DATASETS = {
+    'sst2': GlueDataset(
+        files={'train': 'sst2/train.tsv', 'validation': 'sst2/dev.tsv',
+               'test': 'sst2/test.tsv'},
+        urls={'train': _SST2_URL + 'train.tsv',
+              'validation': _SST2_URL + 'dev.tsv',
+              'test': _SST2_URL + 'test.tsv'},
+        num_classes=2),
+}
+
+
+def parse_tsv(text: str, labelled: bool, num_classes: int,
+              source: str = '<string>') -> Iterator[tuple[str, int]]:
+  """(sentence, label) per data line of a GLUE single-sentence TSV file.
+
+  Args:
+    text: the file's contents, header line first.
+    labelled: `sentence<TAB>label` lines; else `index<TAB>sentence` lines,
+      whose label is `UNLABELLED`.
+    num_classes: labels must lie in [0, num_classes).
+    source: the file's name, for error messages.
+
+  Yields:
+    (sentence without surrounding white space, label).
+
+  Raises:
+    ValueError: a missing header, a line without a tab, or a bad label;
+      the message names `source` and the line number.
+  """
+  lines = text.splitlines()
+  expected = ('sentence', 'label') if labelled else ('index', 'sentence')
+  if not lines or tuple(lines[0].rstrip('\r').split('\t')) != expected:
+    raise ValueError(f'{source}:1: expected the header '
+                     f'{chr(9).join(expected)!r}')
+  for number, line in enumerate(lines[1:], 2):
+    line = line.rstrip('\r')
+    if not line.strip():
+      continue
+    if '\t' not in line:
+      raise ValueError(f'{source}:{number}: no tab in the line')
+    if labelled:
+      # GLUE has no quoting; the label is after the last tab.
+      sentence, label = line.rsplit('\t', 1)
+      if not label.strip().isdigit() or int(label) >= num_classes:
+        raise ValueError(f'{source}:{number}: label {label!r} is not one of '
+                         f'0..{num_classes - 1}')
+      yield sentence.strip(), int(label)
+    else:
+      yield line.split('\t', 1)[1].strip(), UNLABELLED
+
+
+class GlueTsv(tfds.core.GeneratorBasedBuilder):
+  """Sentences and labels of a dataset in `DATASETS`, one config per
+  dataset, in file order."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in DATASETS]
+
+  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
+    self._raw_dir = raw_dir
+    self._download_dir = os.path.join(data_dir, 'downloads')
+    super().__init__(data_dir=data_dir, **kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Sentences of a GLUE single-sentence task and their '
+                    f'labels ({UNLABELLED} where unlabelled).',
+        features=tfds.features.FeaturesDict({
+            'sentence': tfds.features.Text(),
+            'label': tfds.features.Scalar(dtype=np.int64),
+        }),
+        disable_shuffling=True)
+
+  def raw_file(self, split: str) -> str:
+    """The local raw file of `split`, downloading it first if need be."""
+    dataset = DATASETS[self.builder_config.name]
+    relative = dataset.files[split]
+    local = _local_file(self._raw_dir, relative)
+    if local:
+      return local
+    target = os.path.join(self._download_dir, relative)
+    if not os.path.exists(target):
+      try:
+        _download(dataset.urls[split], target)
+      except OSError as e:
+        raise DataNotFoundError(
+            f'{relative} is not under the data dir '
+            f'{self._raw_dir or "(unset)"} and could not be downloaded '
+            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
+            f'at a folder holding {relative}') from None
+    return target
+
+  def parsed(self, split: str) -> list[tuple[str, int]]:
+    """Every example of `split`, parsed (and so checked) in full."""
+    dataset = DATASETS[self.builder_config.name]
+    path = self.raw_file(split)
+    return list(parse_tsv(_read(path), split not in dataset.unlabelled,
+                          dataset.num_classes, path))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Its retrying downloader stalls for minutes offline.
+    return {split: self._generate_examples(self.parsed(split))
+            for split in DATASETS[self.builder_config.name].files}
+
+  def _generate_examples(self, examples):
+    for i, (sentence, label) in enumerate(examples):
+      yield i, {'sentence': sentence, 'label': label}
+
+
+def load_examples(dataset: str, split: str, raw_dir: str, cache_dir: str
+                  ) -> tuple[list[str], np.ndarray]:
+  """The sentences and labels of one split, in file order, building the
+  tfds dataset on first use.
+
+  Args:
+    dataset: a key of `DATASETS`.
+    split: 'train', 'validation' or 'test'.
+    raw_dir: folder holding the raw dataset folders.
+    cache_dir: where tfds writes the prepared array_record files.
+
+  Returns:
+    (sentences, int32 labels `[num_examples]`, `UNLABELLED` where the split
+    has none).
+
+  Raises:
+    DataNotFoundError: a raw file is missing and not downloadable.
+    ValueError: an unknown dataset or split, or a malformed file.
+  """
+  if dataset not in DATASETS:
+    raise ValueError(f'unknown dataset {dataset!r}; known: '
+                     f'{sorted(DATASETS)}')
+  files = DATASETS[dataset].files
+  if split not in files:
+    raise ValueError(f'{dataset} has no split {split!r}; it has '
+                     f'{sorted(files)}')
+  os.makedirs(cache_dir, exist_ok=True)
+  # Several processes may build the same dataset at once; the builder reads
+  # its metadata when made, so it is made under the lock (text_corpus.py).
+  with open(os.path.join(cache_dir, f'.{dataset}.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    builder = GlueTsv(config=dataset, raw_dir=raw_dir, data_dir=cache_dir,
+                      file_format='array_record')
+    if not builder.is_prepared():
+      for key in files:  # Missing data fails before tfds starts.
+        builder.raw_file(key)
+      tfds.disable_progress_bar()
+      with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
+        builder.download_and_prepare()
+  source = builder.as_data_source(split=split)
+  # One batched read: indexing example by example is several times slower.
+  examples = source.__getitems__(range(len(source)))
+  return ([e['sentence'].decode('utf-8') for e in examples],
+          np.array([e['label'] for e in examples], np.int32))

@@ -1,0 +1,180 @@
+"""A recurrent sentence classifier: embeddings -> (bi-)LSTM -> one sentence
+vector -> MLP -> class logits.
+
+The sentence vector is chosen by `pooling`:
+  'last': the final hidden state, the forward direction's after its last
+    real word concatenated with the backward direction's after the first
+    (what Dai & Le 2015's classifier reads);
+  'max': the element-wise maximum of the top layer's outputs over the real
+    words (InferSent, Conneau et al. 2017);
+  'mean': their average.
+Padding never enters any of them, so a sentence gets the same logits alone
+or in a padded batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm_jax.nn.recurrent import StackedRNN
+
+Array = jax.Array
+
+POOLINGS = ('last', 'max', 'mean')
+
+
+def drop_words(ids: Array, rate: float, unk_id: int, rng: Array) -> Array:
+  """Word dropout: each id becomes `unk_id` with probability `rate`, so the
+  model learns what to do with unknown words and leans less on any one
+  word (Iyyer et al. 2015 drop words from the input the same way).
+
+  Args:
+    ids: int `[batch, length]`; padding (id 0) stays padding.
+    rate: probability of replacing a word.
+    unk_id: the unknown word's id.
+    rng: a PRNG key.
+  """
+  drop = jax.random.bernoulli(rng, rate, ids.shape) & (ids != 0)
+  return jnp.where(drop, unk_id, ids)
+
+
+def lengths_of(inputs: Array) -> Array:
+  """int32 `[batch]` true lengths of `[batch, length]` ids padded with 0."""
+  return jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
+
+
+def final_hidden(carry: Any) -> Array:
+  """The hidden state `[batch, H]` of a cell's carry ((c, h) for an LSTM)."""
+  return carry[1] if isinstance(carry, tuple) else carry
+
+
+def pool(outputs: Array, lengths: Array, pooling: str) -> Array:
+  """Max or mean of `[batch, length, D]` outputs over each row's first
+  `lengths` positions -> `[batch, D]`; rows of length 0 give zeros."""
+  live = (jnp.arange(outputs.shape[1])[None, :] < lengths[:, None])[..., None]
+  if pooling == 'max':
+    pooled = jnp.max(jnp.where(live, outputs, -jnp.inf), axis=1)
+    return jnp.where(lengths[:, None] > 0, pooled, 0.0)
+  if pooling == 'mean':
+    total = jnp.sum(jnp.where(live, outputs, 0.0), axis=1)
+    return total / jnp.maximum(lengths, 1)[:, None].astype(outputs.dtype)
+  raise ValueError(f'unknown pooling {pooling!r}; known: {POOLINGS}')
+
+
+def with_extra_features(module: nn.Module, embedded: Array,
+                         extra: Optional[Array]) -> Array:
+  """`embedded` `[batch, length, E]` with `extra` concatenated on the last
+  axis, as `module.extra_features_dim` declares.
+
+  The training loop initialises models from their word ids alone, so while
+  initialising, zeros stand in for missing extra features; at any other
+  time they must be given.
+  """
+  dim = module.extra_features_dim
+  if not dim:
+    if extra is not None:
+      raise ValueError('extra_features given but extra_features_dim is 0')
+    return embedded
+  if extra is None:
+    if not module.is_initializing():
+      raise ValueError(f'the model expects extra_features of size {dim}')
+    extra = jnp.zeros(embedded.shape[:2] + (dim,), embedded.dtype)
+  if extra.shape[-1] != dim:
+    raise ValueError(f'extra_features have size {extra.shape[-1]}, the '
+                     f'model expects {dim}')
+  return jnp.concatenate([embedded, extra.astype(embedded.dtype)], axis=-1)
+
+
+class RecurrentClassifier(nn.Module):
+  """Sentence -> class logits.
+
+  Attributes:
+    vocab_size: word ids, padding (0) included.
+    num_classes: output classes.
+    embed_dim: word embedding size.
+    hidden_dim: LSTM units per direction.
+    num_layers: stacked recurrent layers.
+    bidirectional: add a backward direction to every layer.
+    cell_type: 'lstm', 'gru' or 'rnn'.
+    pooling: 'last', 'max' or 'mean' (module docstring).
+    mlp_dim: hidden units of the MLP head; 0 for a linear head.
+    dropout_rate: dropout on the embeddings, between recurrent layers, on
+      the sentence vector and in the MLP.
+    word_dropout_rate: word dropout (see `drop_words`) in training.
+    unk_id: the unknown word's id, for word dropout.
+    forget_bias: the LSTM's forget-gate bias.
+    extra_features_dim: size of optional per-token features (ELMo vectors)
+      concatenated to the word embeddings; 0 for none.
+    dtype: computation dtype.
+  """
+
+  vocab_size: int
+  num_classes: int
+  embed_dim: int = 300
+  hidden_dim: int = 256
+  num_layers: int = 1
+  bidirectional: bool = True
+  cell_type: str = 'lstm'
+  pooling: str = 'last'
+  mlp_dim: int = 0
+  dropout_rate: float = 0.5
+  word_dropout_rate: float = 0.0
+  unk_id: int = 1
+  forget_bias: float = 1.0
+  extra_features_dim: int = 0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: Array, lengths: Optional[Array] = None,
+               extra_features: Optional[Array] = None,
+               train: bool = False) -> Array:
+    """Classifies each sentence.
+
+    Args:
+      inputs: int `[batch, length]` word ids, 0 = padding (at the end).
+      lengths: int `[batch]`; None counts the non-padding ids.
+      extra_features: `[batch, length, extra_features_dim]`, or None when
+        `extra_features_dim` is 0 (zeros stand in while initialising).
+      train: apply dropout and word dropout.
+
+    Returns:
+      Logits `[batch, num_classes]`, float32.
+    """
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'unknown pooling {self.pooling!r}; known: '
+                       f'{POOLINGS}')
+    if lengths is None:
+      lengths = lengths_of(inputs)
+    if train and self.word_dropout_rate > 0:
+      inputs = drop_words(inputs, self.word_dropout_rate, self.unk_id,
+                          self.make_rng('dropout'))
+    # A small initial scale (the flax SST-2 example's) keeps the LSTM's
+    # gates out of saturation at the start.
+    x = nn.Embed(self.vocab_size, self.embed_dim,
+                 embedding_init=nn.initializers.normal(0.1),
+                 name='embed')(inputs).astype(self.dtype)
+    x = with_extra_features(self, x, extra_features)
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    rnn = StackedRNN(self.cell_type, self.hidden_dim, self.num_layers,
+                     self.bidirectional, self.dropout_rate, self.forget_bias,
+                     dtype=self.dtype, name='rnn')
+    carries, layer_outputs = rnn(x, lengths, train=train)
+    if self.pooling == 'last':
+      top = carries[-rnn.directions:]  # the last layer's directions
+      sentence = jnp.concatenate([final_hidden(c) for c in top], axis=-1)
+    else:
+      sentence = pool(layer_outputs[-1], lengths, self.pooling)
+    sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(sentence)
+    if self.mlp_dim:
+      sentence = jnp.tanh(nn.Dense(self.mlp_dim, dtype=self.dtype,
+                                   name='mlp')(sentence))
+      sentence = nn.Dropout(self.dropout_rate,
+                            deterministic=not train)(sentence)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                      name='output')(sentence)
+    return logits.astype(jnp.float32)
+

@@ -1,0 +1,186 @@
+"""Sequence labelling: a tag for every word (UPOS tagging on UD treebanks).
+
+Reported figures: `eval_accuracy`, the token accuracy over every real word
+of the validation split, and after the last step `test_accuracy` and
+`test_loss` on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import numpy as np
+
+from lm_jax import losses
+from lm_jax.data import padded_batches
+from lm_jax.data.builders.conllu import UPOS_TAGS, load_sentences
+from lm_jax.data.tokenizers import WordTokenizer
+from lm_jax.models.tagger import RecurrentTagger
+from lm_jax.tasks.base import Metrics, Task
+
+SPECIALS = ('<pad>', '<unk>')  # '<pad>' is id 0, as padding must be
+
+
+def _form(word: str) -> str:
+  """A word form as one white-space-free vocabulary entry (the word
+  tokenizer splits at white space; a few UD forms contain a space)."""
+  return '_'.join(word.split()) or '_'
+
+
+def word_vocabulary(sentences: Sequence[Sequence[str]], min_count: int = 1
+                    ) -> WordTokenizer:
+  """Words of `sentences` seen `min_count` times, after `SPECIALS`."""
+  text = '\n'.join(' '.join(map(_form, words)) for words in sentences)
+  return WordTokenizer.from_text(text, min_count=min_count, specials=SPECIALS,
+                                 eos='')
+
+
+def char_vocabulary(sentences: Sequence[Sequence[str]]) -> WordTokenizer:
+  """Every character of the words of `sentences`, after `SPECIALS`."""
+  text = ' '.join(' '.join(''.join(words)) for words in sentences)
+  return WordTokenizer.from_text(text, specials=SPECIALS, eos='')
+
+
+def encode_words(tokenizer: WordTokenizer, words: Sequence[str]
+                 ) -> np.ndarray:
+  """int32 `[len(words)]` ids, one per word."""
+  return tokenizer.encode(' '.join(map(_form, words)))
+
+
+def word_chars(chars: WordTokenizer, word: str, width: int) -> np.ndarray:
+  """int32 `[width]` character ids of `word`, 0-padded; a longer word
+  keeps its first and last `width // 2` characters (prefix and suffix are
+  what tell a word's class)."""
+  ids = chars.encode(' '.join(word))
+  if len(ids) > width:
+    head = width // 2
+    ids = np.concatenate([ids[:head], ids[len(ids) - (width - head):]])
+  return np.pad(ids, (0, width - len(ids)))
+
+
+class TaggingTask(Task):
+  """A bi-LSTM tagger trained on a treebank's UPOS tags.
+
+  Config keys read here: corpus (a treebank of `conllu.TREEBANKS`),
+  data_dir, cache_dir, model ('tagger'), min_count, embed_dim,
+  hidden_size, num_layers, cell, dropout_rate, word_dropout_rate,
+  forget_bias, char_encoder, char_embed_dim, char_features,
+  char_kernel_size, max_word_chars, compute_dtype, batch_size, seed,
+  eval_steps, final_eval_full, length_multiple, length_bucketing.
+  """
+
+  tags = UPOS_TAGS
+
+  def prepare(self) -> None:
+    cfg = self.config
+    if cfg.model != 'tagger':
+      raise ValueError(f"task 'tag' trains model 'tagger', not "
+                       f'{cfg.model!r}')
+    splits = {split: load_sentences(cfg.corpus, split, cfg.data_dir,
+                                    cfg.cache_dir)
+              for split in ('train', 'validation', 'test')}
+    train_words = [words for words, _ in splits['train']]
+    self.tokenizer = word_vocabulary(train_words, cfg.min_count)
+    self.char_tokenizer = (char_vocabulary(train_words)
+                  if cfg.char_encoder != 'none' else None)
+    self.examples = {split: self._examples(sentences)
+                     for split, sentences in splits.items()}
+    self._model = RecurrentTagger(
+        vocab_size=self.tokenizer.vocab_size, num_tags=len(self.tags),
+        embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_size,
+        num_layers=cfg.num_layers, cell_type=cfg.cell,
+        dropout_rate=cfg.dropout_rate,
+        word_dropout_rate=cfg.word_dropout_rate,
+        unk_id=self.tokenizer.unk_id, char_encoder=cfg.char_encoder,
+        char_vocab_size=(self.char_tokenizer.vocab_size
+                         if self.char_tokenizer else 0),
+        char_embed_dim=cfg.char_embed_dim, char_features=cfg.char_features,
+        char_kernel_size=cfg.char_kernel_size, forget_bias=cfg.forget_bias,
+        dtype=cfg.compute_dtype)
+
+  def _examples(self, sentences) -> padded_batches.Examples:
+    """Ragged columns: word ids, tag ids and (with a character encoder)
+    the characters of each word."""
+    tag_ids = {tag: i for i, tag in enumerate(self.tags)}
+    examples = {
+        'inputs': [encode_words(self.tokenizer, words)
+                   for words, _ in sentences],
+        'targets': [np.array([tag_ids[t] for t in tags], np.int32)
+                    for _, tags in sentences]}
+    if self.char_tokenizer is not None:
+      width, known = self.config.max_word_chars, {}
+      for words, _ in sentences:
+        for word in words:
+          if word not in known:
+            known[word] = word_chars(self.char_tokenizer, word, width)
+      examples['chars'] = [
+          np.stack([known[w] for w in words]).astype(np.int32)
+          if words else np.zeros((0, width), np.int32)
+          for words, _ in sentences]
+    return examples
+
+  def save_assets(self, workdir: str) -> None:
+    self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
+    if self.char_tokenizer is not None:
+      self.char_tokenizer.save(os.path.join(workdir, 'char_tokenizer.json'))
+    with open(os.path.join(workdir, 'tags.json'), 'w') as f:
+      json.dump(list(self.tags), f)
+
+  @property
+  def model(self) -> nn.Module:
+    return self._model
+
+  def dummy_batch(self) -> dict:
+    shape = (1, self.config.length_multiple)
+    batch = {'inputs': np.zeros(shape, np.int32),
+             'lengths': np.zeros(shape[:1], np.int32),
+             'targets': np.zeros(shape, np.int32),
+             'weights': np.zeros(shape, np.float32)}
+    if self.char_tokenizer is not None:
+      batch['chars'] = np.zeros(shape + (self.config.max_word_chars,),
+                                np.int32)
+    return batch
+
+  def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
+    logits = self.model.apply(
+        {'params': params}, batch['inputs'], batch['lengths'],
+        chars=batch.get('chars'), train=train, rngs={'dropout': rng})
+    return {
+        'loss': losses.cross_entropy(logits, batch['targets'],
+                                     batch['weights']),
+        'accuracy': losses.accuracy(logits, batch['targets'],
+                                    batch['weights']),
+    }
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return (padded_batches.num_examples(self.examples['train'])
+            // self.config.batch_size)
+
+  def train_stream(self, rows: slice):
+    cfg = self.config
+    return padded_batches.train_stream(
+        self.examples['train'], cfg.batch_size, cfg.seed, cfg.length_multiple,
+        cfg.length_bucketing, rows)
+
+  def _batches(self, split: str, rows: slice, max_batches: int):
+    cfg = self.config
+    return padded_batches.eval_batches(
+        self.examples[split], cfg.batch_size, cfg.length_multiple, rows,
+        max_batches, seed=cfg.seed + 1)
+
+  def eval_batches(self, rows: slice, full: bool):
+    # The periodic sample is the same at every evaluation.
+    return self._batches('validation', rows,
+                         0 if full else self.config.eval_steps)
+
+  def final_evaluation(self, params, rows, evaluate) -> dict[str, float]:
+    del params  # `evaluate` holds the trained parameters
+    # Like the last validation pass: the whole split unless final_eval_full
+    # is off (smoke tests), then an `eval_steps` sample.
+    sample = 0 if self.config.final_eval_full else self.config.eval_steps
+    return {f'test_{k}': v
+            for k, v in evaluate(self._batches('test', rows, sample)).items()}
