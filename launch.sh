@@ -9,6 +9,9 @@
 #                      [--top_k K] [--top_p P] [--seed S]
 #   ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR]
 #                     [--config.KEY=VALUE ...]
+#   ./launch.sh translate --workdir DIR [--beam_size B] [--length_penalty A] [--text "..."]
+#                         [--attention_png OUT.png]      (sentences from stdin without --text)
+#   ./launch.sh self-attention                 self-attention by hand on "I study at school"
 #   ./launch.sh bench                          the speed benchmarks (benchmarks/RESULTS.md)
 #   ./launch.sh setup                          only create/refresh .venv
 set -euo pipefail
@@ -83,6 +86,12 @@ case "$verb" in
   neighbors)
     setup
     exec "$PY" -m experiments.neighbors "$@" ;;
+  translate)
+    setup
+    exec "$PY" -m experiments.translate "$@" ;;
+  self-attention)
+    setup
+    exec "$PY" -m experiments.self_attention_example "$@" ;;
   sweep)
     [ $# -ge 1 ] || die "usage: ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR] [--config.KEY=VALUE ...]"
     preset_file "$1" >/dev/null
@@ -105,7 +114,7 @@ case "$verb" in
       "$ROOT/.venv-bench/bin/python" benchmarks/nanogpt_reference.py --max_iters 300 --eval_interval 1000
     fi ;;
   ""|-h|--help|help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
-    die "unknown command '$verb'; commands: quickstart test test-slow train sample sweep bench setup" ;;
+    die "unknown command '$verb'; commands: quickstart test test-slow train sample translate self-attention sweep bench setup" ;;
 esac

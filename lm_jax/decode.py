@@ -1,11 +1,18 @@
-"""Autoregressive decoding with a KV cache: greedy and temperature / top-k /
-top-p sampling, jit-compiled.
+"""Autoregressive decoding, jit-compiled: greedy and temperature / top-k /
+top-p sampling of language models, and greedy and beam search of sequence
+to sequence models.
 
-The model must accept `decode=True` and keep its cache in the 'cache'
-collection (see `lm_jax.nn.attention.MultiHeadAttention`). Models with
-absolute positions know `max_length` positions only; to generate further,
-decoding restarts the cache from the last `max_length // 2` tokens, the
-KV-cached counterpart of nanoGPT cropping its context.
+Language models must accept `decode=True` and keep their cache in the
+'cache' collection (see `lm_jax.nn.attention.MultiHeadAttention`). Models
+with absolute positions know `max_length` positions only; to generate
+further, decoding restarts the cache from the last `max_length // 2`
+tokens, the KV-cached counterpart of nanoGPT cropping its context.
+
+Sequence to sequence models (`lm_jax.models.transformer_seq2seq`,
+`lm_jax.models.seq2seq_rnn`) have `encode(inputs) -> memory` and
+`decode(memory, tokens, decode=True)`, which continues from the decoder's
+state in the 'cache' collection: a KV cache for the Transformer, the
+recurrent state for RNNs. The searches below need nothing else.
 """
 
 from __future__ import annotations
@@ -138,3 +145,182 @@ def generate(model: nn.Module, params: Any, prompt: np.ndarray,
     remaining -= n
     context = np.concatenate([context, new], axis=1)[:, -(max_length // 2):]
   return np.concatenate(out, axis=1)
+
+
+# Scores of impossible hypotheses: finite, so that sums and divisions of
+# them never make NaNs.
+_NEG = -1.0e9
+
+
+def _seq2seq_start(model: nn.Module, params: Any, inputs: Array,
+                   max_length: int, copies: int = 1) -> tuple[Any, Any]:
+  """Encodes `inputs` and creates the decoder's state for `max_length`
+  steps; with `copies` > 1 each row is repeated that many times (beams).
+
+  Returns:
+    (memory, cache), their leaves' leading dimension `batch * copies`.
+  """
+  memory = model.apply({'params': params}, inputs, method=model.encode)
+  if copies > 1:
+    memory = jax.tree.map(lambda x: jnp.repeat(x, copies, axis=0), memory)
+  rows = inputs.shape[0] * copies
+  _, created = model.apply(
+      {'params': params}, memory, jnp.zeros((rows, max_length), jnp.int32),
+      decode=True, method=model.decode, mutable=['cache'])
+  return memory, created.get('cache', {})
+
+
+def _seq2seq_step(model: nn.Module, params: Any, memory: Any, cache: Any,
+                  tokens: Array) -> tuple[Array, Any]:
+  """Feeds `tokens` `[rows]`; returns (float32 logits `[rows, vocab]`,
+  cache)."""
+  logits, updated = model.apply(
+      {'params': params, 'cache': cache}, memory, tokens[:, None],
+      decode=True, method=model.decode, mutable=['cache'])
+  return logits[:, -1], updated['cache']
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
+def greedy_search(model: nn.Module, params: Any, inputs: Array,
+                  max_length: int, bos_id: int, eos_id: int) -> Array:
+  """The likeliest token at each step, until EOS or `max_length` tokens.
+
+  Args:
+    model: a sequence to sequence model (see the module docstring).
+    params: its parameters.
+    inputs: source ids `[batch, src_length]`, 0 for padding.
+    max_length: the most tokens generated, EOS included.
+    bos_id: the decoder's first input.
+    eos_id: ends a translation.
+
+  Returns:
+    int32 `[batch, max_length]`: the tokens, EOS, then 0.
+  """
+  batch = inputs.shape[0]
+  memory, cache = _seq2seq_start(model, params, inputs, max_length)
+
+  def not_done(state):
+    i, _, _, done, _ = state
+    return (i < max_length) & ~jnp.all(done)
+
+  def step(state):
+    i, token, cache, done, out = state
+    logits, cache = _seq2seq_step(model, params, memory, cache, token)
+    token = jnp.where(done, 0, jnp.argmax(logits, -1).astype(jnp.int32))
+    return (i + 1, token, cache, done | (token == eos_id),
+            out.at[:, i].set(token))
+
+  state = (jnp.array(0), jnp.full((batch,), bos_id, jnp.int32), cache,
+           jnp.zeros((batch,), bool), jnp.zeros((batch, max_length), jnp.int32))
+  return jax.lax.while_loop(not_done, step, state)[-1]
+
+
+def length_penalty(length: Array, alpha: float) -> Array:
+  """((5 + length) / 6) ** alpha, of Wu et al. (2016, GNMT) and
+  tensor2tensor; a hypothesis scores log P / length_penalty. alpha = 0
+  ranks by log-probability alone, which favours short outputs."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def _gather_beams(x: Array, index: Array) -> Array:
+  """`x[b, index[b, j]]` for `x` `[batch, n, ...]`, `index` `[batch, k]`."""
+  return jnp.take_along_axis(
+      x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6, 7))
+def beam_search(model: nn.Module, params: Any, inputs: Array, beam_size: int,
+                max_length: int, alpha: float, bos_id: int, eos_id: int
+                ) -> tuple[Array, Array]:
+  """Beam search with a length penalty, batched.
+
+  Each step extends the `beam_size` live hypotheses of every sentence by
+  every token and keeps the best 2 x beam_size extensions: those ending in
+  EOS, if among the best `beam_size`, compete by log P / `length_penalty`
+  for the `beam_size` finished slots; the best `beam_size` others live on,
+  the decoder's state of each gathered from its parent. A sentence is done
+  when its best finished hypothesis outscores anything its live ones could
+  still reach (their log-probabilities can only fall, and the penalty
+  grows at most to that of `max_length`); the loop ends when all are done
+  or after `max_length` steps.
+
+  With beam_size 1 and alpha 0 this is greedy search.
+
+  Args:
+    model: a sequence to sequence model (see the module docstring).
+    params: its parameters.
+    inputs: source ids `[batch, src_length]`, 0 for padding.
+    beam_size: hypotheses kept per sentence.
+    max_length: the most tokens generated, EOS included.
+    alpha: the length penalty's exponent (Wu et al.: 0.6 to 1.0).
+    bos_id: the decoder's first input.
+    eos_id: ends a hypothesis.
+
+  Returns:
+    (int32 `[batch, max_length]` best hypothesis: tokens, EOS, then 0;
+    float32 `[batch]` its score). A sentence with no finished hypothesis
+    after `max_length` steps gets its best live one.
+  """
+  batch, k = inputs.shape[0], beam_size
+  memory, cache = _seq2seq_start(model, params, inputs, max_length, k)
+  best_possible = length_penalty(float(max_length), alpha)
+
+  def not_done(state):
+    i, alive_logp, _, finished_score, finished, *_ = state
+    done = finished.any(-1) & (finished_score.max(-1)
+                               >= alive_logp[:, 0] / best_possible)
+    return (i < max_length) & ~jnp.all(done)
+
+  def step(state):
+    (i, alive_logp, alive_seq, finished_score, finished, finished_seq, cache,
+     last) = state
+    logits, cache = _seq2seq_step(model, params, memory, cache, last)
+    vocab = logits.shape[-1]
+    logp = jax.nn.log_softmax(logits).reshape(batch, k, vocab)
+    candidates = (alive_logp[:, :, None] + logp).reshape(batch, k * vocab)
+    top_logp, top = jax.lax.top_k(candidates, 2 * k)
+    parent, token = top // vocab, (top % vocab).astype(jnp.int32)
+    seqs = _gather_beams(alive_seq, parent).at[:, :, i].set(token)
+    ends = token == eos_id
+
+    alive_logp, keep = jax.lax.top_k(jnp.where(ends, _NEG, top_logp), k)
+    alive_seq = _gather_beams(seqs, keep)
+    parent = _gather_beams(parent, keep)
+    last = _gather_beams(token, keep).reshape(-1)
+    rows = (jnp.arange(batch)[:, None] * k + parent).reshape(-1)
+    cache = jax.tree.map(
+        lambda x: x[rows] if x.ndim and x.shape[0] == batch * k else x, cache)
+
+    # As in fairseq, only an EOS among the best `k` extensions finishes a
+    # hypothesis: a beam of one then ends exactly where greedy search does.
+    ends = ends & (jnp.arange(2 * k) < k)
+    score = jnp.where(ends, top_logp / length_penalty(i + 1.0, alpha), _NEG)
+    finished_score, keep = jax.lax.top_k(
+        jnp.concatenate([finished_score, score], 1), k)
+    finished = _gather_beams(jnp.concatenate([finished, ends], 1), keep)
+    finished_seq = _gather_beams(
+        jnp.concatenate([finished_seq, seqs], 1), keep)
+    return (i + 1, alive_logp, alive_seq, finished_score, finished,
+            finished_seq, cache, last)
+
+  # Only the first of the identical start beams may grow, or the beam
+  # would fill up with copies of one hypothesis.
+  alive_logp = jnp.tile(jnp.array([0.0] + [_NEG] * (k - 1)), (batch, 1))
+  empty = jnp.zeros((batch, k, max_length), jnp.int32)
+  state = (jnp.array(0), alive_logp, empty, jnp.full((batch, k), _NEG),
+           jnp.zeros((batch, k), bool), empty, cache,
+           jnp.full((batch * k,), bos_id, jnp.int32))
+  (i, alive_logp, alive_seq, finished_score, finished, finished_seq, *_
+   ) = jax.lax.while_loop(not_done, step, state)
+  any_finished = finished[:, 0]
+  tokens = jnp.where(any_finished[:, None], finished_seq[:, 0],
+                     alive_seq[:, 0])
+  scores = jnp.where(any_finished, finished_score[:, 0],
+                     alive_logp[:, 0] / length_penalty(i * 1.0, alpha))
+  return tokens, scores
+
+
+def until_eos(row: np.ndarray, eos_id: int) -> list[int]:
+  """The ids of a searched row before its first EOS."""
+  ends = np.flatnonzero(row == eos_id)
+  return [int(t) for t in row[:ends[0] if len(ends) else len(row)]]

@@ -1,15 +1,21 @@
 """Tokenizers behind one interface: text <-> int32 ids, saved as JSON.
 
-A run saves its tokenizer to `workdir/tokenizer.json`, so sampling and
+A run saves its tokenizer to `workdir/tokenizer.json` (a translation run:
+`source_tokenizer.json` and `target_tokenizer.json`), so sampling and
 evaluation need neither the corpus nor the data pipeline.
 """
 
 from __future__ import annotations
 
 import abc
+import base64
 import collections
+import fcntl
+import hashlib
+import io
 import json
-from typing import Sequence
+import os
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -150,7 +156,135 @@ class WordTokenizer(Tokenizer):
     return {'words': self.words, 'unk': self.unk, 'eos': self.eos}
 
 
-_KINDS = {cls.kind: cls for cls in (CharTokenizer, WordTokenizer)}
+class SentencePieceTokenizer(Tokenizer):
+  """Subwords from a SentencePiece model (Kudo & Richardson 2018): unigram
+  LM (Kudo 2018) or BPE (Sennrich et al. 2016) pieces, learnt from raw
+  text, so the vocabulary needs no language-specific pre-tokeniser and
+  decoding restores the spacing (detokenised text, as sacreBLEU wants).
+
+  Ids 0-3 are fixed: `PAD_ID` (what batches pad with), `UNK_ID`, `BOS_ID`
+  (the decoder's first input) and `EOS_ID` (the last target). `encode`
+  adds none of them; `decode` drops them.
+
+  Args:
+    model: the serialised SentencePiece model proto, base64 (as saved).
+  """
+
+  kind = 'sentencepiece'
+  PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+  def __init__(self, model: str):
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    self.proto = base64.b64decode(model)
+    self._sp = sentencepiece.SentencePieceProcessor(model_proto=self.proto)
+    ids = (self._sp.pad_id(), self._sp.unk_id(), self._sp.bos_id(),
+           self._sp.eos_id())
+    if ids != (self.PAD_ID, self.UNK_ID, self.BOS_ID, self.EOS_ID):
+      raise ValueError(f'SentencePiece model with special ids {ids}; '
+                       'lm_jax expects pad, unk, bos, eos = 0, 1, 2, 3')
+
+  @classmethod
+  def from_proto(cls, proto: bytes) -> 'SentencePieceTokenizer':
+    return cls(base64.b64encode(proto).decode('ascii'))
+
+  @classmethod
+  def train(cls, sentences: Iterable[str], vocab_size: int,
+            model_type: str = 'unigram', character_coverage: float = 1.0
+            ) -> 'SentencePieceTokenizer':
+    """Learns a vocabulary of (at most) `vocab_size` pieces.
+
+    Args:
+      sentences: the training text, one sentence each.
+      vocab_size: pieces, the four special ids included. A corpus too small
+        for that many gets fewer rather than an error.
+      model_type: 'unigram' or 'bpe'.
+      character_coverage: the share of characters the pieces must cover;
+        the rarest rest map to `UNK_ID` (1.0 keeps every character).
+    """
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    if model_type not in ('unigram', 'bpe'):
+      raise ValueError(f"SentencePiece model_type is 'unigram' or 'bpe', "
+                       f'not {model_type!r}')
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model,
+        vocab_size=vocab_size, model_type=model_type,
+        character_coverage=character_coverage, hard_vocab_limit=False,
+        pad_id=cls.PAD_ID, unk_id=cls.UNK_ID, bos_id=cls.BOS_ID,
+        eos_id=cls.EOS_ID,
+        # One thread: multi-threaded EM sums in a varying order, and the
+        # cached vocabulary must be the same on every machine.
+        num_threads=1, minloglevel=2)
+    return cls.from_proto(model.getvalue())
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  @property
+  def pad_id(self) -> int:
+    return self.PAD_ID
+
+  @property
+  def bos_id(self) -> int:
+    return self.BOS_ID
+
+  @property
+  def eos_id(self) -> int:
+    return self.EOS_ID
+
+  def encode(self, text: str) -> np.ndarray:
+    return np.asarray(self._sp.encode(text, out_type=int), np.int32)
+
+  def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """`encode` of each text, in one call into SentencePiece."""
+    return [np.asarray(ids, np.int32)
+            for ids in self._sp.encode(list(texts), out_type=int)]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._sp.decode([int(i) for i in ids])
+
+  def pieces(self, ids: Sequence[int]) -> list[str]:
+    """The piece of each id (for attention pictures' axis labels)."""
+    return [self._sp.id_to_piece(int(i)) for i in ids]
+
+  def to_dict(self) -> dict:
+    return {'model': base64.b64encode(self.proto).decode('ascii')}
+
+
+def cached_sentencepiece(sentences: Sequence[str], cache_dir: str, name: str,
+                         vocab_size: int, model_type: str = 'unigram',
+                         character_coverage: float = 1.0
+                         ) -> SentencePieceTokenizer:
+  """`SentencePieceTokenizer.train`, or the model trained before.
+
+  The model is stored as `cache_dir/sentencepiece/NAME-DIGEST.model`, the
+  digest covering the sentences and the options, so new data or options
+  train a new model and a cached one is never stale. Processes building the
+  same model at once (tests, sweeps) wait for the first.
+  """
+  digest = hashlib.sha256(json.dumps(
+      [vocab_size, model_type, character_coverage]).encode())
+  for sentence in sentences:
+    digest.update(sentence.encode('utf-8') + b'\n')
+  folder = os.path.join(cache_dir, 'sentencepiece')
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f'{name}-{digest.hexdigest()[:16]}.model')
+  with open(path + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if os.path.exists(path):
+      with open(path, 'rb') as f:
+        return SentencePieceTokenizer.from_proto(f.read())
+    tokenizer = SentencePieceTokenizer.train(
+        sentences, vocab_size, model_type, character_coverage)
+    with open(path + '.partial', 'wb') as f:
+      f.write(tokenizer.proto)
+    os.replace(path + '.partial', path)
+  return tokenizer
+
+
+_KINDS = {cls.kind: cls
+          for cls in (CharTokenizer, WordTokenizer, SentencePieceTokenizer)}
 
 
 def load(path: str) -> Tokenizer:

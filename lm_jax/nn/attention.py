@@ -107,6 +107,10 @@ class MultiHeadAttention(nn.Module):
   index of the next free slot, so autoregressive decoding costs O(length) per
   token. A call may append several positions at once (prompt prefill); each
   new query sees the cached keys and the new keys up to its own position.
+  Cross-attention in a decoder caches instead the projected keys and values
+  of the encoder's output (`cache_kv=True`), which stay fixed while the
+  decoder runs. The weights of every call are sown into 'intermediates'
+  (`attention_weights`) for pictures.
 
   Attributes:
     num_heads: number of heads.
@@ -139,6 +143,7 @@ class MultiHeadAttention(nn.Module):
       deterministic: bool = True,
       decode: bool = False,
       return_weights: bool = False,
+      cache_kv: bool = False,
   ):
     """Attends from `inputs_q` to `inputs_kv` (or to itself).
 
@@ -151,6 +156,9 @@ class MultiHeadAttention(nn.Module):
       deterministic: disables dropout.
       decode: use and update the KV cache (self-attention only).
       return_weights: also return the attention weights.
+      cache_kv: cross-attention only: project `inputs_kv` on the call that
+        creates the 'cache' collection, and on later calls reuse those keys
+        and values instead of projecting `inputs_kv` again.
 
     Returns:
       `[batch, q_length, out_features]` (and `[batch, heads, q, k]` weights).
@@ -178,8 +186,15 @@ class MultiHeadAttention(nn.Module):
         raise ValueError('The KV cache is for self-attention only; cache '
                          'cross-attention keys by running the encoder once.')
       query = project(1, 'query', inputs_q)[:, :, 0]
-      kv = project(2, 'kv', inputs_kv)
-      key, value = kv[:, :, 0], kv[:, :, 1]
+      if cache_kv and self.has_variable('cache', 'cross_key'):
+        key = self.get_variable('cache', 'cross_key')
+        value = self.get_variable('cache', 'cross_value')
+      else:
+        kv = project(2, 'kv', inputs_kv)
+        key, value = kv[:, :, 0], kv[:, :, 1]
+        if cache_kv:
+          self.put_variable('cache', 'cross_key', key)
+          self.put_variable('cache', 'cross_value', value)
 
     if decode:
       key, value, mask = self._update_cache(key, value)
@@ -190,9 +205,9 @@ class MultiHeadAttention(nn.Module):
     out = dot_product_attention(
         query, key, value, mask=mask, dropout_rate=self.dropout_rate,
         dropout_rng=dropout_rng, deterministic=deterministic,
-        return_weights=return_weights)
-    if return_weights:
-      out, weights = out
+        return_weights=True)
+    out, weights = out
+    self.sow('intermediates', 'attention_weights', weights)
     batch, length = out.shape[:2]
     out = nn.DenseGeneral(
         out_features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,

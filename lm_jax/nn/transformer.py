@@ -65,6 +65,7 @@ class MLP(nn.Module):
     use_bias: biases on both dense layers.
     out_kernel_init: initializer of the second layer (GPT-2 scales it down
       with depth so the residual stream's variance stays bounded).
+    kernel_init: initializer of the first layer.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -74,6 +75,7 @@ class MLP(nn.Module):
   dropout_rate: float = 0.0
   use_bias: bool = True
   out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+  kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -86,7 +88,7 @@ class MLP(nn.Module):
     # gradients in place instead of through a slow transposing copy.
     h = nn.Dense(self.hidden_dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
-                 kernel_init=nn.initializers.normal(0.02), name='fc')(
+                 kernel_init=self.kernel_init, name='fc')(
                      x.reshape(-1, dim))
     h = ACTIVATIONS[self.activation](h)
     h = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype,
@@ -112,6 +114,11 @@ class TransformerBlock(nn.Module):
     num_layers: depth of the whole stack, used to scale the residual
       projections' init by 1/sqrt(2 * num_layers) as in GPT-2.
     layer_norm_epsilon: LayerNorm epsilon.
+    kernel_init: initializer of every projection; None for GPT-2's: N(0,
+      0.02), the residual projections scaled down by depth, which suits a
+      residual stream of embeddings as small. Embeddings scaled up to unit
+      variance (the original Transformer's) need larger projections, e.g.
+      Glorot's, or the blocks barely move the stream at first.
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -126,6 +133,7 @@ class TransformerBlock(nn.Module):
   use_bias: bool = True
   num_layers: int = 1
   layer_norm_epsilon: float = 1e-5
+  kernel_init: Optional[nn.initializers.Initializer] = None
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
@@ -159,16 +167,19 @@ class TransformerBlock(nn.Module):
       encoded: encoder output `[batch, src_length, dim]` (cross-attention).
       encoder_mask: cross-attention mask `[batch, 1, length, src_length]`.
       deterministic: disables dropout.
-      decode: use the self-attention KV cache.
+      decode: use the self-attention KV cache, and cache the
+        cross-attention's keys and values of `encoded`.
 
     Returns:
       `[batch, length, dim]`.
     """
-    residual_init = nn.initializers.normal(0.02 / math.sqrt(2 * self.num_layers))
+    kernel_init = self.kernel_init or nn.initializers.normal(0.02)
+    residual_init = self.kernel_init or nn.initializers.normal(
+        0.02 / math.sqrt(2 * self.num_layers))
     attention = lambda name: MultiHeadAttention(  # noqa: E731
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-        out_kernel_init=residual_init, name=name)
+        kernel_init=kernel_init, out_kernel_init=residual_init, name=name)
 
     self_attention = attention('self_attention')
     x = self._sublayer(
@@ -179,11 +190,12 @@ class TransformerBlock(nn.Module):
       cross = attention('cross_attention')
       x = self._sublayer(
           x, lambda h: cross(h, encoded, mask=encoder_mask,
-                             deterministic=deterministic),
+                             deterministic=deterministic, cache_kv=decode),
           'cross_attention_norm', deterministic)
     mlp = MLP(self.mlp_dim, activation=self.activation,
               dropout_rate=0.0, use_bias=self.use_bias,
-              out_kernel_init=residual_init, dtype=self.dtype,
+              kernel_init=kernel_init, out_kernel_init=residual_init,
+              dtype=self.dtype,
               param_dtype=self.param_dtype, name='mlp')
     return self._sublayer(
         x, lambda h: mlp(h, deterministic=deterministic), 'mlp_norm',

@@ -5,11 +5,12 @@ from lm_jax.tasks.classification import ClassificationTask
 from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.tasks.ngram_lm import NGramTask
 from lm_jax.tasks.tagging import TaggingTask
+from lm_jax.tasks.translation import TranslationTask
 from lm_jax.tasks.word_embeddings import embedding_task
 
 TASKS = {'lm': LanguageModelingTask, 'ngram': NGramTask,
          'embeddings': embedding_task, 'tag': TaggingTask,
-         'classify': ClassificationTask}
+         'classify': ClassificationTask, 'translate': TranslationTask}
 
 
 def make_task(config) -> Task | CountingTask:

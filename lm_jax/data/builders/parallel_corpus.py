@@ -1,0 +1,239 @@
+"""A tfds builder for parallel corpora (sentence pairs), written as
+array_record.
+
+Raw files are read from a local data directory (`<raw_dir>/<corpus>/...`)
+or, where the machine has internet and a file is absent, downloaded from
+the corpus's public URL; building needs no TensorFlow. Each example is one
+sentence pair, its fields named by language (`{'de': ..., 'en': ...}`), in
+the order of the raw files (shuffling disabled), so line i of a split's
+references is example i.
+
+Corpora:
+  multi30k: Multi30k task 1 (Elliott et al. 2016), German-English image
+    captions; train 29,000 / validation 1,014 / test 1,000 pairs, the test
+    split being `test_2016_flickr`, the one papers report.
+  tatoeba_kor_eng: manythings.org's Tatoeba Korean-English export, 5,749
+    pairs with no official split. Its splits are cut by English sentence
+    (80/10/10 of the 5,130 distinct ones, in a fixed random order), so no
+    English sentence is in two splits: a split by pair would put another
+    translation of a test sentence into training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import gzip
+import io
+import os
+from typing import Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+# Shared with the text builder: one error type for missing data, one way to
+# download.
+from lm_jax.data.builders.text_corpus import (DataNotFoundError, _download,
+                                              _local_file)
+
+_MULTI30K_URL = ('https://raw.githubusercontent.com/multi30k/dataset/'
+                 'a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/')
+_TATOEBA_URL = ('https://raw.githubusercontent.com/r0cd7b/'
+                'nlp_with_rnns_and_attention/'
+                '875d03899a2c217633fa28e8917a8b26382c5269/kor-eng/kor.txt')
+
+
+@dataclasses.dataclass(frozen=True)
+class ParallelCorpus:
+  """Where a corpus's files are and how its splits are cut.
+
+  Attributes:
+    languages: the two languages' codes, the example's field names.
+    files: one entry per raw file, key -> path relative to the data dir.
+      Line-aligned corpora have keys 'SPLIT.LANG'; a tab-separated corpus
+      has one key 'all' (columns: `languages[0]`, `languages[1]`, ...).
+    urls: the same keys -> public download URL.
+    split_fractions: for an 'all' file, the train / validation / test
+      shares of the distinct `languages[0]` sentences.
+    split_seed: the seed of the order those sentences are cut in.
+  """
+
+  languages: tuple[str, str]
+  files: dict
+  urls: dict
+  split_fractions: Optional[tuple[float, float, float]] = None
+  split_seed: int = 0
+
+
+_MULTI30K_SPLITS = {'train': 'train', 'validation': 'val',
+                    'test': 'test_2016_flickr'}
+
+CORPORA = {
+    'multi30k': ParallelCorpus(
+        languages=('de', 'en'),
+        files={f'{split}.{lang}': f'multi30k/{name}.{lang}.gz'
+               for split, name in _MULTI30K_SPLITS.items()
+               for lang in ('de', 'en')},
+        urls={f'{split}.{lang}': f'{_MULTI30K_URL}{name}.{lang}.gz'
+              for split, name in _MULTI30K_SPLITS.items()
+              for lang in ('de', 'en')}),
+    'tatoeba_kor_eng': ParallelCorpus(
+        languages=('en', 'ko'),
+        files={'all': 'tatoeba_kor_eng/kor.txt'},
+        urls={'all': _TATOEBA_URL},
+        split_fractions=(0.8, 0.1, 0.1)),
+}
+
+
+def _read_lines(path: str) -> list[str]:
+  opener = gzip.open if path.endswith('.gz') else open
+  with opener(path, 'rt', encoding='utf-8', newline='\n') as f:
+    return f.read().rstrip('\n').split('\n')
+
+
+def split_by_sentence(keys: list[str], fractions: tuple[float, ...],
+                      seed: int) -> list[int]:
+  """The split index of each example, the same for equal `keys`.
+
+  The distinct keys, sorted, are put in a random order drawn from `seed`
+  and cut by `fractions`, so the assignment depends only on the set of
+  keys, not on the file's order.
+
+  Returns:
+    `len(keys)` indices into `fractions`.
+  """
+  distinct = sorted(set(keys))
+  order = np.random.default_rng(seed).permutation(len(distinct))
+  bounds = np.round(np.cumsum(fractions) / np.sum(fractions)
+                    * len(distinct)).astype(int)
+  split_of = {}
+  for rank, i in enumerate(order):
+    split_of[distinct[i]] = int(np.searchsorted(bounds, rank, side='right'))
+  return [split_of[k] for k in keys]
+
+
+class ParallelCorpusBuilder(tfds.core.GeneratorBasedBuilder):
+  """Sentence pairs of a corpus in `CORPORA`, one config per corpus."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in CORPORA]
+
+  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
+    self._raw_dir = raw_dir
+    self._download_dir = os.path.join(data_dir, 'downloads')
+    super().__init__(data_dir=data_dir, **kwargs)
+
+  @property
+  def corpus(self) -> ParallelCorpus:
+    return CORPORA[self.builder_config.name]
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description='Sentence pairs of a parallel corpus, in file order.',
+        features=tfds.features.FeaturesDict(
+            {lang: tfds.features.Text() for lang in self.corpus.languages}),
+        disable_shuffling=True)
+
+  def raw_file(self, key: str) -> str:
+    """The local raw file for `key`, downloading it first if need be."""
+    relative = self.corpus.files[key]
+    local = _local_file(self._raw_dir, relative)
+    if local:
+      return local
+    target = os.path.join(self._download_dir, relative)
+    if not os.path.exists(target):
+      try:
+        _download(self.corpus.urls[key], target)
+      except OSError as e:
+        raise DataNotFoundError(
+            f'{relative} is not under the data dir '
+            f'{self._raw_dir or "(unset)"} and could not be downloaded '
+            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
+            f'at a folder holding {relative}') from None
+    return target
+
+  def pairs(self) -> dict[str, list[tuple[str, str]]]:
+    """Split name -> the split's sentence pairs, in `languages` order."""
+    corpus = self.corpus
+    if corpus.split_fractions is None:
+      out = {}
+      for split in _splits_of(corpus):
+        first, second = (_read_lines(self.raw_file(f'{split}.{lang}'))
+                         for lang in corpus.languages)
+        if len(first) != len(second):
+          raise ValueError(f'{self.builder_config.name} {split}: '
+                           f'{len(first)} lines against {len(second)}')
+        out[split] = list(zip(first, second))
+      return out
+    rows = [line.split('\t')[:2] for line in
+            _read_lines(self.raw_file('all')) if line]
+    splits = split_by_sentence([r[0] for r in rows], corpus.split_fractions,
+                               corpus.split_seed)
+    names = ('train', 'validation', 'test')
+    return {name: [tuple(r) for r, s in zip(rows, splits) if s == i]
+            for i, name in enumerate(names)}
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Its retrying downloader stalls for minutes offline.
+    return {split: self._generate_examples(pairs)
+            for split, pairs in self.pairs().items()}
+
+  def _generate_examples(self, pairs):
+    languages = self.corpus.languages
+    for i, pair in enumerate(pairs):
+      yield i, dict(zip(languages, pair))
+
+
+def _splits_of(corpus: ParallelCorpus) -> list[str]:
+  return sorted({key.split('.')[0] for key in corpus.files})
+
+
+def load_pairs(corpus: str, split: str, source_lang: str, target_lang: str,
+               raw_dir: str, cache_dir: str) -> tuple[list[str], list[str]]:
+  """The (source, target) sentences of one split, building the tfds
+  dataset on first use.
+
+  Args:
+    corpus: a key of `CORPORA`.
+    split: 'train', 'validation' or 'test'.
+    source_lang: the language translated from (one of the corpus's two).
+    target_lang: the language translated into.
+    raw_dir: folder holding the raw corpus files.
+    cache_dir: where tfds writes the prepared array_record files.
+
+  Returns:
+    Two equally long lists of sentences, in the split's order.
+
+  Raises:
+    DataNotFoundError: the raw files are missing and not downloadable.
+  """
+  if corpus not in CORPORA:
+    raise ValueError(f'unknown parallel corpus {corpus!r}; known: '
+                     f'{sorted(CORPORA)}')
+  languages = CORPORA[corpus].languages
+  if {source_lang, target_lang} != set(languages):
+    raise ValueError(f'{corpus} pairs {languages[0]!r} with {languages[1]!r}, '
+                     f'not {source_lang!r} with {target_lang!r}')
+  os.makedirs(cache_dir, exist_ok=True)
+  # The builder reads its metadata when made, so it is made under the lock,
+  # after any other process has finished preparing (see text_corpus).
+  with open(os.path.join(cache_dir, f'.{corpus}.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    builder = ParallelCorpusBuilder(config=corpus, raw_dir=raw_dir,
+                                    data_dir=cache_dir,
+                                    file_format='array_record')
+    if not builder.is_prepared():
+      for key in CORPORA[corpus].files:  # Missing data fails before tfds.
+        builder.raw_file(key)
+      tfds.disable_progress_bar()
+      with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
+        builder.download_and_prepare()
+  if split not in builder.info.splits:
+    raise ValueError(f'{corpus} has no split {split!r}; it has '
+                     f'{sorted(builder.info.splits)}')
+  source = builder.as_data_source(split=split)
+  examples = source.__getitems__(range(len(source))) if len(source) else []
+  return ([e[source_lang].decode('utf-8') for e in examples],
+          [e[target_lang].decode('utf-8') for e in examples])
