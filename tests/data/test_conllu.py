@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lm_jax.data.builders import conllu
-from lm_jax.data.builders.text_corpus import DataNotFoundError
+from lm_jax.data.builders.raw_files import DataNotFoundError
 
 
 def _line(token_id, form, upos, lemma='_'):

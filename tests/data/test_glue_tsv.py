@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lm_jax.data.builders import glue_tsv
-from lm_jax.data.builders.text_corpus import DataNotFoundError
+from lm_jax.data.builders.raw_files import DataNotFoundError
 
 TRAIN = ('sentence\tlabel\n'
          'hide new secretions from the parental units \t0\n'

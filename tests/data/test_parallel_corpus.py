@@ -8,9 +8,9 @@ import os
 import pytest
 
 from lm_jax.data.builders import parallel_corpus
-from lm_jax.data.builders.parallel_corpus import (DataNotFoundError,
-                                                  load_pairs,
+from lm_jax.data.builders.parallel_corpus import (load_pairs,
                                                   split_by_sentence)
+from lm_jax.data.builders.raw_files import DataNotFoundError
 
 
 def _multi30k(shared_data_dir):

@@ -14,7 +14,8 @@ import urllib.request
 import pytest
 
 from lm_jax.data.builders import text_corpus
-from lm_jax.data.builders.text_corpus import DataNotFoundError, load_text
+from lm_jax.data.builders.raw_files import DataNotFoundError
+from lm_jax.data.builders.text_corpus import load_text
 
 
 def _splits(corpus, raw_dir, cache_dir, names=('train', 'validation')):

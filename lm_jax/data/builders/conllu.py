@@ -12,18 +12,14 @@ dependencies only) are skipped, as UD's own tagging evaluation does.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import io
-import os
 import re
 from typing import Iterator
 
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.text_corpus import (DataNotFoundError, _download,
-                                              _local_file, _read)
+from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+                                            read_text)
 
 # The 17 universal part-of-speech tags of UD v2, in the UD guidelines' order.
 UPOS_TAGS = ('ADJ', 'ADP', 'ADV', 'AUX', 'CCONJ', 'DET', 'INTJ', 'NOUN', 'NUM',
@@ -110,17 +106,13 @@ def parse_conllu(text: str, source: str = '<string>'
     yield words, tags
 
 
-class ConlluTreebank(tfds.core.GeneratorBasedBuilder):
+class ConlluTreebank(RawFileBuilder):
   """Tagged sentences of a treebank in `TREEBANKS`, one config per
   treebank, in file order."""
 
+  SOURCES = TREEBANKS
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in TREEBANKS]
-
-  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
-    self._raw_dir = raw_dir
-    self._download_dir = os.path.join(data_dir, 'downloads')
-    super().__init__(data_dir=data_dir, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -133,29 +125,10 @@ class ConlluTreebank(tfds.core.GeneratorBasedBuilder):
         }),
         disable_shuffling=True)
 
-  def raw_file(self, split: str) -> str:
-    """The local raw file of `split`, downloading it first if need be."""
-    treebank = TREEBANKS[self.builder_config.name]
-    relative = treebank.files[split]
-    local = _local_file(self._raw_dir, relative)
-    if local:
-      return local
-    target = os.path.join(self._download_dir, relative)
-    if not os.path.exists(target):
-      try:
-        _download(treebank.urls[split], target)
-      except OSError as e:
-        raise DataNotFoundError(
-            f'{relative} is not under the data dir '
-            f'{self._raw_dir or "(unset)"} and could not be downloaded '
-            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
-            f'at a folder holding {relative}') from None
-    return target
-
   def parsed(self, split: str) -> list[tuple[list[str], list[str]]]:
     """Every sentence of `split`, parsed (and so checked) in full."""
     path = self.raw_file(split)
-    return list(parse_conllu(_read(path), path))
+    return list(parse_conllu(read_text(path), path))
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Its retrying downloader stalls for minutes offline.
@@ -189,19 +162,7 @@ def load_sentences(treebank: str, split: str, raw_dir: str, cache_dir: str,
   if split not in files:
     raise ValueError(f'{treebank} has no split {split!r}; it has '
                      f'{sorted(files)}')
-  os.makedirs(cache_dir, exist_ok=True)
-  # Several processes may build the same dataset at once; the builder reads
-  # its metadata when made, so it is made under the lock (text_corpus.py).
-  with open(os.path.join(cache_dir, f'.{treebank}.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    builder = ConlluTreebank(config=treebank, raw_dir=raw_dir,
-                             data_dir=cache_dir, file_format='array_record')
-    if not builder.is_prepared():
-      for key in files:  # Missing data fails before tfds starts.
-        builder.raw_file(key)
-      tfds.disable_progress_bar()
-      with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
-        builder.download_and_prepare()
+  builder = prepared(ConlluTreebank, treebank, raw_dir, cache_dir)
   source = builder.as_data_source(split=split)
   return [([w.decode('utf-8') for w in example['words']],
            [UPOS_TAGS[t] for t in example['upos']])

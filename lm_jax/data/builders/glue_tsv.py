@@ -13,18 +13,14 @@ splits are unlabelled, `index<TAB>sentence`, and get the label -1.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import io
-import os
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.text_corpus import (DataNotFoundError, _download,
-                                              _local_file, _read)
+from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+                                            read_text)
 
 UNLABELLED = -1
 
@@ -101,17 +97,13 @@ def parse_tsv(text: str, labelled: bool, num_classes: int,
       yield line.split('\t', 1)[1].strip(), UNLABELLED
 
 
-class GlueTsv(tfds.core.GeneratorBasedBuilder):
+class GlueTsv(RawFileBuilder):
   """Sentences and labels of a dataset in `DATASETS`, one config per
   dataset, in file order."""
 
+  SOURCES = DATASETS
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in DATASETS]
-
-  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
-    self._raw_dir = raw_dir
-    self._download_dir = os.path.join(data_dir, 'downloads')
-    super().__init__(data_dir=data_dir, **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -124,30 +116,11 @@ class GlueTsv(tfds.core.GeneratorBasedBuilder):
         }),
         disable_shuffling=True)
 
-  def raw_file(self, split: str) -> str:
-    """The local raw file of `split`, downloading it first if need be."""
-    dataset = DATASETS[self.builder_config.name]
-    relative = dataset.files[split]
-    local = _local_file(self._raw_dir, relative)
-    if local:
-      return local
-    target = os.path.join(self._download_dir, relative)
-    if not os.path.exists(target):
-      try:
-        _download(dataset.urls[split], target)
-      except OSError as e:
-        raise DataNotFoundError(
-            f'{relative} is not under the data dir '
-            f'{self._raw_dir or "(unset)"} and could not be downloaded '
-            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
-            f'at a folder holding {relative}') from None
-    return target
-
   def parsed(self, split: str) -> list[tuple[str, int]]:
     """Every example of `split`, parsed (and so checked) in full."""
     dataset = DATASETS[self.builder_config.name]
     path = self.raw_file(split)
-    return list(parse_tsv(_read(path), split not in dataset.unlabelled,
+    return list(parse_tsv(read_text(path), split not in dataset.unlabelled,
                           dataset.num_classes, path))
 
   def _split_generators(self, dl_manager):
@@ -186,19 +159,7 @@ def load_examples(dataset: str, split: str, raw_dir: str, cache_dir: str
   if split not in files:
     raise ValueError(f'{dataset} has no split {split!r}; it has '
                      f'{sorted(files)}')
-  os.makedirs(cache_dir, exist_ok=True)
-  # Several processes may build the same dataset at once; the builder reads
-  # its metadata when made, so it is made under the lock (text_corpus.py).
-  with open(os.path.join(cache_dir, f'.{dataset}.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    builder = GlueTsv(config=dataset, raw_dir=raw_dir, data_dir=cache_dir,
-                      file_format='array_record')
-    if not builder.is_prepared():
-      for key in files:  # Missing data fails before tfds starts.
-        builder.raw_file(key)
-      tfds.disable_progress_bar()
-      with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
-        builder.download_and_prepare()
+  builder = prepared(GlueTsv, dataset, raw_dir, cache_dir)
   source = builder.as_data_source(split=split)
   # One batched read: indexing example by example is several times slower.
   examples = source.__getitems__(range(len(source)))

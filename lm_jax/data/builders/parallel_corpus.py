@@ -21,21 +21,13 @@ Corpora:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import gzip
-import io
-import os
 from typing import Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-# Shared with the text builder: one error type for missing data, one way to
-# download.
-from lm_jax.data.builders.text_corpus import (DataNotFoundError, _download,
-                                              _local_file)
+from lm_jax.data.builders.raw_files import RawFileBuilder, prepared, read_text
 
 _MULTI30K_URL = ('https://raw.githubusercontent.com/multi30k/dataset/'
                  'a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/')
@@ -87,9 +79,7 @@ CORPORA = {
 
 
 def _read_lines(path: str) -> list[str]:
-  opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'rt', encoding='utf-8', newline='\n') as f:
-    return f.read().rstrip('\n').split('\n')
+  return read_text(path, newline='\n').rstrip('\n').split('\n')
 
 
 def split_by_sentence(keys: list[str], fractions: tuple[float, ...],
@@ -113,20 +103,16 @@ def split_by_sentence(keys: list[str], fractions: tuple[float, ...],
   return [split_of[k] for k in keys]
 
 
-class ParallelCorpusBuilder(tfds.core.GeneratorBasedBuilder):
+class ParallelCorpusBuilder(RawFileBuilder):
   """Sentence pairs of a corpus in `CORPORA`, one config per corpus."""
 
+  SOURCES = CORPORA
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in CORPORA]
 
-  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
-    self._raw_dir = raw_dir
-    self._download_dir = os.path.join(data_dir, 'downloads')
-    super().__init__(data_dir=data_dir, **kwargs)
-
   @property
   def corpus(self) -> ParallelCorpus:
-    return CORPORA[self.builder_config.name]
+    return self.source
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -135,24 +121,6 @@ class ParallelCorpusBuilder(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict(
             {lang: tfds.features.Text() for lang in self.corpus.languages}),
         disable_shuffling=True)
-
-  def raw_file(self, key: str) -> str:
-    """The local raw file for `key`, downloading it first if need be."""
-    relative = self.corpus.files[key]
-    local = _local_file(self._raw_dir, relative)
-    if local:
-      return local
-    target = os.path.join(self._download_dir, relative)
-    if not os.path.exists(target):
-      try:
-        _download(self.corpus.urls[key], target)
-      except OSError as e:
-        raise DataNotFoundError(
-            f'{relative} is not under the data dir '
-            f'{self._raw_dir or "(unset)"} and could not be downloaded '
-            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
-            f'at a folder holding {relative}') from None
-    return target
 
   def pairs(self) -> dict[str, list[tuple[str, str]]]:
     """Split name -> the split's sentence pairs, in `languages` order."""
@@ -216,20 +184,7 @@ def load_pairs(corpus: str, split: str, source_lang: str, target_lang: str,
   if {source_lang, target_lang} != set(languages):
     raise ValueError(f'{corpus} pairs {languages[0]!r} with {languages[1]!r}, '
                      f'not {source_lang!r} with {target_lang!r}')
-  os.makedirs(cache_dir, exist_ok=True)
-  # The builder reads its metadata when made, so it is made under the lock,
-  # after any other process has finished preparing (see text_corpus).
-  with open(os.path.join(cache_dir, f'.{corpus}.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    builder = ParallelCorpusBuilder(config=corpus, raw_dir=raw_dir,
-                                    data_dir=cache_dir,
-                                    file_format='array_record')
-    if not builder.is_prepared():
-      for key in CORPORA[corpus].files:  # Missing data fails before tfds.
-        builder.raw_file(key)
-      tfds.disable_progress_bar()
-      with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
-        builder.download_and_prepare()
+  builder = prepared(ParallelCorpusBuilder, corpus, raw_dir, cache_dir)
   if split not in builder.info.splits:
     raise ValueError(f'{corpus} has no split {split!r}; it has '
                      f'{sorted(builder.info.splits)}')
