@@ -10,20 +10,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import flax.linen as nn
 import numpy as np
 
-from lm_jax import losses
-from lm_jax.data import padded_batches
 from lm_jax.data.builders.glue_tsv import DATASETS, load_examples
 from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.classifier import RecurrentClassifier
-from lm_jax.tasks.base import Metrics, Task
+from lm_jax.tasks.sentences import SPECIALS, SentenceTask
 
-SPECIALS = ('<pad>', '<unk>')  # '<pad>' is id 0, as padding must be
-
-
-class ClassificationTask(Task):
+class ClassificationTask(SentenceTask):
   """A recurrent classifier trained on a GLUE single-sentence dataset.
 
   Sentences are white-space tokenised (GLUE's are already tokenised); the
@@ -65,10 +59,6 @@ class ClassificationTask(Task):
   def save_assets(self, workdir: str) -> None:
     self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
 
-  @property
-  def model(self) -> nn.Module:
-    return self._model
-
   def dummy_batch(self) -> dict:
     shape = (1, self.config.length_multiple)
     return {'inputs': np.zeros(shape, np.int32),
@@ -76,31 +66,7 @@ class ClassificationTask(Task):
             'targets': np.zeros(shape[:1], np.int32),
             'weights': np.zeros(shape[:1], np.float32)}
 
-  def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
-    logits = self.model.apply({'params': params}, batch['inputs'],
-                              batch['lengths'], train=train,
-                              rngs={'dropout': rng})
-    return {
-        'loss': losses.cross_entropy(logits, batch['targets'],
-                                     batch['weights']),
-        'accuracy': losses.accuracy(logits, batch['targets'],
-                                    batch['weights']),
-    }
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return (padded_batches.num_examples(self.examples['train'])
-            // self.config.batch_size)
-
-  def train_stream(self, rows: slice):
-    cfg = self.config
-    return padded_batches.train_stream(
-        self.examples['train'], cfg.batch_size, cfg.seed, cfg.length_multiple,
-        cfg.length_bucketing, rows)
-
-  def eval_batches(self, rows: slice, full: bool):
-    cfg = self.config
-    # The periodic sample is the same at every evaluation.
-    return padded_batches.eval_batches(
-        self.examples['validation'], cfg.batch_size, cfg.length_multiple,
-        rows, 0 if full else cfg.eval_steps, seed=cfg.seed + 1)
+  def logits(self, params: Any, batch: dict, rng, train: bool):
+    return self.model.apply({'params': params}, batch['inputs'],
+                            batch['lengths'], train=train,
+                            rngs={'dropout': rng})

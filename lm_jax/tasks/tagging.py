@@ -11,18 +11,13 @@ import json
 import os
 from typing import Any, Sequence
 
-import flax.linen as nn
 import numpy as np
 
-from lm_jax import losses
 from lm_jax.data import padded_batches
 from lm_jax.data.builders.conllu import UPOS_TAGS, load_sentences
 from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.tagger import RecurrentTagger
-from lm_jax.tasks.base import Metrics, Task
-
-SPECIALS = ('<pad>', '<unk>')  # '<pad>' is id 0, as padding must be
-
+from lm_jax.tasks.sentences import SPECIALS, SentenceTask
 
 def _form(word: str) -> str:
   """A word form as one white-space-free vocabulary entry (the word
@@ -61,7 +56,7 @@ def word_chars(chars: WordTokenizer, word: str, width: int) -> np.ndarray:
   return np.pad(ids, (0, width - len(ids)))
 
 
-class TaggingTask(Task):
+class TaggingTask(SentenceTask):
   """A bi-LSTM tagger trained on a treebank's UPOS tags.
 
   Config keys read here: corpus (a treebank of `conllu.TREEBANKS`),
@@ -129,10 +124,6 @@ class TaggingTask(Task):
     with open(os.path.join(workdir, 'tags.json'), 'w') as f:
       json.dump(list(self.tags), f)
 
-  @property
-  def model(self) -> nn.Module:
-    return self._model
-
   def dummy_batch(self) -> dict:
     shape = (1, self.config.length_multiple)
     batch = {'inputs': np.zeros(shape, np.int32),
@@ -144,38 +135,10 @@ class TaggingTask(Task):
                                 np.int32)
     return batch
 
-  def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
-    logits = self.model.apply(
+  def logits(self, params: Any, batch: dict, rng, train: bool):
+    return self.model.apply(
         {'params': params}, batch['inputs'], batch['lengths'],
         chars=batch.get('chars'), train=train, rngs={'dropout': rng})
-    return {
-        'loss': losses.cross_entropy(logits, batch['targets'],
-                                     batch['weights']),
-        'accuracy': losses.accuracy(logits, batch['targets'],
-                                    batch['weights']),
-    }
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return (padded_batches.num_examples(self.examples['train'])
-            // self.config.batch_size)
-
-  def train_stream(self, rows: slice):
-    cfg = self.config
-    return padded_batches.train_stream(
-        self.examples['train'], cfg.batch_size, cfg.seed, cfg.length_multiple,
-        cfg.length_bucketing, rows)
-
-  def _batches(self, split: str, rows: slice, max_batches: int):
-    cfg = self.config
-    return padded_batches.eval_batches(
-        self.examples[split], cfg.batch_size, cfg.length_multiple, rows,
-        max_batches, seed=cfg.seed + 1)
-
-  def eval_batches(self, rows: slice, full: bool):
-    # The periodic sample is the same at every evaluation.
-    return self._batches('validation', rows,
-                         0 if full else self.config.eval_steps)
 
   def final_evaluation(self, params, rows, evaluate) -> dict[str, float]:
     del params  # `evaluate` holds the trained parameters
@@ -183,4 +146,4 @@ class TaggingTask(Task):
     # is off (smoke tests), then an `eval_steps` sample.
     sample = 0 if self.config.final_eval_full else self.config.eval_steps
     return {f'test_{k}': v
-            for k, v in evaluate(self._batches('test', rows, sample)).items()}
+            for k, v in evaluate(self.batches('test', rows, sample)).items()}
