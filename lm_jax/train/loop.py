@@ -62,8 +62,12 @@ def init_state(model, tx, inputs: np.ndarray, seed: int, mesh,
                carry: Any = ()) -> TrainState:
   """Fresh parameters and optimizer state, replicated over `mesh`, and the
   initial `carry`, split by rows."""
-  return jax.jit(_state_initializer(model, tx, inputs, carry),
-                 out_shardings=state_sharding(mesh))(jax.random.key(seed))
+  # Computed once, on one device, then copied: with replicated outputs the
+  # jitted initialiser would run on every device, and XLA CPU's QR behind
+  # orthogonal initialisers alone takes seconds.
+  state = jax.jit(_state_initializer(model, tx, inputs, carry))(
+      jax.random.key(seed))
+  return jax.device_put(state, state_sharding(mesh))
 
 
 def evaluate(eval_step, params, batches, mesh, task) -> dict[str, float]:
