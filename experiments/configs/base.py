@@ -72,7 +72,14 @@ def get_config() -> ml_collections.ConfigDict:
   # and forget_bias above; training words seen fewer than min_count times
   # become <unk>.
   c.bidirectional = True  # the classifier's (the tagger is always bi-)
-  c.pooling = 'last'  # the classifier's sentence vector, or 'max', 'mean'
+  c.pooling = 'last'  # the classifier's sentence vector, or 'max', 'mean',
+  # 'concat' (all three)
+  c.pretrained_lm = ''  # workdir of an LM whose embeddings and RNN start
+  # the classifier (ULMFiT)
+  c.elmo_bilm = ''  # workdir of a bi-LM ('bilm') whose ELMo vectors join
+  # the word embeddings (needs frozen_params='elmo/bilm')
+  c.max_train_examples = 0  # > 0: a fixed random sample of the train split
+  c.data_seed = 0  # draws that sample
   c.mlp_dim = 0  # the classifier's hidden layer; 0: a linear head
   c.word_dropout_rate = 0.0  # words replaced by <unk> in training
   c.char_encoder = 'none'  # the tagger's word features from characters:

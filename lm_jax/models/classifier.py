@@ -7,7 +7,8 @@ The sentence vector is chosen by `pooling`:
     (what Dai & Le 2015's classifier reads);
   'max': the element-wise maximum of the top layer's outputs over the real
     words (InferSent, Conneau et al. 2017);
-  'mean': their average.
+  'mean': their average;
+  'concat': the three side by side (ULMFiT's concat pooling).
 Padding never enters any of them, so a sentence gets the same logits alone
 or in a padded batch.
 """
@@ -24,7 +25,7 @@ from lm_jax.nn.recurrent import StackedRNN
 
 Array = jax.Array
 
-POOLINGS = ('last', 'max', 'mean')
+POOLINGS = ('last', 'max', 'mean', 'concat')
 
 
 def drop_words(ids: Array, rate: float, unk_id: int, rng: Array) -> Array:
@@ -100,7 +101,7 @@ class RecurrentClassifier(nn.Module):
     num_layers: stacked recurrent layers.
     bidirectional: add a backward direction to every layer.
     cell_type: 'lstm', 'gru' or 'rnn'.
-    pooling: 'last', 'max' or 'mean' (module docstring).
+    pooling: 'last', 'max', 'mean' or 'concat' (module docstring).
     mlp_dim: hidden units of the MLP head; 0 for a linear head.
     dropout_rate: dropout on the embeddings, between recurrent layers, on
       the sentence vector and in the MLP.
@@ -163,9 +164,14 @@ class RecurrentClassifier(nn.Module):
                      self.bidirectional, self.dropout_rate, self.forget_bias,
                      dtype=self.dtype, name='rnn')
     carries, layer_outputs = rnn(x, lengths, train=train)
+    top = carries[-rnn.directions:]  # the last layer's directions
+    last = jnp.concatenate([final_hidden(c) for c in top], axis=-1)
     if self.pooling == 'last':
-      top = carries[-rnn.directions:]  # the last layer's directions
-      sentence = jnp.concatenate([final_hidden(c) for c in top], axis=-1)
+      sentence = last
+    elif self.pooling == 'concat':
+      sentence = jnp.concatenate(
+          [last] + [pool(layer_outputs[-1], lengths, p)
+                    for p in ('max', 'mean')], axis=-1)
     else:
       sentence = pool(layer_outputs[-1], lengths, self.pooling)
     sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(sentence)

@@ -19,6 +19,8 @@ s and γ are the downstream model's parameters.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -100,15 +102,17 @@ class BiLM(nn.Module):
         bwd = self.dropout(bwd, deterministic=not train)
     return out
 
-  def __call__(self, tokens: Array, lengths: Array, train: bool = False
-               ) -> tuple[Array, Array]:
-    """Logits of both LMs.
+  def __call__(self, tokens: Array, lengths: Optional[Array] = None,
+               train: bool = False) -> tuple[Array, Array]:
+    """Logits of both LMs (`lengths` None: the non-padding tokens).
 
     Returns:
       (forward logits: position t predicts token t + 1,
        backward logits: position t predicts token t - 1), each
       `[batch, length, vocab_size]` float32.
     """
+    if lengths is None:
+      lengths = jnp.sum(tokens != 0, axis=1).astype(jnp.int32)
     h = self.layers(tokens, lengths, train)[-1]
     h = self.dropout(h, deterministic=not train)
     size = self.config.hidden_size
@@ -198,3 +202,32 @@ class ElmoEmbedder(nn.Module):
                                    for h in layers])
     real = jnp.arange(tokens.shape[1])[None, :] < lengths[:, None]
     return jnp.where(real[..., None], mixed, 0.0)
+
+
+class WithElmo(nn.Module):
+  """A downstream model (classifier, tagger) given the ELMo vectors of its
+  words as extra per-word features: `model(inputs, lengths,
+  extra_features=elmo(inputs, lengths), ...)`.
+
+  The words' ids are the BiLM's (the downstream task uses the BiLM's
+  vocabulary), so one id array feeds both. Parameters: 'elmo' (its 'bilm',
+  loaded and frozen, and its 'mix') and 'model'.
+
+  Attributes:
+    model: a module whose `__call__(inputs, lengths, extra_features=...,
+      train=..., **kwargs)` accepts `extra_features` of width
+      2 * elmo.config.hidden_size.
+    elmo: the embedder.
+  """
+
+  model: nn.Module
+  elmo: ElmoEmbedder
+
+  def __call__(self, inputs: Array, lengths: Optional[Array] = None,
+               train: bool = False, **kwargs: Any) -> Array:
+    """The model's output; `lengths` None counts the non-padding ids."""
+    if lengths is None:
+      lengths = jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
+    features = self.elmo(inputs, lengths)
+    return self.model(inputs, lengths, extra_features=features, train=train,
+                      **kwargs)

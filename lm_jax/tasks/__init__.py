@@ -1,6 +1,7 @@
 """Tasks by name, as `config.task` selects them."""
 
 from lm_jax.tasks.base import CountingTask, Task
+from lm_jax.tasks.bilm import BiLMTask
 from lm_jax.tasks.classification import ClassificationTask
 from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.tasks.ngram_lm import NGramTask
@@ -10,7 +11,8 @@ from lm_jax.tasks.word_embeddings import embedding_task
 
 TASKS = {'lm': LanguageModelingTask, 'ngram': NGramTask,
          'embeddings': embedding_task, 'tag': TaggingTask,
-         'classify': ClassificationTask, 'translate': TranslationTask}
+         'classify': ClassificationTask, 'translate': TranslationTask,
+         'bilm': BiLMTask}
 
 
 def make_task(config) -> Task | CountingTask:

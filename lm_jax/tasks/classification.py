@@ -15,7 +15,14 @@ import numpy as np
 from lm_jax.data.builders.glue_tsv import DATASETS, load_examples
 from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.classifier import RecurrentClassifier
+from lm_jax.models.elmo import WithElmo
+from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
+
+# What a classifier takes from a recurrent LM (`models.rnn_lm.RNNLM`): its
+# word embeddings and its recurrent layers; the softmax is left behind.
+_FROM_LM = {'embed': 'token_embedding', 'rnn': 'rnn'}
+
 
 class ClassificationTask(SentenceTask):
   """A recurrent classifier trained on a GLUE single-sentence dataset.
@@ -23,8 +30,21 @@ class ClassificationTask(SentenceTask):
   Sentences are white-space tokenised (GLUE's are already tokenised); the
   vocabulary is the training split's words seen `min_count` times.
 
+  With `pretrained_lm`, the workdir of a recurrent LM trained on the
+  dataset's unlabelled sentences (Dai & Le 2015; ULMFiT), the classifier
+  takes that LM's vocabulary, embeddings and recurrent layers, so its
+  embed_dim, hidden_size, num_layers and cell must be the LM's and it must
+  be one-directional. `max_train_examples` keeps a fixed random sample of
+  the training split (drawn with `data_seed`, the same for every run): how
+  pre-training pays when labels are few.
+
+  With `elmo_bilm`, the workdir of a bi-LM (task 'bilm'), the words also
+  get ELMo vectors, the learned mix of that bi-LM's frozen layers, beside
+  their embeddings (Peters et al. 2018); the vocabulary is the bi-LM's.
+
   Config keys read here: corpus (a dataset of `glue_tsv.DATASETS`),
-  data_dir, cache_dir, model ('classifier'), min_count, embed_dim,
+  data_dir, cache_dir, model ('classifier'), min_count, pretrained_lm,
+  elmo_bilm, frozen_params, max_train_examples, data_seed, embed_dim,
   hidden_size, num_layers, bidirectional, cell, pooling, mlp_dim,
   dropout_rate, word_dropout_rate, forget_bias, compute_dtype, batch_size,
   seed, eval_steps, length_multiple, length_bucketing.
@@ -38,9 +58,34 @@ class ClassificationTask(SentenceTask):
     splits = {split: load_examples(cfg.corpus, split, cfg.data_dir,
                                    cfg.cache_dir)
               for split in ('train', 'validation')}
-    self.tokenizer = WordTokenizer.from_text(
-        '\n'.join(splits['train'][0]), min_count=cfg.min_count,
-        specials=SPECIALS, eos='')
+    if cfg.max_train_examples:
+      sentences, labels = splits['train']
+      keep = np.sort(np.random.default_rng(cfg.data_seed).permutation(
+          len(labels))[:cfg.max_train_examples])
+      splits['train'] = [sentences[i] for i in keep], labels[keep]
+    elmo = None
+    if cfg.pretrained_lm and cfg.elmo_bilm:
+      raise ValueError('pretrained_lm and elmo_bilm each bring their own '
+                       'vocabulary: set one of them')
+    if cfg.elmo_bilm:
+      if pretrained.ELMO_BILM not in cfg.frozen_params.split(','):
+        raise ValueError('ELMo keeps its bi-LM frozen: add '
+                         f"--config.frozen_params={pretrained.ELMO_BILM}")
+      self.tokenizer, elmo = pretrained.elmo_from_run(cfg.elmo_bilm)
+    elif cfg.pretrained_lm:
+      if cfg.bidirectional:
+        raise ValueError('a classifier fine-tuned from a one-directional LM '
+                         'must be one-directional: set '
+                         '--config.bidirectional=False')
+      self.tokenizer = pretrained.load_tokenizer(cfg.pretrained_lm)
+      if getattr(self.tokenizer, 'words', [None])[0] != SPECIALS[0]:
+        raise ValueError(f'the LM in {cfg.pretrained_lm} has no padding word '
+                         f'{SPECIALS[0]!r} at id 0; train it on a GLUE '
+                         'corpus (experiments/configs/sst2_lm.py)')
+    else:
+      self.tokenizer = WordTokenizer.from_text(
+          '\n'.join(splits['train'][0]), min_count=cfg.min_count,
+          specials=SPECIALS, eos='')
     self.examples = {
         split: {'inputs': [self.tokenizer.encode(s) for s in sentences],
                 'targets': labels}
@@ -54,7 +99,19 @@ class ClassificationTask(SentenceTask):
         dropout_rate=cfg.dropout_rate,
         word_dropout_rate=cfg.word_dropout_rate,
         unk_id=self.tokenizer.unk_id, forget_bias=cfg.forget_bias,
+        extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         dtype=cfg.compute_dtype)
+    if elmo:
+      self._model = WithElmo(self._model, elmo)
+
+  def pretrained_params(self, params: Any) -> Any:
+    if self.config.elmo_bilm:
+      return pretrained.pretrained_lm(params, self.config.elmo_bilm,
+                                      {pretrained.ELMO_BILM: ''})
+    if self.config.pretrained_lm:
+      return pretrained.pretrained_lm(params, self.config.pretrained_lm,
+                                      _FROM_LM)
+    return params
 
   def save_assets(self, workdir: str) -> None:
     self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))

@@ -14,9 +14,27 @@ import numpy as np
 from lm_jax import decode, losses
 from lm_jax.data import pipelines
 from lm_jax.data import tokenizers
+from lm_jax.data.builders import glue_tsv
 from lm_jax.data.builders.text_corpus import CORPORA, load_text
 from lm_jax.models import build_model
 from lm_jax.tasks.base import Metrics, Task
+
+
+def split_texts(cfg) -> dict[str, str]:
+  """Each split's text: 'train', 'validation' and, where the corpus has one,
+  'test'. A GLUE dataset gives its sentences one a line (its test split,
+  unlabelled anyway, is left out)."""
+  if cfg.corpus in glue_tsv.DATASETS:
+    return {split: ''.join(s + '\n' for s in glue_tsv.load_examples(
+        cfg.corpus, split, cfg.data_dir, cfg.cache_dir)[0])
+            for split in ('train', 'validation')}
+  if cfg.corpus not in CORPORA:
+    raise ValueError(f'unknown corpus {cfg.corpus!r}; known: '
+                     f'{sorted(CORPORA) + sorted(glue_tsv.DATASETS)}')
+  splits = ['train', 'validation'] + (
+      ['test'] if 'test' in CORPORA[cfg.corpus].files else [])
+  return {split: load_text(cfg.corpus, split, cfg.data_dir, cfg.cache_dir)
+          for split in splits}
 
 
 class LanguageModelingTask(Task):
@@ -28,9 +46,13 @@ class LanguageModelingTask(Task):
   test split is scored on it once training ends (`test_loss`,
   `test_perplexity`).
 
-  Config keys read here: corpus, tokenizer ('char' or 'word'), data_dir,
-  cache_dir, block_size, batch_size, lm_batching, seed, eval_steps, model
-  and the model's own keys.
+  The corpus is a plain-text one of `text_corpus.CORPORA` or the sentences
+  of a GLUE dataset, one a line, without their labels: the unlabelled
+  in-domain text that ULMFiT's and ELMo's LMs are trained on.
+
+  Config keys read here: corpus, tokenizer ('char' or 'word'), min_count
+  (GLUE sentences only), data_dir, cache_dir, block_size, batch_size,
+  lm_batching, seed, eval_steps, model and the model's own keys.
   """
 
   def prepare(self) -> None:
@@ -38,14 +60,16 @@ class LanguageModelingTask(Task):
     if cfg.lm_batching not in ('random_windows', 'contiguous'):
       raise ValueError(f"unknown lm_batching {cfg.lm_batching!r}: use "
                        "'random_windows' or 'contiguous'")
-    splits = ['train', 'validation'] + (
-        ['test'] if 'test' in CORPORA[cfg.corpus].files else [])
-    texts = {split: load_text(cfg.corpus, split, cfg.data_dir, cfg.cache_dir)
-             for split in splits}
+    texts = split_texts(cfg)
     if cfg.tokenizer == 'char':
       # nanoGPT's vocabulary: every character of the corpus.
       self.tokenizer = tokenizers.CharTokenizer.from_text(
           texts['train'] + texts['validation'])
+    elif cfg.tokenizer == 'word' and cfg.corpus in glue_tsv.DATASETS:
+      # Padding first, as a classifier fine-tuned from this LM needs it.
+      self.tokenizer = tokenizers.WordTokenizer.from_text(
+          texts['train'], min_count=cfg.min_count,
+          specials=('<pad>', '<unk>', '<eos>'))
     elif cfg.tokenizer == 'word':
       # The training split's words (PTB: its 10k, `<unk>` included).
       self.tokenizer = tokenizers.WordTokenizer.from_text(texts['train'])

@@ -112,6 +112,45 @@ class Checkpointer:
     self._manager.close()
 
 
+def load_params(workdir: str) -> Any:
+  """The parameters of another run's newest readable checkpoint, on this
+  host's first device: the pre-trained part of a new model (ULMFiT's LM,
+  ELMo's bi-LM). Nothing in `workdir` is written.
+
+  The shapes come from the checkpoint's own metadata, so the caller needs
+  neither that run's model nor its data; a checkpoint saved on N devices
+  loads on one.
+
+  Raises:
+    FileNotFoundError: `workdir` holds no readable checkpoint.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f'no checkpoints in {workdir}: train that run '
+                            'first, or point to its workdir')
+  manager = ocp.CheckpointManager(
+      directory, item_names=_ITEMS,
+      options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      metadata = ocp.StandardCheckpointer().metadata(
+          os.path.join(directory, str(step), 'state')).item_metadata
+      abstract = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+          getattr(metadata, 'tree', metadata))
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # noqa: BLE001 - any read failure means corrupt.
+      log.warning('checkpoint at step %d in %s is unreadable (%s); trying '
+                  'the previous one', step, directory, type(e).__name__)
+      continue
+    manager.close()
+    return restored.state['params']
+  manager.close()
+  raise FileNotFoundError(f'no readable checkpoint in {directory}')
+
+
 def abstract_like(tree: Any, sharding: Any) -> Any:
   """ShapeDtypeStructs of `tree`'s arrays, placed with `sharding`."""
   return jax.tree.map(

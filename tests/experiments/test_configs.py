@@ -18,6 +18,21 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 PRESETS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                  if f.endswith('.py') and f not in ('base.py', '__init__.py'))
 SMALLER_BATCH = {'shakespeare_char': {'batch_size': 8, 'block_size': 64}}
+# Presets that start from another preset's run: preset -> (the config key
+# naming that run's workdir, the other preset).
+PRETRAINED_FROM = {'sst2_ulmfit': ('pretrained_lm', 'sst2_lm'),
+                   'sst2_bilstm_elmo': ('elmo_bilm', 'sst2_bilm')}
+
+
+def one_step_config(preset, data_dir, cache_dir):
+  config = importlib.import_module(f'experiments.configs.{preset}').get_config()
+  config.num_train_steps, config.eval_steps = 1, 1
+  config.num_epochs = 0  # else the run length comes from the epochs
+  config.final_eval_full = False
+  config.eval_every, config.checkpoint_every = 0, 0
+  config.update(SMALLER_BATCH.get(preset, {}))
+  config.data_dir, config.cache_dir = data_dir, cache_dir
+  return config
 
 
 def test_presets_are_found():
@@ -28,13 +43,14 @@ def test_presets_are_found():
 @pytest.mark.parametrize('preset', PRESETS)
 def test_preset_trains_one_step(preset, shared_data_dir, shared_cache_dir,
                                 tmp_path):
-  config = importlib.import_module(f'experiments.configs.{preset}').get_config()
-  config.num_train_steps, config.eval_steps = 1, 1
-  config.num_epochs = 0  # else the run length comes from the epochs
-  config.final_eval_full = False
-  config.eval_every, config.checkpoint_every = 0, 0
-  config.update(SMALLER_BATCH.get(preset, {}))
-  config.data_dir, config.cache_dir = shared_data_dir, shared_cache_dir
+  config = one_step_config(preset, shared_data_dir, shared_cache_dir)
+  if preset in PRETRAINED_FROM:
+    key, source = PRETRAINED_FROM[preset]
+    config[key] = str(tmp_path / source)
+    loop.train_and_evaluate(
+        one_step_config(source, shared_data_dir, shared_cache_dir),
+        config[key])
+    tmp_path = tmp_path / preset
 
   results = loop.train_and_evaluate(config, str(tmp_path))
 

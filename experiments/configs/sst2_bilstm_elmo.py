@@ -1,0 +1,22 @@
+"""`sst2_bilstm` with ELMo: each word's embedding is joined by the learned
+scalar mix of the frozen layers of the `sst2_bilm` bi-LM (Peters et al.
+2018, who add ELMo to the input of the task model the same way). The
+vocabulary is the bi-LM's; everything else is `sst2_bilstm`'s, so the
+difference between the two runs is ELMo's.
+
+Run `./launch.sh train sst2_bilm` first.
+"""
+
+import os
+
+from experiments.configs import sst2_bilstm
+
+_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                     'runs')
+
+
+def get_config():
+  c = sst2_bilstm.get_config()
+  c.elmo_bilm = os.path.normpath(os.path.join(_RUNS, 'sst2_bilm'))
+  c.frozen_params = 'elmo/bilm'
+  return c

@@ -1,0 +1,100 @@
+"""ELMo's pre-training: a bi-directional LSTM LM on unlabelled sentences.
+
+Each sentence, framed as `<s> w_1 ... w_n </s>`, is read forwards (each
+position predicts the next token) and backwards (each predicts the previous
+one) by `models.elmo.BiLM`. The loss is the mean of both directions'
+per-token cross-entropies; `eval_perplexity` is its exponential (ELMo's
+paper reports the average of the two directions' perplexities the same way).
+
+The workdir's tokenizer and parameters are what a downstream classifier or
+tagger reads through `--config.elmo_bilm=WORKDIR`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from lm_jax import losses
+from lm_jax.data.tokenizers import WordTokenizer
+from lm_jax.models.elmo import BiLM, BiLMConfig, bilm_targets, frame
+from lm_jax.tasks.base import Metrics
+from lm_jax.tasks.language_modeling import split_texts
+from lm_jax.tasks.sentences import SentenceTask
+
+# '<pad>' must be id 0 (padding); '<s>' and '</s>' frame every sentence.
+BILM_SPECIALS = ('<pad>', '<unk>', '<s>', '</s>')
+
+
+def bilm_config(config, vocab_size: int) -> BiLMConfig:
+  """The `BiLMConfig` of a run config (or of a saved run's config.json)."""
+  return BiLMConfig(vocab_size=vocab_size,
+                    hidden_size=config['hidden_size'],
+                    num_layers=config['num_layers'],
+                    dropout_rate=config['dropout_rate'],
+                    init_scale=config['init_scale'])
+
+
+class BiLMTask(SentenceTask):
+  """Trains a `BiLM` on the sentences of a corpus, one a line (a GLUE
+  dataset's, labels ignored, or a plain-text corpus's lines).
+
+  Config keys read here: corpus, data_dir, cache_dir, min_count,
+  hidden_size, num_layers, dropout_rate, init_scale, batch_size, seed,
+  eval_steps, length_multiple, length_bucketing.
+  """
+
+  def prepare(self) -> None:
+    cfg = self.config
+    texts = split_texts(cfg)
+    self.tokenizer = WordTokenizer.from_text(
+        texts['train'], min_count=cfg.min_count, specials=BILM_SPECIALS,
+        eos='')
+    self.examples = {
+        split: {'inputs': [self.tokenizer.encode(line)
+                           for line in text.splitlines() if line.split()]}
+        for split, text in texts.items()}
+    self._model = BiLM(bilm_config(cfg, self.tokenizer.vocab_size))
+
+  def save_assets(self, workdir: str) -> None:
+    self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
+
+  def dummy_batch(self) -> dict:
+    shape = (1, self.config.length_multiple)
+    return {'inputs': np.zeros(shape, np.int32),
+            'lengths': np.zeros(shape[:1], np.int32)}
+
+  def logits(self, params: Any, batch: dict, rng, train: bool):
+    raise NotImplementedError('a bi-LM has two sets of logits; see loss')
+
+  def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
+    bos = self.tokenizer.words.index('<s>')
+    eos = self.tokenizer.words.index('</s>')
+    words = batch['lengths']
+    tokens = frame(batch['inputs'], words, bos, eos)
+    lengths = words + 2
+    forward, backward = self.model.apply(
+        {'params': params}, tokens, lengths, train=train,
+        rngs={'dropout': rng})
+    fwd_targets, fwd_weights, bwd_targets, bwd_weights = bilm_targets(
+        tokens, lengths)
+    real = (words > 0)[:, None]  # the empty rows that fill an eval batch
+    fwd_weights, bwd_weights = fwd_weights * real, bwd_weights * real
+    fwd = losses.cross_entropy(forward, fwd_targets, fwd_weights)
+    bwd = losses.cross_entropy(backward, bwd_targets, bwd_weights)
+    return {
+        'loss': (fwd[0] + bwd[0], fwd[1] + bwd[1]),
+        'forward_loss': fwd,
+        'backward_loss': bwd,
+        'accuracy': losses.accuracy(forward, fwd_targets, fwd_weights),
+    }
+
+  def summarize(self, averages: dict[str, float]) -> dict[str, float]:
+    out = dict(averages)
+    for key in ('loss', 'forward_loss', 'backward_loss'):
+      if key in out:
+        out[key.replace('loss', 'perplexity')] = math.exp(min(out[key], 50.))
+    return out

@@ -1,0 +1,115 @@
+"""Parts of a new model taken from another run's checkpoint.
+
+Transfer learning in the recurrent era (Dai & Le 2015, ULMFiT, ELMo) starts
+a task model from a language model trained on unlabelled text: the new
+model's parameters are initialised as usual, then the subtrees it shares
+with the pre-trained model are overwritten by the trained ones. The loop
+does this once, through `Task.pretrained_params`, never on a resumed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from lm_jax.data import tokenizers
+from lm_jax.models.elmo import ElmoEmbedder
+from lm_jax.tasks.bilm import bilm_config
+from lm_jax.train.checkpoint import load_params
+
+# Where ELMo's BiLM sits in a `models.elmo.WithElmo` model's parameters.
+ELMO_BILM = 'elmo/bilm'
+
+
+def _run_file(workdir: str, name: str) -> str:
+  path = os.path.join(workdir, name)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f'{path} is missing: {workdir!r} is not the workdir of a finished '
+        'pre-training run; train that preset first or fix the path')
+  return path
+
+
+def load_tokenizer(workdir: str) -> tokenizers.Tokenizer:
+  """The tokenizer a pre-training run saved in its workdir."""
+  return tokenizers.load(_run_file(workdir, 'tokenizer.json'))
+
+
+def load_run_config(workdir: str) -> dict:
+  """The config.json of a pre-training run."""
+  with open(_run_file(workdir, 'config.json'), encoding='utf-8') as f:
+    return json.load(f)
+
+
+def elmo_from_run(workdir: str) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
+  """The vocabulary and an `ElmoEmbedder` of the bi-LM trained in `workdir`
+  (experiments/configs/*_bilm.py); its weights go in by
+  `pretrained_lm(params, workdir, {ELMO_BILM: ''})`."""
+  config = load_run_config(workdir)
+  if config.get('task') != 'bilm':
+    raise ValueError(f'{workdir} is a {config.get("task")!r} run, not a '
+                     "bi-LM ('bilm') run")
+  tokenizer = load_tokenizer(workdir)
+  return tokenizer, ElmoEmbedder(
+      bilm_config(config, tokenizer.vocab_size),
+      bos_id=tokenizer.words.index('<s>'), eos_id=tokenizer.words.index('</s>'))
+
+
+def transplant(params: Any, source: Any, mapping: Mapping[str, str],
+               source_name: str = 'the pre-trained model') -> Any:
+  """`params` with subtrees replaced by `source`'s.
+
+  Args:
+    params: the new model's freshly initialised parameters.
+    source: the pre-trained model's parameters.
+    mapping: '/'-joined path in `params` -> path in `source`; each pair
+      must hold the same tree of the same shapes.
+    source_name: names the source in error messages.
+
+  Returns:
+    A copy of `params`; the subtrees not in `mapping` are untouched.
+
+  Raises:
+    ValueError: a path is missing or the shapes differ (a pre-training run
+      whose sizes do not match this model's config).
+  """
+  def subtree(tree, path, what):
+    for key in filter(None, path.split('/')):
+      if not isinstance(tree, Mapping) or key not in tree:
+        raise ValueError(f'{what} has no parameters at {path!r}')
+      tree = tree[key]
+    return tree
+
+  def replaced(tree, keys, value):
+    if not keys:
+      return value
+    tree = dict(tree)
+    tree[keys[0]] = replaced(tree[keys[0]], keys[1:], value)
+    return tree
+
+  out = params
+  for target, origin in mapping.items():
+    mine = subtree(params, target, 'the new model')
+    theirs = subtree(source, origin, source_name)
+    shapes = jax.tree.map(jnp.shape, mine)
+    if jax.tree.structure(mine) != jax.tree.structure(theirs) or (
+        shapes != jax.tree.map(jnp.shape, theirs)):
+      raise ValueError(
+          f'{source_name} at {origin!r} does not fit the new model at '
+          f'{target!r}: {jax.tree.map(jnp.shape, theirs)} vs {shapes}; '
+          'give this model the sizes the pre-training run used')
+    out = replaced(out, target.split('/'), jax.tree.map(
+        lambda new, old: jnp.asarray(old, new.dtype), mine, theirs))
+  return out
+
+
+def pretrained_lm(params: Any, workdir: str,
+                  mapping: Mapping[str, str]) -> Any:
+  """`transplant` from the newest checkpoint of the run in `workdir`."""
+  _run_file(workdir, 'config.json')
+  return transplant(params, load_params(workdir), mapping,
+                    f'the language model in {workdir}')

@@ -1,0 +1,127 @@
+"""Starting a task model from another run: ULMFiT's LM -> classifier, ELMo's
+bi-LM -> classifier features, and the checks on mismatched runs."""
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import sst2_bilm, sst2_bilstm_elmo, sst2_lm
+from experiments.configs import sst2_ulmfit
+from lm_jax import tasks
+from lm_jax.tasks import pretrained
+from lm_jax.train import loop
+from lm_jax.train.checkpoint import load_params
+from tests.tasks.test_classification import _tsv
+
+SIZE = 8
+
+
+@pytest.fixture(scope='module')
+def raw_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('tiny_sst2')
+  (root / 'sst2').mkdir()
+  (root / 'sst2' / 'train.tsv').write_text(_tsv(64, 0))
+  (root / 'sst2' / 'dev.tsv').write_text(_tsv(20, 1))
+  (root / 'sst2' / 'test.tsv').write_text('index\tsentence\n0\ta film\n')
+  return str(root)
+
+
+def _tiny(config, raw_dir, cache_dir, **overrides):
+  config.data_dir, config.cache_dir = raw_dir, cache_dir
+  config.min_count, config.num_epochs, config.num_train_steps = 1, 0, 2
+  config.batch_size, config.eval_steps, config.eval_every = 4, 1, 0
+  config.checkpoint_every, config.final_eval_full = 0, False
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture(scope='module')
+def runs(raw_dir, tmp_path_factory):
+  """Workdirs of a tiny LM and a tiny bi-LM trained for two steps."""
+  cache = str(tmp_path_factory.mktemp('cache'))
+  lm = str(tmp_path_factory.mktemp('lm'))
+  loop.train_and_evaluate(_tiny(
+      sst2_lm.get_config(), raw_dir, cache, embed_dim=SIZE, hidden_size=SIZE,
+      block_size=4), lm)
+  bilm = str(tmp_path_factory.mktemp('bilm'))
+  loop.train_and_evaluate(_tiny(
+      sst2_bilm.get_config(), raw_dir, cache, hidden_size=SIZE), bilm)
+  return {'lm': lm, 'bilm': bilm, 'cache': cache}
+
+
+def _prepared(config):
+  task = tasks.make_task(config)
+  task.prepare()
+  batch = task.dummy_batch()
+  params = task.model.init(jax.random.key(1), batch['inputs'])['params']
+  return task, params
+
+
+def test_transplant_replaces_only_the_mapped_subtrees():
+  params = {'embed': {'embedding': np.zeros((3, 2), np.float32)},
+            'head': {'kernel': np.zeros((2, 2), np.float32)}}
+  source = {'token_embedding': {'embedding': np.ones((3, 2), np.float32)}}
+  out = pretrained.transplant(params, source, {'embed': 'token_embedding'})
+  np.testing.assert_array_equal(out['embed']['embedding'], 1.0)
+  np.testing.assert_array_equal(out['head']['kernel'], 0.0)
+  np.testing.assert_array_equal(params['embed']['embedding'], 0.0)
+  with pytest.raises(ValueError, match='does not fit'):
+    pretrained.transplant(
+        params, {'token_embedding': {'embedding': np.ones((4, 2), np.float32)}},
+        {'embed': 'token_embedding'})
+  with pytest.raises(ValueError, match='no parameters at'):
+    pretrained.transplant(params, source, {'embed': 'rnn'})
+
+
+def test_ulmfit_classifier_starts_from_the_lm(runs, raw_dir):
+  config = _tiny(sst2_ulmfit.get_config(), raw_dir, runs['cache'],
+                 embed_dim=SIZE, hidden_size=SIZE,
+                 pretrained_lm=runs['lm'])
+  task, params = _prepared(config)
+  lm = load_params(runs['lm'])
+  assert task.tokenizer.words == pretrained.load_tokenizer(runs['lm']).words
+  out = task.pretrained_params(params)
+  np.testing.assert_array_equal(out['embed']['embedding'],
+                                lm['token_embedding']['embedding'])
+  for new, old in zip(jax.tree.leaves(out['rnn']), jax.tree.leaves(lm['rnn'])):
+    np.testing.assert_array_equal(new, old)
+  # The head is the classifier's own.
+  np.testing.assert_array_equal(out['output']['kernel'],
+                                params['output']['kernel'])
+
+
+def test_ulmfit_rejects_a_mismatched_or_missing_lm(runs, raw_dir, tmp_path):
+  config = _tiny(sst2_ulmfit.get_config(), raw_dir, runs['cache'],
+                 embed_dim=2 * SIZE, hidden_size=2 * SIZE,
+                 pretrained_lm=runs['lm'])
+  task, params = _prepared(config)
+  with pytest.raises(ValueError, match='does not fit'):
+    task.pretrained_params(params)
+  config.pretrained_lm = str(tmp_path / 'nowhere')
+  with pytest.raises(FileNotFoundError, match='tokenizer.json is missing'):
+    tasks.make_task(config).prepare()
+  assert not (tmp_path / 'nowhere').exists()
+
+
+def test_elmo_classifier_loads_the_frozen_bilm(runs, raw_dir, tmp_path):
+  config = _tiny(sst2_bilstm_elmo.get_config(), raw_dir, runs['cache'],
+                 embed_dim=SIZE, hidden_size=SIZE, elmo_bilm=runs['bilm'])
+  task, params = _prepared(config)
+  out = task.pretrained_params(params)
+  bilm = load_params(runs['bilm'])
+  for new, old in zip(jax.tree.leaves(out['elmo']['bilm']),
+                      jax.tree.leaves(bilm)):
+    np.testing.assert_array_equal(new, old)
+  # Two steps leave the bi-LM as loaded and train the rest.
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert results['eval_loss'] > 0
+  trained = load_params(str(tmp_path))
+  for new, old in zip(jax.tree.leaves(trained['elmo']['bilm']),
+                      jax.tree.leaves(bilm)):
+    np.testing.assert_array_equal(new, old)
+  assert not np.array_equal(trained['model']['output']['kernel'],
+                            out['model']['output']['kernel'])
+  # Without freezing it, the run is refused before anything is written.
+  config.frozen_params = ''
+  with pytest.raises(ValueError, match='frozen_params=elmo/bilm'):
+    tasks.make_task(config).prepare()
