@@ -12,6 +12,9 @@
 #   ./launch.sh translate --workdir DIR [--beam_size B] [--length_penalty A] [--text "..."]
 #                         [--attention_png OUT.png]      (sentences from stdin without --text)
 #   ./launch.sh self-attention                 self-attention by hand on "I study at school"
+#   ./launch.sh import-hf --hf_dir DIR --workdir OUT   a Hugging Face BERT folder -> a workdir
+#   ./launch.sh encode --workdir DIR --text "..." [--text ...] --out FILE.npz
+#                      BERT's last hidden states and sentence embeddings
 #   ./launch.sh bench                          the speed benchmarks (benchmarks/RESULTS.md)
 #   ./launch.sh setup                          only create/refresh .venv
 set -euo pipefail
@@ -92,6 +95,12 @@ case "$verb" in
   self-attention)
     setup
     exec "$PY" -m experiments.self_attention_example "$@" ;;
+  import-hf)
+    setup
+    exec "$PY" -m experiments.import_hf "$@" ;;
+  encode)
+    setup
+    exec "$PY" -m experiments.encode "$@" ;;
   sweep)
     [ $# -ge 1 ] || die "usage: ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR] [--config.KEY=VALUE ...]"
     preset_file "$1" >/dev/null
@@ -114,7 +123,7 @@ case "$verb" in
       "$ROOT/.venv-bench/bin/python" benchmarks/nanogpt_reference.py --max_iters 300 --eval_interval 1000
     fi ;;
   ""|-h|--help|help)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
-    die "unknown command '$verb'; commands: quickstart test test-slow train sample translate self-attention sweep bench setup" ;;
+    die "unknown command '$verb'; commands: quickstart test test-slow train sample translate self-attention import-hf encode sweep bench setup" ;;
 esac

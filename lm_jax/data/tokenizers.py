@@ -292,6 +292,9 @@ def load(path: str) -> Tokenizer:
   with open(path, encoding='utf-8') as f:
     state = json.load(f)
   kind = state.pop('kind')
-  if kind not in _KINDS:
+  # WordPiece lives in its own module, which imports this one.
+  from lm_jax.data.wordpiece import WordPieceTokenizer
+  kinds = {**_KINDS, WordPieceTokenizer.kind: WordPieceTokenizer}
+  if kind not in kinds:
     raise ValueError(f'{path}: unknown tokenizer kind {kind!r}')
-  return _KINDS[kind](**state)
+  return kinds[kind](**state)

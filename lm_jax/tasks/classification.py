@@ -53,8 +53,8 @@ class ClassificationTask(SentenceTask):
   def prepare(self) -> None:
     cfg = self.config
     if cfg.model != 'classifier':
-      raise ValueError(f"task 'classify' trains model 'classifier', not "
-                       f'{cfg.model!r}')
+      raise ValueError(f"task 'classify' trains model 'classifier' or "
+                       f"'bert', not {cfg.model!r}")
     splits = {split: load_examples(cfg.corpus, split, cfg.data_dir,
                                    cfg.cache_dir)
               for split in ('train', 'validation')}

@@ -1,0 +1,104 @@
+"""The BERT presets that start from another run (sst2_minilm,
+sst2_bert_small) train one step on the real SST-2 data, from a tiny random
+Hugging Face BERT imported in place of the real checkpoint; and the
+`import-hf` and `encode` commands work end to end and fail with one error
+line on bad input.
+
+(bert_mlm_small, which starts from nothing, is in test_configs.py with
+every other preset.)
+"""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.configs import bert_mlm_small
+from lm_jax import import_hf
+from lm_jax.train import checkpoint, loop
+from lm_jax.train.logging import read_metrics
+from tests import fake_hf_bert
+
+REPO_ROOT = fake_hf_bert.REPO_ROOT
+
+
+@pytest.fixture(scope='module')
+def tiny_import(tmp_path_factory):
+  root = tmp_path_factory.mktemp('tiny_hf_bert')
+  fake_hf_bert.write_folder(root / 'hf', seed=2)
+  import_hf.import_hf(str(root / 'hf'), str(root / 'run'),
+                      bert_mlm_small.get_config())
+  return str(root / 'run')
+
+
+@pytest.mark.parametrize('preset', ['sst2_minilm', 'sst2_bert_small'])
+def test_preset_trains_one_step_from_an_import(preset, tiny_import,
+                                               shared_data_dir,
+                                               shared_cache_dir, tmp_path):
+  config = importlib.import_module(f'experiments.configs.{preset}'
+                                   ).get_config()
+  assert config.init_from.endswith(os.path.join('runs', 'minilm')
+                                   if preset == 'sst2_minilm' else
+                                   os.path.join('runs', 'bert_mlm_small'))
+  config.init_from = tiny_import
+  config.num_train_steps, config.eval_steps = 1, 1
+  config.final_eval_full = False
+  config.eval_every, config.checkpoint_every = 0, 0
+  config.data_dir, config.cache_dir = shared_data_dir, shared_cache_dir
+
+  results = loop.train_and_evaluate(config, str(tmp_path))
+
+  records = read_metrics(str(tmp_path))
+  assert [r['step'] for r in records if 'train_loss' in r] == [1]
+  assert 0 <= results['eval_accuracy'] <= 1 and results['eval_loss'] > 0
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  assert reader.steps() == [1]
+  reader.close()
+
+
+def _run(args, tmp_path):
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  env['PYTHONPATH'] = REPO_ROOT
+  return subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_import_and_encode_commands(tmp_path):
+  fake_hf_bert.write_folder(tmp_path / 'hf', seed=4)
+  done = _run(['experiments.import_hf', '--hf_dir', str(tmp_path / 'hf'),
+               '--workdir', str(tmp_path / 'run')], tmp_path)
+  assert done.returncode == 0, done.stderr
+  assert {'config.json', 'tokenizer.json', 'checkpoints'} <= set(
+      os.listdir(tmp_path / 'run'))
+  texts = ['the film was great !', 'a dull , unlikely story']
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'run'),
+               '--text', texts[0], '--text', texts[1], '--out',
+               str(tmp_path / 'out.npz')], tmp_path)
+  assert done.returncode == 0, done.stderr
+  with np.load(tmp_path / 'out.npz') as out:
+    assert sorted(out) == ['emb_0', 'emb_1', 'hidden_0', 'hidden_1', 'ids_0',
+                           'ids_1']
+    assert out['ids_0'][0] == 5 and out['ids_0'][-1] == 6  # [CLS], [SEP]
+    assert out['hidden_1'].shape == (len(out['ids_1']), 32)
+    assert out['hidden_1'].dtype == np.float32
+    mean = out['hidden_0'].mean(0)
+    np.testing.assert_allclose(out['emb_0'], mean / np.linalg.norm(mean),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_commands_fail_with_one_error_line(tmp_path):
+  done = _run(['experiments.import_hf', '--hf_dir', str(tmp_path / 'none'),
+               '--workdir', str(tmp_path / 'run')], tmp_path)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines() == [
+      f'error: {tmp_path / "none"} has no config.json; a Hugging Face BERT '
+      'folder holds config.json, model.safetensors and vocab.txt']
+  assert not (tmp_path / 'run').exists()
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'none'),
+               '--text', 'x', '--out', str(tmp_path / 'out.npz')], tmp_path)
+  assert done.returncode == 2 and done.stderr.startswith('error: ')
+  assert len(done.stderr.strip().splitlines()) == 1
