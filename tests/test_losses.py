@@ -1,7 +1,9 @@
 """Tests of lm_jax.losses against numpy references."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lm_jax import losses
@@ -76,3 +78,17 @@ def test_accuracy_counts_weighted_correct_argmax(batch):
   expected = ((logits.argmax(-1) == targets) * weights).sum()
   assert float(correct) == expected
   assert float(count) == weights.sum()
+
+
+def test_softmax_cross_entropy_and_its_gradient_match_optax():
+  rng = np.random.default_rng(3)
+  logits = jnp.asarray(rng.normal(0, 30, (3, 5, 50)), jnp.float32)
+  targets = jnp.asarray(rng.integers(0, 50, (3, 5)), jnp.int32)
+  weights = jnp.asarray(rng.random((3, 5)), jnp.float32)
+  ours = lambda x: jnp.sum(losses.softmax_cross_entropy(x, targets) * weights)
+  theirs = lambda x: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(
+      x, targets) * weights)
+  np.testing.assert_allclose(jax.jit(ours)(logits), theirs(logits),
+                             rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(jax.grad(ours))(logits),
+                             jax.grad(theirs)(logits), rtol=1e-5, atol=1e-6)

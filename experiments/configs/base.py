@@ -80,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the word embeddings (needs frozen_params='elmo/bilm')
   c.max_train_examples = 0  # > 0: a fixed random sample of the train split
   c.data_seed = 0  # draws that sample
+  c.sentence_norm = False  # LayerNorm on the classifier's sentence vector
   c.mlp_dim = 0  # the classifier's hidden layer; 0: a linear head
   c.word_dropout_rate = 0.0  # words replaced by <unk> in training
   c.char_encoder = 'none'  # the tagger's word features from characters:

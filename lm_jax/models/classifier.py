@@ -108,6 +108,10 @@ class RecurrentClassifier(nn.Module):
     word_dropout_rate: word dropout (see `drop_words`) in training.
     unk_id: the unknown word's id, for word dropout.
     forget_bias: the LSTM's forget-gate bias.
+    sentence_norm: LayerNorm on the sentence vector before the head. A
+      pre-trained LM's states can be small (about 0.02 here), too small
+      for a freshly initialised head to read within a short fine-tuning;
+      ULMFiT's head normalises them (with batch norm) for that reason.
     extra_features_dim: size of optional per-token features (ELMo vectors)
       concatenated to the word embeddings; 0 for none.
     dtype: computation dtype.
@@ -126,6 +130,7 @@ class RecurrentClassifier(nn.Module):
   word_dropout_rate: float = 0.0
   unk_id: int = 1
   forget_bias: float = 1.0
+  sentence_norm: bool = False
   extra_features_dim: int = 0
   dtype: Any = jnp.float32
 
@@ -174,6 +179,8 @@ class RecurrentClassifier(nn.Module):
                     for p in ('max', 'mean')], axis=-1)
     else:
       sentence = pool(layer_outputs[-1], lengths, self.pooling)
+    if self.sentence_norm:
+      sentence = nn.LayerNorm(dtype=self.dtype, name='sentence_norm')(sentence)
     sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(sentence)
     if self.mlp_dim:
       sentence = jnp.tanh(nn.Dense(self.mlp_dim, dtype=self.dtype,

@@ -45,9 +45,9 @@ class ClassificationTask(SentenceTask):
   Config keys read here: corpus (a dataset of `glue_tsv.DATASETS`),
   data_dir, cache_dir, model ('classifier'), min_count, pretrained_lm,
   elmo_bilm, frozen_params, max_train_examples, data_seed, embed_dim,
-  hidden_size, num_layers, bidirectional, cell, pooling, mlp_dim,
-  dropout_rate, word_dropout_rate, forget_bias, compute_dtype, batch_size,
-  seed, eval_steps, length_multiple, length_bucketing.
+  hidden_size, num_layers, bidirectional, cell, pooling, sentence_norm,
+  mlp_dim, dropout_rate, word_dropout_rate, forget_bias, compute_dtype,
+  batch_size, seed, eval_steps, length_multiple, length_bucketing.
   """
 
   def prepare(self) -> None:
@@ -99,6 +99,7 @@ class ClassificationTask(SentenceTask):
         dropout_rate=cfg.dropout_rate,
         word_dropout_rate=cfg.word_dropout_rate,
         unk_id=self.tokenizer.unk_id, forget_bias=cfg.forget_bias,
+        sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         dtype=cfg.compute_dtype)
     if elmo:

@@ -28,14 +28,17 @@ def _apply(model, params, *args, **kwargs):
   return apply({'params': params}, *args, **kwargs)
 
 
-@pytest.mark.parametrize('pooling, bidirectional', [
-    ('last', True), ('last', False), ('max', True), ('mean', True)])
+@pytest.mark.parametrize('pooling, bidirectional, norm', [
+    ('last', True, False), ('last', False, False), ('max', True, False),
+    ('mean', True, False), ('concat', False, True)])
 def test_padded_sentence_gets_the_logits_it_gets_alone(pooling,
-                                                       bidirectional):
+                                                       bidirectional, norm):
   model, params = _model(pooling=pooling, bidirectional=bidirectional,
-                         num_layers=2, mlp_dim=7)
+                         num_layers=2, mlp_dim=7, sentence_norm=norm)
   directions = 2 if bidirectional else 1
-  assert params['mlp']['kernel'].shape == (6 * directions, 7)
+  width = 3 if pooling == 'concat' else 1  # last, max and mean side by side
+  assert params['mlp']['kernel'].shape == (6 * directions * width, 7)
+  assert ('sentence_norm' in params) == norm
   sentence = jnp.array([[3, 5, 7, 2]])
   alone = _apply(model, params, sentence)
   assert alone.shape == (1, 3) and alone.dtype == jnp.float32
