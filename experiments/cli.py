@@ -93,19 +93,10 @@ def set_cpu_devices(count: int) -> None:
   """
   if 'jax' in sys.modules:
     raise RuntimeError('set_cpu_devices must run before jax is imported')
-  flags = {'xla_force_host_platform_device_count': count}
-  if count > 1:
-    # XLA aborts the process when one device's thread has waited 40 s for
-    # the other at a collective. On a CPU shared with other jobs (XLA's
-    # threads spin, so three processes on two cores starve each other) a
-    # gradient all-reduce can wait that long and still complete (an SST-2
-    # fine-tuning run died so after 600 steps). Wait, and warn, longer.
-    flags['xla_cpu_collective_call_terminate_timeout_seconds'] = 1800
-    flags['xla_cpu_collective_call_warn_stuck_timeout_seconds'] = 300
+  flag = f'--xla_force_host_platform_device_count={count}'
   existing = os.environ.get('XLA_FLAGS', '')
-  added = [f'--{name}={value}' for name, value in flags.items()
-           if name not in existing]
-  os.environ['XLA_FLAGS'] = ' '.join([existing] + added).strip()
+  if 'xla_force_host_platform_device_count' not in existing:
+    os.environ['XLA_FLAGS'] = f'{existing} {flag}'.strip()
 
 
 def resolve_paths(config: ml_collections.ConfigDict) -> None:

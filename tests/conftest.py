@@ -18,15 +18,9 @@ Fixtures:
 import os
 
 _DEVICE_FLAG = '--xla_force_host_platform_device_count=4'
-# Parallel test workers share the cores; a collective whose threads are
-# starved must wait instead of aborting the worker after XLA's 40 s.
-_PATIENT_COLLECTIVES = ('--xla_cpu_collective_call_terminate_timeout_seconds'
-                        '=1800')
 os.environ.setdefault('XLA_FLAGS', _DEVICE_FLAG)
 if 'xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] = f"{os.environ['XLA_FLAGS']} {_DEVICE_FLAG}"
-if 'collective_call_terminate_timeout' not in os.environ['XLA_FLAGS']:
-  os.environ['XLA_FLAGS'] += ' ' + _PATIENT_COLLECTIVES
 # The multi-device tests need the CPU platform to be the default one.
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 

@@ -234,18 +234,3 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
                             '--prompt=€uro', '--num_tokens=5'))
   _assert_one_error_line(unknown)
   assert '€' in unknown.stderr
-
-
-def test_cpu_devices_flags_let_starved_collectives_wait():
-  code = ('import os; from experiments import cli; cli.set_cpu_devices({n}); '
-          "print(os.environ['XLA_FLAGS'])")
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  env.pop('XLA_FLAGS', None)
-  flags = {n: subprocess.run([sys.executable, '-c', code.format(n=n)],
-                             env=env, capture_output=True, text=True,
-                             check=True).stdout.split()
-           for n in (1, 2)}
-  assert flags[1] == ['--xla_force_host_platform_device_count=1']
-  assert '--xla_force_host_platform_device_count=2' in flags[2]
-  assert ('--xla_cpu_collective_call_terminate_timeout_seconds=1800'
-          in flags[2])
