@@ -3,8 +3,9 @@
 Each sentence, framed as `<s> w_1 ... w_n </s>`, is read forwards (each
 position predicts the next token) and backwards (each predicts the previous
 one) by `models.elmo.BiLM`. The loss is the mean of both directions'
-per-token cross-entropies; `eval_perplexity` is its exponential (ELMo's
-paper reports the average of the two directions' perplexities the same way).
+per-token cross-entropies; `eval_perplexity` is its exponential, and each
+direction's perplexity is reported too (ELMo's paper quotes the average of
+the two).
 
 The workdir's tokenizer and parameters are what a downstream classifier or
 tagger reads through `--config.elmo_bilm=WORKDIR`.
