@@ -4,7 +4,14 @@ Keys every preset shares: num_train_steps, batch_size (global), learning_rate,
 seed, eval_every, eval_steps, checkpoint_every, data_dir.
 """
 
+import os
+
 import ml_collections
+
+# Default workdirs of `./launch.sh train PRESET`: where presets that start
+# from another preset's run (ULMFiT, ELMo, BERT fine-tuning) look for it.
+RUNS_DIR = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..',
+                                         'runs'))
 
 
 def get_config() -> ml_collections.ConfigDict:

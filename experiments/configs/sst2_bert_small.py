@@ -17,17 +17,13 @@ sentences). 67,349 training examples make 2,104 batches an epoch.
 
 import os
 
-from experiments.configs import bert_mlm_small
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
+from experiments.configs import base, bert_mlm_small
 
 def get_config():
   c = bert_mlm_small.get_config()
   c.task = 'classify'
   c.corpus = 'sst2'
-  c.init_from = os.path.join(_ROOT, 'runs', 'bert_mlm_small')
+  c.init_from = os.path.join(base.RUNS_DIR, 'bert_mlm_small')
   c.pooling = 'cls'
   c.dropout_rate = 0.1
   c.attention_dropout_rate = 0.1

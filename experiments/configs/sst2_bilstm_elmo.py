@@ -9,14 +9,10 @@ Run `./launch.sh train sst2_bilm` first.
 
 import os
 
-from experiments.configs import sst2_bilstm
-
-_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
-                     'runs')
-
+from experiments.configs import base, sst2_bilstm
 
 def get_config():
   c = sst2_bilstm.get_config()
-  c.elmo_bilm = os.path.normpath(os.path.join(_RUNS, 'sst2_bilm'))
+  c.elmo_bilm = os.path.join(base.RUNS_DIR, 'sst2_bilm')
   c.frozen_params = 'elmo/bilm'
   return c

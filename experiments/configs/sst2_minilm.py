@@ -23,15 +23,11 @@ the whole dev split (872 sentences).
 
 import os
 
-from experiments.configs import sst2_bert_small
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
+from experiments.configs import base, sst2_bert_small
 
 def get_config():
   c = sst2_bert_small.get_config()
-  c.init_from = os.path.join(_ROOT, 'runs', 'minilm')
+  c.init_from = os.path.join(base.RUNS_DIR, 'minilm')
   c.pooling = 'mean'
   c.learning_rate = 5e-5
   c.warmup_steps = 421  # 10% of the steps

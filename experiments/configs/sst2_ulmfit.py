@@ -18,14 +18,10 @@ import os
 
 from experiments.configs import base
 
-_RUNS = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
-                     'runs')
-
-
 def get_config():
   c = base.get_config()
   c.task, c.model, c.corpus = 'classify', 'classifier', 'sst2'
-  c.pretrained_lm = os.path.normpath(os.path.join(_RUNS, 'sst2_lm'))
+  c.pretrained_lm = os.path.join(base.RUNS_DIR, 'sst2_lm')
   c.max_train_examples = 1000
   # The LM's sizes (sst2_lm), one direction as the LM reads.
   c.embed_dim = c.hidden_size = 256

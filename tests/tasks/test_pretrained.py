@@ -11,19 +11,9 @@ from lm_jax import tasks
 from lm_jax.tasks import pretrained
 from lm_jax.train import loop
 from lm_jax.train.checkpoint import load_params
-from tests.tasks.test_classification import _tsv
+from tests.tasks.test_classification import raw_dir  # noqa: F401 - fixture
 
 SIZE = 8
-
-
-@pytest.fixture(scope='module')
-def raw_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('tiny_sst2')
-  (root / 'sst2').mkdir()
-  (root / 'sst2' / 'train.tsv').write_text(_tsv(64, 0))
-  (root / 'sst2' / 'dev.tsv').write_text(_tsv(20, 1))
-  (root / 'sst2' / 'test.tsv').write_text('index\tsentence\n0\ta film\n')
-  return str(root)
 
 
 def _tiny(config, raw_dir, cache_dir, **overrides):
