@@ -23,6 +23,10 @@ if 'xla_force_host_platform_device_count' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] = f"{os.environ['XLA_FLAGS']} {_DEVICE_FLAG}"
 # The multi-device tests need the CPU platform to be the default one.
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# Test programs are tiny and run a few steps: XLA's optimisation passes cost
+# more compile time than they save. Set through the environment so the
+# commands that tests start as subprocesses compile the same way.
+os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 import atexit  # noqa: E402
 import shutil  # noqa: E402

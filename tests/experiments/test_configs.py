@@ -2,7 +2,10 @@
 
 Presets keep their model and optimizer settings; only the run length, the
 evaluation and the checkpoint schedule are cut (and, for the GPU-sized
-shakespeare_char recipe, the batch: 8 windows of 64 characters).
+shakespeare_char recipe, the batch: 8 windows of 64 characters; for the
+translation presets, 16 sentence pairs, because their smoke run also
+beam-searches a batch of test sentences with untrained weights, which never
+stop before the length limit).
 """
 
 import importlib
@@ -18,6 +21,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 PRESETS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                  if f.endswith('.py') and f not in ('base.py', '__init__.py'))
 SMALLER_BATCH = {'shakespeare_char': {'batch_size': 8, 'block_size': 64}}
+SMALLER_TRANSLATION_BATCH = {'batch_size': 16}
 # Presets that start from another preset's run: preset -> (the config key
 # naming that run's workdir, the other preset).
 PRETRAINED_FROM = {'sst2_ulmfit': ('pretrained_lm', 'sst2_lm'),
@@ -34,6 +38,8 @@ def one_step_config(preset, data_dir, cache_dir):
   config.final_eval_full = False
   config.eval_every, config.checkpoint_every = 0, 0
   config.update(SMALLER_BATCH.get(preset, {}))
+  if config.task == 'translate':
+    config.update(SMALLER_TRANSLATION_BATCH)
   config.data_dir, config.cache_dir = data_dir, cache_dir
   return config
 
