@@ -136,6 +136,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_decay_start_epoch = 4  # 'epoch_decay': epochs at the full rate
   c.lr_decay_factor = 0.5  # 'epoch_decay': multiplier per further epoch
   c.adagrad_initial = 0.1  # 'adagrad': initial accumulator value
+  c.momentum = 0.0  # 'sgd': heavy-ball momentum (0: plain SGD)
   c.stlr_cut_frac = 0.1  # 'slanted_triangular': fraction of steps rising
   c.stlr_ratio = 32.0  # 'slanted_triangular': peak / lowest rate
   # ULMFiT fine-tuning: each layer group below the top trains at the rate

@@ -8,7 +8,10 @@ The sentence vector is chosen by `pooling`:
   'max': the element-wise maximum of the top layer's outputs over the real
     words (InferSent, Conneau et al. 2017);
   'mean': their average;
-  'concat': the three side by side (ULMFiT's concat pooling).
+  'concat': the three side by side (ULMFiT's concat pooling);
+  'attention': their weighted sum under learned additive attention
+    (`lm_jax.nn.rnn_attention.AttentivePooling`, as the flax `sst2`
+    example pools).
 Padding never enters any of them, so a sentence gets the same logits alone
 or in a padded batch.
 """
@@ -22,10 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn.recurrent import StackedRNN
+from lm_jax.nn.rnn_attention import AttentivePooling
 
 Array = jax.Array
 
-POOLINGS = ('last', 'max', 'mean', 'concat')
+POOLINGS = ('last', 'max', 'mean', 'concat', 'attention')
 
 
 def drop_words(ids: Array, rate: float, unk_id: int, rng: Array) -> Array:
@@ -101,7 +105,8 @@ class RecurrentClassifier(nn.Module):
     num_layers: stacked recurrent layers.
     bidirectional: add a backward direction to every layer.
     cell_type: 'lstm', 'gru' or 'rnn'.
-    pooling: 'last', 'max', 'mean' or 'concat' (module docstring).
+    pooling: 'last', 'max', 'mean', 'concat' or 'attention' (module
+      docstring).
     mlp_dim: hidden units of the MLP head; 0 for a linear head.
     dropout_rate: dropout on the embeddings, between recurrent layers, on
       the sentence vector and in the MLP.
@@ -177,6 +182,11 @@ class RecurrentClassifier(nn.Module):
       sentence = jnp.concatenate(
           [last] + [pool(layer_outputs[-1], lengths, p)
                     for p in ('max', 'mean')], axis=-1)
+    elif self.pooling == 'attention':
+      states = layer_outputs[-1]
+      live = jnp.arange(states.shape[1])[None, :] < lengths[:, None]
+      sentence = AttentivePooling(states.shape[-1], dtype=self.dtype,
+                                  name='attention_pooling')(states, live)
     else:
       sentence = pool(layer_outputs[-1], lengths, self.pooling)
     if self.sentence_norm:

@@ -8,6 +8,10 @@ Each module splits its work like the recurrent cells do: `keys(memory)`
 computes everything that depends on the memory alone, once per sentence;
 `__call__` does the per-step rest. It returns the context vector (the
 weighted sum of the memory) and the weights, for alignment pictures.
+
+`AttentivePooling` is the same additive score with a learned query in place
+of a decoder state: it pools a sentence's states into one vector for a
+classifier (Yang et al. 2016; the flax `sst2` example's attention).
 """
 
 from __future__ import annotations
@@ -73,6 +77,28 @@ class AdditiveAttention(nn.Module):
     energy = jnp.tanh(keys + self.query_proj(query)[:, None, :])
     weights = masked_softmax(self.score(energy)[..., 0], mask)
     return _context(weights, memory), weights
+
+
+class AttentivePooling(nn.Module):
+  """Pools `[batch, length, dim]` states into `[batch, dim]`: weights
+  softmax_j(v^T tanh(U h_j)) over the real positions, then the weighted sum.
+
+  Attributes:
+    features: the width of the tanh layer.
+    dtype: computation dtype.
+  """
+
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, states: Array, mask: Array) -> Array:
+    """`states` `[batch, length, dim]`, boolean `mask` `[batch, length]`
+    -> `[batch, dim]` (zeros for a row with no real position)."""
+    energy = jnp.tanh(nn.Dense(self.features, dtype=self.dtype,
+                               name='U')(states))
+    scores = nn.Dense(1, use_bias=False, dtype=self.dtype, name='v')(energy)
+    return _context(masked_softmax(scores[..., 0], mask), states)
 
 
 LUONG_SCORES = ('dot', 'general', 'concat')

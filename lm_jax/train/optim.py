@@ -181,8 +181,9 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   """Gradient clipping followed by the configured optimizer.
 
   `config.optimizer` is 'adamw' (with `beta1`, `beta2`, `weight_decay`,
-  decoupled as in Loshchilov & Hutter), 'sgd' or 'adagrad' (as GloVe trains,
-  accumulators starting at `adagrad_initial`). `grad_clip_norm` <= 0
+  decoupled as in Loshchilov & Hutter), 'sgd' (heavy-ball `momentum` when
+  it is above 0) or 'adagrad' (as GloVe trains, accumulators starting at
+  `adagrad_initial`). `grad_clip_norm` <= 0
   disables clipping. `steps_per_epoch` is passed to `make_schedule`.
 
   Clipping and Adam's moment updates run on all parameters raveled into one
@@ -198,6 +199,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
     moments.append(optax.scale_by_adam(b1=config.beta1, b2=config.beta2))
     tail = [optax.add_decayed_weights(config.weight_decay, mask=_decay_mask)]
   elif config.optimizer == 'sgd':
+    if config.get('momentum', 0.0) > 0:
+      moments.append(optax.trace(decay=config.momentum))
     tail = []
   elif config.optimizer == 'adagrad':
     moments.append(optax.scale_by_rss(config.adagrad_initial))

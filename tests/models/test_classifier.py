@@ -30,7 +30,8 @@ def _apply(model, params, *args, **kwargs):
 
 @pytest.mark.parametrize('pooling, bidirectional, norm', [
     ('last', True, False), ('last', False, False), ('max', True, False),
-    ('mean', True, False), ('concat', False, True)])
+    ('mean', True, False), ('concat', False, True),
+    ('attention', True, False)])
 def test_padded_sentence_gets_the_logits_it_gets_alone(pooling,
                                                        bidirectional, norm):
   model, params = _model(pooling=pooling, bidirectional=bidirectional,
@@ -39,6 +40,7 @@ def test_padded_sentence_gets_the_logits_it_gets_alone(pooling,
   width = 3 if pooling == 'concat' else 1  # last, max and mean side by side
   assert params['mlp']['kernel'].shape == (6 * directions * width, 7)
   assert ('sentence_norm' in params) == norm
+  assert ('attention_pooling' in params) == (pooling == 'attention')
   sentence = jnp.array([[3, 5, 7, 2]])
   alone = _apply(model, params, sentence)
   assert alone.shape == (1, 3) and alone.dtype == jnp.float32

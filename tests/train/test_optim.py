@@ -190,6 +190,24 @@ def test_gradient_clipping_bounds_the_global_norm(make_tiny_config,
                              rtol=1e-5)
 
 
+def test_sgd_with_momentum_equals_optax_sgd(make_tiny_config, gpt_params):
+  config = make_tiny_config(optimizer='sgd', schedule='constant',
+                            warmup_steps=0, learning_rate=0.1, momentum=0.9,
+                            grad_clip_norm=0.0)
+  tx, ref = optim.make_optimizer(config), optax.sgd(0.1, momentum=0.9)
+  state, ref_state = tx.init(gpt_params), ref.init(gpt_params)
+  params = ref_params = gpt_params
+  for i in range(3):  # the momentum only shows from the second step on
+    grads = jax.tree.map(lambda x: jnp.full_like(x, 1.0 + i), gpt_params)
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    ref_updates, ref_state = ref.update(grads, ref_state, ref_params)
+    ref_params = optax.apply_updates(ref_params, ref_updates)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-7),
+               params, ref_params)
+
+
 def test_slanted_triangular_rises_fast_then_falls_slowly(make_tiny_config):
   config = make_tiny_config(schedule='slanted_triangular', learning_rate=0.01,
                             num_train_steps=100, stlr_cut_frac=0.1,
