@@ -9,6 +9,8 @@ as the loop does) on the task's own length-bucketed batches of 32 SST-2
 training sentences, every bucket's shape compiled before timing; inference
 times `experiments.encode`'s jit-compiled encoder (one device) on the dev
 sentences in batches of 32, sorted by length, padded to multiples of 8.
+Fine-tuning runs on one XLA CPU device, as the preset does
+(`--cpu_devices 0` shards the batch over one device per core).
 
 PyTorch (run by `.venv-bench/bin/python`, where it exists, on the batches
 lm_jax used, saved to a temporary .npz): `BertModel` from the same folder,
@@ -230,7 +232,9 @@ def main():
   parser.add_argument('--batch_size', type=int, default=32)
   parser.add_argument('--data_dir', default='')
   parser.add_argument('--cache_dir', default='')
-  parser.add_argument('--cpu_devices', type=int, default=0)
+  parser.add_argument('--cpu_devices', type=int, default=1,
+                      help='XLA CPU devices for fine-tuning (the preset '
+                           'trains on 1; 0: one per core)')
   parser.add_argument('--json', default='', help='also write results here')
   parser.add_argument('--torch', action='store_true',
                       help='(internal) the PyTorch side, on --batches')

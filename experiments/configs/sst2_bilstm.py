@@ -3,13 +3,14 @@ example (85.21% validation accuracy after 10 epochs): the training words
 seen 3 times, dropout 0.5, word dropout 0.1, an MLP head of 256 tanh units,
 batches of 64 bucketed by length, SGD, 10 epochs.
 
-Where it differs, and why: the sentence vector is the element-wise max of
-the states (the example attends over them); embeddings and LSTM have 128
-units, not 300 and 256, which keeps the run under 10 minutes on two CPU
-cores (the full sizes cost about four times as much a step); plain SGD at
-1.0 (clipped at 5, cosine decay) stands in for SGD at 0.1 with momentum
-0.9, which lm_jax's optimizers lack (the same step size in the long run).
-Adam overfitted within two epochs here.
+The sentence vector is the attention-weighted sum of the states, as in the
+example (84.75% here, against 84.06% with `--config.pooling=max`).
+Where it differs, and why: embeddings and LSTM have 128 units, not 300 and
+256, which keeps the run near 10 minutes on two CPU cores (the full sizes
+cost about four times as much a step); plain SGD at 1.0 (clipped at 5,
+cosine decay) in place of SGD at 0.1 with momentum 0.9 (the same step size
+in the long run; `--config.momentum=0.9 --config.learning_rate=0.1` gave
+83.83%). Adam overfitted within two epochs here.
 
 Target: at least 85.2% accuracy on the validation split (GLUE's test split
 is unlabelled). 67,349 training examples make 1,052 batches an epoch.
@@ -28,7 +29,7 @@ def get_config():
   c.hidden_size = 128
   c.num_layers = 1
   c.bidirectional = True
-  c.pooling = 'max'
+  c.pooling = 'attention'
   c.mlp_dim = 256
   c.forget_bias = 1.0
   c.dropout_rate = 0.5
