@@ -113,10 +113,10 @@ class RecurrentClassifier(nn.Module):
     word_dropout_rate: word dropout (see `drop_words`) in training.
     unk_id: the unknown word's id, for word dropout.
     forget_bias: the LSTM's forget-gate bias.
-    sentence_norm: LayerNorm on the sentence vector before the head. A
-      pre-trained LM's states can be small (about 0.02 here), too small
-      for a freshly initialised head to read within a short fine-tuning;
-      ULMFiT's head normalises them (with batch norm) for that reason.
+    sentence_norm: LayerNorm on the sentence vector before the head, so
+      a freshly initialised head reads states of any scale (a random
+      LSTM's are about 0.02 here, a pre-trained LM's about 0.2); ULMFiT's
+      head normalises its input the same way, with batch norm.
     extra_features_dim: size of optional per-token features (ELMo vectors)
       concatenated to the word embeddings; 0 for none.
     dtype: computation dtype.
