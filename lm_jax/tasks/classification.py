@@ -34,9 +34,10 @@ class ClassificationTask(SentenceTask):
   dataset's unlabelled sentences (Dai & Le 2015; ULMFiT), the classifier
   takes that LM's vocabulary, embeddings and recurrent layers, so its
   embed_dim, hidden_size, num_layers and cell must be the LM's and it must
-  be one-directional. `max_train_examples` keeps a fixed random sample of
-  the training split (drawn with `data_seed`, the same for every run): how
-  pre-training pays when labels are few.
+  be one-directional; each sentence starts with the LM's end-of-line word,
+  as it did in the LM's stream. `max_train_examples` keeps a fixed random
+  sample of the training split (drawn with `data_seed`, the same for every
+  run): how pre-training pays when labels are few.
 
   With `elmo_bilm`, the workdir of a bi-LM (task 'bilm'), the words also
   get ELMo vectors, the learned mix of that bi-LM's frozen layers, beside
@@ -86,8 +87,14 @@ class ClassificationTask(SentenceTask):
       self.tokenizer = WordTokenizer.from_text(
           '\n'.join(splits['train'][0]), min_count=cfg.min_count,
           specials=SPECIALS, eos='')
+    # The LM read each sentence right after the previous one's end of
+    # line; starting the classifier's sentences with that token brings the
+    # transplanted LSTM near the states it learnt to begin sentences from
+    # (about 2 points of dev accuracy on SST-2, README).
+    start = '\n' if cfg.pretrained_lm and self.tokenizer.eos else ''
     self.examples = {
-        split: {'inputs': [self.tokenizer.encode(s) for s in sentences],
+        split: {'inputs': [self.tokenizer.encode(start + s)
+                           for s in sentences],
                 'targets': labels}
         for split, (sentences, labels) in splits.items()}
     self._model = RecurrentClassifier(

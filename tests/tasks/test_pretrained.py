@@ -70,6 +70,11 @@ def test_ulmfit_classifier_starts_from_the_lm(runs, raw_dir):
   task, params = _prepared(config)
   lm = load_params(runs['lm'])
   assert task.tokenizer.words == pretrained.load_tokenizer(runs['lm']).words
+  # Each sentence begins as it did in the LM's stream: after an end of line.
+  eos = task.tokenizer.words.index(task.tokenizer.eos)
+  for split in task.examples.values():
+    assert all(ids[0] == eos and eos not in ids[1:]
+               for ids in split['inputs'])
   out = task.pretrained_params(params)
   np.testing.assert_array_equal(out['embed']['embedding'],
                                 lm['token_embedding']['embedding'])
