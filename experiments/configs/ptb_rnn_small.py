@@ -1,5 +1,11 @@
 """ptb_lstm_small's recipe and budget with plain Elman (tanh) cells: the
-network without gates whose gradients vanish over long spans."""
+network without gates whose gradients vanish over long spans.
+
+One change: SGD at 0.25, not 1.0. Without gates nothing damps the summed
+35-step gradient, and at 1.0 (or 0.5) the loss here climbed to 11-19 nats
+within 300 steps and stayed there; 0.25 is the largest of 1.0, 0.5 and
+0.25 that trains.
+"""
 
 from experiments.configs import ptb_lstm_small
 
@@ -7,4 +13,5 @@ from experiments.configs import ptb_lstm_small
 def get_config():
   c = ptb_lstm_small.get_config()
   c.cell = 'rnn'
+  c.learning_rate = 0.25
   return c
