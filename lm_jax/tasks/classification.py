@@ -90,7 +90,7 @@ class ClassificationTask(SentenceTask):
     # The LM read each sentence right after the previous one's end of
     # line; starting the classifier's sentences with that token brings the
     # transplanted LSTM near the states it learnt to begin sentences from
-    # (about 2 points of dev accuracy on SST-2, README).
+    # (1-2 points of SST-2 dev accuracy at seed 0, README).
     start = '\n' if cfg.pretrained_lm and self.tokenizer.eos else ''
     self.examples = {
         split: {'inputs': [self.tokenizer.encode(start + s)
