@@ -82,7 +82,8 @@ def test_shared_noise_equals_repeated_per_example_noise():
   _, grouped = model.apply({'params': params}, inputs, targets, shared)
   _, each = model.apply({'params': params}, inputs, targets,
                         jnp.repeat(shared, 4, axis=0))
-  np.testing.assert_allclose(grouped, each, rtol=1e-6)
+  # The two paths reduce in different orders, so allow float32 rounding.
+  np.testing.assert_allclose(grouped, each, rtol=1e-5, atol=1e-6)
 
 
 def test_mean_with_summed_gradient():

@@ -18,12 +18,12 @@ def test_cached_cross_attention_projects_the_memory_once():
   plain = mha.apply({'params': params}, query, memory)
   out, created = mha.apply({'params': params}, query, memory, cache_kv=True,
                            mutable=['cache'])
-  np.testing.assert_allclose(out, plain, rtol=1e-6)
+  np.testing.assert_allclose(out, plain, rtol=1e-6, atol=1e-6)
   assert created['cache']['cross_key'].shape == (2, 5, 2, 4)
   # Later calls read the cache; the memory passed is no longer projected.
   again = mha.apply({'params': params, 'cache': created['cache']}, query,
                     jnp.zeros_like(memory), cache_kv=True, mutable=['cache'])
-  np.testing.assert_allclose(again[0], plain, rtol=1e-6)
+  np.testing.assert_allclose(again[0], plain, rtol=1e-6, atol=1e-6)
 
 
 def test_attention_weights_are_sown():
