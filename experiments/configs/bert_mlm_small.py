@@ -67,6 +67,7 @@ def get_config():
   c.beta2 = 0.999
   c.weight_decay = 0.01
   c.grad_clip_norm = 1.0
+  c.optimizer_flatten = False  # per-array updates: faster at this size
   c.batch_size = 64
   c.num_train_steps = 4000
   c.eval_every = 500

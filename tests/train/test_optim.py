@@ -146,11 +146,13 @@ def test_adamw_decays_only_kernels_and_embeddings(make_tiny_config,
                                err_msg=name)
 
 
+@pytest.mark.parametrize('flatten', [True, False])
 def test_adamw_with_clipping_matches_optax_reference(make_tiny_config,
-                                                     gpt_params):
+                                                     gpt_params, flatten):
   config = make_tiny_config(optimizer='adamw', grad_clip_norm=0.5,
                             weight_decay=0.1, beta1=0.9, beta2=0.99,
-                            warmup_steps=2, num_train_steps=10)
+                            warmup_steps=2, num_train_steps=10,
+                            optimizer_flatten=flatten)
   tx = optim.make_optimizer(config)
   decays = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
       lambda path, _: path[-1].key in ('kernel', 'embedding'), p)
