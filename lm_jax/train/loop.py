@@ -138,7 +138,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     stream.set_state(data_state)
     log.info('resumed from the checkpoint at step %d', step0)
   elif ckpt.steps():
-    raise ValueError(f'no checkpoint in {ckpt.directory} is readable; move '
+    raise ValueError(f'no checkpoint in {ckpt.directory} is readable (the '
+                     'warnings above say why; one written with another '
+                     'optimizer layout, e.g. optimizer_flatten, does not fit '
+                     'either): relaunch with the run\'s own settings, or move '
                      'that folder away to start the run afresh')
   else:
     pretrained = task.pretrained_params(state.params)

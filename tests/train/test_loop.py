@@ -270,6 +270,20 @@ def test_all_checkpoints_unreadable_refuses_to_start_over(uninterrupted,
   assert _records(workdir, '') == before
 
 
+def test_a_changed_optimizer_layout_refuses_to_start_over(uninterrupted,
+                                                          tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  config = uninterrupted['config'].copy_and_resolve_references()
+  assert config.optimizer_flatten
+  config.optimizer_flatten = False
+  config.num_train_steps += 3
+  before = _records(workdir, '')
+  with pytest.raises(ValueError, match='optimizer_flatten'):
+    loop.train_and_evaluate(config, workdir)
+  assert _records(workdir, '') == before
+
+
 def test_training_reduces_the_loss(make_tiny_config, tmp_path):
   """A sanity check no equivalence test can make: the gradient points
   downhill. 48 steps at a high learning rate take the tiny model well
