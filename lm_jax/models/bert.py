@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.positional import LearnedPositions
 from lm_jax.nn.transformer import ACTIVATIONS, TransformerBlock
 
@@ -116,7 +117,7 @@ class BertEncoder(nn.Module):
                                          embedding_init=_init(), dtype=dtype)
     self.embedding_norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon,
                                        dtype=dtype)
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate)
     # A list attribute names its blocks layer_0, layer_1, ...
     self.layer = [
         TransformerBlock(
@@ -286,7 +287,7 @@ class BertClassifier(nn.Module):
                                    dtype=dtype, name='pooler')(hidden[:, 0]))
     else:
       sentence = pool_mean(hidden, valid)
-    sentence = nn.Dropout(cfg.dropout_rate)(sentence, deterministic=not train)
+    sentence = Dropout(cfg.dropout_rate)(sentence, deterministic=not train)
     logits = nn.Dense(self.num_classes, kernel_init=_init(), dtype=dtype,
                       name='classifier')(sentence)
     return logits.astype(jnp.float32)

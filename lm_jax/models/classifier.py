@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import Dropout, keep_mask
 from lm_jax.nn.recurrent import StackedRNN
 from lm_jax.nn.rnn_attention import AttentivePooling
 
@@ -43,7 +44,7 @@ def drop_words(ids: Array, rate: float, unk_id: int, rng: Array) -> Array:
     unk_id: the unknown word's id.
     rng: a PRNG key.
   """
-  drop = jax.random.bernoulli(rng, rate, ids.shape) & (ids != 0)
+  drop = ~keep_mask(rng, rate, ids.shape) & (ids != 0)
   return jnp.where(drop, unk_id, ids)
 
 
@@ -169,7 +170,7 @@ class RecurrentClassifier(nn.Module):
                  embedding_init=nn.initializers.normal(0.1),
                  name='embed')(inputs).astype(self.dtype)
     x = with_extra_features(self, x, extra_features)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = Dropout(self.dropout_rate, deterministic=not train)(x)
     rnn = StackedRNN(self.cell_type, self.hidden_dim, self.num_layers,
                      self.bidirectional, self.dropout_rate, self.forget_bias,
                      dtype=self.dtype, name='rnn')
@@ -191,11 +192,11 @@ class RecurrentClassifier(nn.Module):
       sentence = pool(layer_outputs[-1], lengths, self.pooling)
     if self.sentence_norm:
       sentence = nn.LayerNorm(dtype=self.dtype, name='sentence_norm')(sentence)
-    sentence = nn.Dropout(self.dropout_rate, deterministic=not train)(sentence)
+    sentence = Dropout(self.dropout_rate, deterministic=not train)(sentence)
     if self.mlp_dim:
       sentence = jnp.tanh(nn.Dense(self.mlp_dim, dtype=self.dtype,
                                    name='mlp')(sentence))
-      sentence = nn.Dropout(self.dropout_rate,
+      sentence = Dropout(self.dropout_rate,
                             deterministic=not train)(sentence)
     logits = nn.Dense(self.num_classes, dtype=self.dtype,
                       name='output')(sentence)

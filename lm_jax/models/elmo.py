@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.recurrent import RNN, LSTMCell, uniform_init
 
 Array = jax.Array
@@ -73,7 +74,7 @@ class BiLM(nn.Module):
     self.backward_layers = [
         RNN(LSTMCell(cfg.hidden_size, forget_bias=1.0, **inits), reverse=True,
             name=f'layer{i}_bwd') for i in range(cfg.num_layers)]
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = Dropout(cfg.dropout_rate)
 
   def layers(self, tokens: Array, lengths: Array, train: bool = False
              ) -> list[Array]:

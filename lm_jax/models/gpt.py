@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn.attention import causal_mask
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.positional import make_positions
 from lm_jax.nn.transformer import TransformerBlock
 
@@ -83,7 +84,7 @@ class GPT(nn.Module):
     x = embed(tokens) + make_positions(
         cfg.positional, cfg.max_length, cfg.embed_dim, dtype, jnp.float32)(
             positions)
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    x = Dropout(cfg.dropout_rate)(x, deterministic=not train)
     for i in range(cfg.num_layers):
       x = TransformerBlock(
           num_heads=cfg.num_heads, mlp_dim=cfg.mlp_ratio * cfg.embed_dim,

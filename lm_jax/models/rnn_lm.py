@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.recurrent import StackedRNN, uniform_init
 
 Array = jax.Array
@@ -110,7 +111,7 @@ class RNNLM(nn.Module):
                        forget_bias=cfg.forget_bias, unroll=cfg.unroll,
                        dtype=dtype, name='rnn', **inits)
 
-    x = nn.Dropout(cfg.dropout_rate)(embed(tokens), deterministic=not train)
+    x = Dropout(cfg.dropout_rate)(embed(tokens), deterministic=not train)
     state = None
     if decode:
       state = self.variable('cache', 'carry', stack.initial_carry, batch)
@@ -118,7 +119,7 @@ class RNNLM(nn.Module):
                              train=train)
     if state is not None:
       state.value = carries
-    h = nn.Dropout(cfg.dropout_rate)(outputs[-1], deterministic=not train)
+    h = Dropout(cfg.dropout_rate)(outputs[-1], deterministic=not train)
     # Flat [batch * length, hidden] rows: one large matmul for the softmax.
     h = h.reshape(batch * length, -1)
     if cfg.tie_embeddings:

@@ -35,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.recurrent import CELLS, StackedRNN
 from lm_jax.nn.rnn_attention import AdditiveAttention, LuongAttention
 
@@ -182,7 +183,7 @@ class _Decoder(nn.Module):
     batch, length = tokens.shape
     embedded = nn.Embed(cfg.target_vocab_size, cfg.embed_dim, dtype=dtype,
                         name='embed')(tokens)
-    embedded = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=not train)
+    embedded = Dropout(cfg.dropout_rate)(embedded, deterministic=not train)
     step = _DecoderStep(cfg, name='step')
     output = nn.Dense(cfg.target_vocab_size, dtype=dtype, name='output')
     projected = step.project(embedded)
@@ -240,7 +241,7 @@ class Seq2SeqRNN(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     self.source_embed = nn.Embed(cfg.source_vocab_size, cfg.embed_dim,
                                  dtype=dtype)
-    self.embed_dropout = nn.Dropout(cfg.dropout_rate)
+    self.embed_dropout = Dropout(cfg.dropout_rate)
     self.encoder = StackedRNN(cfg.cell, cfg.encoder_dim,
                               num_layers=cfg.encoder_layers,
                               bidirectional=True,

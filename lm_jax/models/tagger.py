@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from lm_jax.models.classifier import (drop_words, final_hidden, lengths_of,
                                       with_extra_features)
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.recurrent import StackedRNN
 
 Array = jax.Array
@@ -188,12 +189,12 @@ class RecurrentTagger(nn.Module):
       features.append(self._char_features(chars, inputs).astype(self.dtype))
     x = with_extra_features(self, jnp.concatenate(features, axis=-1),
                             extra_features)
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = Dropout(self.dropout_rate, deterministic=not train)(x)
     _, layer_outputs = StackedRNN(
         self.cell_type, self.hidden_dim, self.num_layers, bidirectional=True,
         dropout_rate=self.dropout_rate, forget_bias=self.forget_bias,
         dtype=self.dtype, name='rnn')(x, lengths, train=train)
-    y = nn.Dropout(self.dropout_rate,
+    y = Dropout(self.dropout_rate,
                    deterministic=not train)(layer_outputs[-1])
     logits = nn.Dense(self.num_tags, dtype=self.dtype, name='output')(y)
     return logits.astype(jnp.float32)

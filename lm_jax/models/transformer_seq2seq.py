@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn.attention import causal_mask
+from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.positional import sinusoidal_encoding
 from lm_jax.nn.transformer import TransformerBlock
 
@@ -103,7 +104,7 @@ class _Stack(nn.Module):
     positions = start + jnp.arange(length)
     x = self.embed(tokens) * math.sqrt(cfg.embed_dim)
     x = x + sinusoidal_encoding(positions, cfg.embed_dim).astype(dtype)[None]
-    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    x = Dropout(cfg.dropout_rate)(x, deterministic=not train)
     encoder_mask = None
     if self.decoder:
       # Each target position sees every real source token.

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import dropout
+
 Array = jax.Array
 
 
@@ -89,8 +91,7 @@ def dot_product_attention(
     weights = jnp.where(mask, weights, 0.0)
   weights = weights.astype(dtype)
   if not deterministic and dropout_rate > 0.0:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(dtype)
+    weights = dropout(weights, dropout_rate, dropout_rng)
   out = jnp.einsum('bhqk,bkhd->bqhd', weights, value)
   return (out, weights) if return_weights else out
 

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn.dropout import Dropout
+
 Array = jax.Array
 Carry = Any  # an Array, or a tuple of Arrays for the LSTM's (c, h)
 Initializer = Callable[..., Array]
@@ -305,7 +307,7 @@ class StackedRNN(nn.Module):
       layer_outputs.append(y)
       x = y
       if layer < self.num_layers - 1:
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate, deterministic=not train)(x)
     return carries, layer_outputs
 
 

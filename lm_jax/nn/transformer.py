@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn.attention import MultiHeadAttention
+from lm_jax.nn.dropout import Dropout
 
 Array = jax.Array
 
@@ -94,7 +95,7 @@ class MLP(nn.Module):
     h = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
                  kernel_init=self.out_kernel_init, name='proj')(h)
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return h.reshape(shape)
 
 
@@ -144,7 +145,7 @@ class TransformerBlock(nn.Module):
 
   def _sublayer(self, x: Array, fn, name: str, deterministic: bool) -> Array:
     """x + dropout(fn(norm(x))) for pre-LN; norm(x + dropout(fn(x))) post-LN."""
-    drop = nn.Dropout(self.dropout_rate)
+    drop = Dropout(self.dropout_rate)
     if self.pre_norm:
       return x + drop(fn(self._norm(name)(x)), deterministic=deterministic)
     return self._norm(name)(x + drop(fn(x), deterministic=deterministic))

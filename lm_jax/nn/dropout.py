@@ -1,0 +1,118 @@
+"""Dropout from 16-bit random draws.
+
+`flax.linen.Dropout` draws one 32-bit threefry word per element and turns
+it into a float in [0, 1) before comparing (`jax.random.bernoulli`). A
+keep/drop decision needs far fewer bits: here each 32-bit word gives two
+16-bit draws, compared as integers. On this project's CPU machine that made
+the dropout masks of a small BERT's training step 2.8-3.8x cheaper (a
+`[64, 4, 128, 128]` attention-weight mask: 104 ms -> 36 ms), which was
+about a fifth of the whole step.
+
+The drop probability is `rate` rounded to a multiple of 2^-16 (0.1 becomes
+0.100006); kept values are scaled by the inverse of the exact keep
+probability, so the expectation is unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_LEVELS = 1 << 16
+
+
+def _threshold(rate: float) -> int:
+  """Draws (uniform on [0, 2^16)) below this are dropped."""
+  if not 0.0 <= rate <= 1.0:
+    raise ValueError(f'dropout rate {rate} is not in [0, 1]')
+  return min(_LEVELS, round(rate * _LEVELS))
+
+
+def drop_probability(rate: float) -> float:
+  """The probability with which `keep_mask` drops an element: `rate`
+  rounded to a multiple of 2^-16."""
+  return _threshold(rate) / _LEVELS
+
+
+def keep_mask(rng: Array, rate: float, shape: Sequence[int]) -> Array:
+  """bool `shape`: independent draws, each False (dropped) with probability
+  `drop_probability(rate)`.
+
+  Args:
+    rng: a PRNG key.
+    rate: the drop rate, in [0, 1].
+    shape: the mask's shape.
+  """
+  shape = tuple(shape)
+  size = 1
+  for n in shape:
+    size *= n
+  words = jax.random.bits(rng, ((size + 1) // 2,), jnp.uint32)
+  # Interleaved, so neighbouring elements come from one word.
+  halves = jnp.stack([words & 0xFFFF, words >> 16], axis=-1).reshape(-1)
+  return (halves[:size] >= jnp.uint32(_threshold(rate))).reshape(shape)
+
+
+def dropout(x: Array, rate: float, rng: Array,
+            broadcast_dims: Sequence[int] = ()) -> Array:
+  """Inverted dropout: drops elements of `x` and scales the rest so the
+  expectation is unchanged.
+
+  Args:
+    x: any array.
+    rate: the drop rate, in [0, 1].
+    rng: a PRNG key.
+    broadcast_dims: axes along which one decision is shared (e.g. the time
+      axis, for the same mask at every step).
+
+  Returns:
+    An array of `x`'s shape and dtype.
+  """
+  keep_probability = 1.0 - drop_probability(rate)
+  if keep_probability == 1.0:
+    return x
+  if keep_probability == 0.0:
+    return jnp.zeros_like(x)
+  shape = [1 if axis in _normalised(broadcast_dims, x.ndim) else n
+           for axis, n in enumerate(x.shape)]
+  keep = jnp.broadcast_to(keep_mask(rng, rate, shape), x.shape)
+  scaled = x / jnp.asarray(keep_probability, x.dtype)
+  return jnp.where(keep, scaled, jnp.zeros_like(x))
+
+
+def _normalised(axes: Sequence[int], ndim: int) -> set[int]:
+  return {axis % ndim for axis in axes}
+
+
+class Dropout(nn.Module):
+  """`flax.linen.Dropout`'s interface over `dropout`.
+
+  Attributes:
+    rate: the drop rate, in [0, 1].
+    broadcast_dims: axes that share one decision.
+    deterministic: if True, the input passes unchanged (may instead be given
+      to `__call__`).
+    rng_collection: the rng stream the mask is drawn from.
+  """
+
+  rate: float
+  broadcast_dims: Sequence[int] = ()
+  deterministic: Optional[bool] = None
+  rng_collection: str = 'dropout'
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: Optional[bool] = None,
+               rng: Optional[Array] = None) -> Array:
+    """Drops elements of `x` (any shape) unless deterministic."""
+    deterministic = nn.merge_param('deterministic', self.deterministic,
+                                   deterministic)
+    if deterministic or self.rate == 0.0:
+      return x
+    if rng is None:
+      rng = self.make_rng(self.rng_collection)
+    return dropout(x, self.rate, rng, self.broadcast_dims)
