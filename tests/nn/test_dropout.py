@@ -9,18 +9,23 @@ import pytest
 from lm_jax.nn.dropout import Dropout, drop_probability, dropout, keep_mask
 
 
+# (1001, 1000): two draws per 32-bit word, halves along axis 1;
+# (1000, 1001) and (1_001_000,): no even axis after the first, one word per
+# element.
+@pytest.mark.parametrize('shape', [(1001, 1000), (1000, 1001), (1_001_000,)])
 @pytest.mark.parametrize('rate', [0.1, 0.2, 0.5, 0.9])
-def test_the_drop_rate_is_the_asked_one(rate):
-  n = 1_000_001  # odd: the last 32-bit word gives one draw, not two
-  kept = np.asarray(keep_mask(jax.random.key(0), rate, (n,)))
+def test_the_drop_rate_is_the_asked_one(rate, shape):
+  n = int(np.prod(shape))
+  kept = np.asarray(keep_mask(jax.random.key(0), rate, shape))
   # Five standard deviations of a binomial count.
   assert abs((1 - kept.mean()) - rate) < 5 * np.sqrt(rate * (1 - rate) / n)
   assert drop_probability(rate) == pytest.approx(rate, abs=2 ** -17)
 
 
 def test_both_halves_of_each_word_are_fair_and_independent():
-  kept = np.asarray(keep_mask(jax.random.key(1), 0.5, (400_000,)))
-  low, high = kept[0::2], kept[1::2]
+  # The first even axis (here axis 1) is split: its halves share words.
+  kept = np.asarray(keep_mask(jax.random.key(1), 0.5, (5, 80_000)))
+  low, high = kept[:, :40_000], kept[:, 40_000:]
   for half in (low, high):
     assert abs(half.mean() - 0.5) < 0.005
   # Independent halves: both kept a quarter of the time.
@@ -45,6 +50,9 @@ def test_shapes_dtypes_and_extreme_rates():
   chex.assert_trees_all_equal(dropout(x, 1.0, jax.random.key(3)),
                               jnp.zeros_like(x))
   assert keep_mask(jax.random.key(3), 0.5, ()).shape == ()
+  for shape in ((7, 1), (6, 4)):  # one word per element; two
+    assert not np.asarray(keep_mask(jax.random.key(3), 1.0, shape)).any()
+    assert np.asarray(keep_mask(jax.random.key(3), 0.0, shape)).all()
   with pytest.raises(ValueError, match='not in'):
     dropout(x, 1.5, jax.random.key(3))
 
@@ -71,3 +79,21 @@ def test_the_module_drops_only_in_training_and_by_its_rng():
   assert set(np.unique(np.asarray(a))) <= {0.0, 2.0}
   with pytest.raises(ValueError):
     layer.apply({}, x)  # deterministic given nowhere
+
+
+def test_a_batch_sharded_mask_needs_no_communication():
+  """The batch axis (0) is sharded in data parallelism: the mask of a
+  sharded activation is drawn where its rows live."""
+  assert jax.device_count() >= 2
+  mesh = jax.make_mesh((2,), ('data',))
+  by_batch = jax.sharding.NamedSharding(mesh,
+                                        jax.sharding.PartitionSpec('data'))
+  x = jax.device_put(jnp.ones((8, 4, 6, 6)), by_batch)
+  step = jax.jit(lambda x, rng: dropout(x, 0.1, rng) * 2)
+  hlo = step.lower(x, jax.random.key(7)).compile().as_text()
+  for collective in ('all-to-all', 'all-gather', 'collective-permute'):
+    assert collective not in hlo
+  np.testing.assert_array_equal(
+      np.asarray(step(x, jax.random.key(7))),
+      np.asarray(jax.jit(lambda x, rng: dropout(x, 0.1, rng) * 2)(
+          np.ones((8, 4, 6, 6), np.float32), jax.random.key(7))))
