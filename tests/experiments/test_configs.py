@@ -21,7 +21,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
 PRESETS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                  if f.endswith('.py') and f not in ('base.py', '__init__.py'))
 SMALLER_BATCH = {'shakespeare_char': {'batch_size': 8, 'block_size': 64}}
-SMALLER_TRANSLATION_BATCH = {'batch_size': 16}
+# Beam search of an untrained model runs to the length limit: keep it short.
+SMALLER_TRANSLATION_BATCH = {'batch_size': 16, 'max_decode_length': 8}
 # Presets that start from another preset's run: preset -> (the config key
 # naming that run's workdir, the other preset).
 PRETRAINED_FROM = {'sst2_ulmfit': ('pretrained_lm', 'sst2_lm'),
