@@ -53,8 +53,7 @@ def keep_mask(rng: Array, rate: float, shape: Sequence[int]) -> Array:
   threshold = jnp.uint32(_threshold(rate))
   # Axis 0 is never split: it is the batch axis, which data parallelism
   # shards across devices, and halves along it would need an all-to-all
-  # between them (and under load the CPU backend's in-process rendezvous
-  # for it can time out and abort a run).
+  # between them for every mask.
   even = [axis for axis, n in enumerate(shape) if axis > 0 and n % 2 == 0]
   if not even:
     # One word per element, of which the top 16 bits are compared: the

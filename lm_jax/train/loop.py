@@ -28,6 +28,8 @@ from lm_jax.train.steps import (TrainState, averages, make_eval_step,
                                 make_train_step)
 
 log = logging.getLogger('lm_jax')
+# Training steps dispatched ahead of the one the host waits for.
+_MAX_STEPS_IN_FLIGHT = 4
 
 
 def _profile_window(spec: str) -> Optional[tuple[int, int]]:
@@ -179,6 +181,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     # Summed on the host at log time: adding on device would dispatch a
     # few tiny ops every step.
     pending.append(metrics)
+    if len(pending) > _MAX_STEPS_IN_FLIGHT:
+      # Dispatch stays a few steps ahead, not hundreds: with hundreds of
+      # multi-device steps queued, XLA's CPU backend has left one device
+      # out of a gradient all-reduce until its rendezvous timed out and
+      # aborted the run (with log_every=500, never with 250 or less).
+      jax.block_until_ready(pending[-1 - _MAX_STEPS_IN_FLIGHT])
     if profile and step == profile[1]:
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
