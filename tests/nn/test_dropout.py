@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lm_jax.nn.dropout import Dropout, drop_probability, dropout, keep_mask
+from lm_jax.train import parallel
 
 
 # (1001, 1000): two draws per 32-bit word, halves along axis 1;
@@ -85,15 +86,12 @@ def test_a_batch_sharded_mask_needs_no_communication():
   """The batch axis (0) is sharded in data parallelism: the mask of a
   sharded activation is drawn where its rows live."""
   assert jax.device_count() >= 2
-  mesh = jax.make_mesh((2,), ('data',))
-  by_batch = jax.sharding.NamedSharding(mesh,
-                                        jax.sharding.PartitionSpec('data'))
-  x = jax.device_put(jnp.ones((8, 4, 6, 6)), by_batch)
+  mesh = parallel.make_data_mesh(2)
+  x = jax.device_put(jnp.ones((8, 4, 6, 6)), parallel.batch_sharded(mesh))
   step = jax.jit(lambda x, rng: dropout(x, 0.1, rng) * 2)
   hlo = step.lower(x, jax.random.key(7)).compile().as_text()
   for collective in ('all-to-all', 'all-gather', 'collective-permute'):
     assert collective not in hlo
   np.testing.assert_array_equal(
       np.asarray(step(x, jax.random.key(7))),
-      np.asarray(jax.jit(lambda x, rng: dropout(x, 0.1, rng) * 2)(
-          np.ones((8, 4, 6, 6), np.float32), jax.random.key(7))))
+      np.asarray(step(np.ones((8, 4, 6, 6), np.float32), jax.random.key(7))))
