@@ -6,12 +6,13 @@ First pre-train it (its workdir is where this preset looks):
   ./launch.sh train sst2_bert_small       # or --config.init_from=DIR
 
 The run takes the pre-trained run's WordPiece vocabulary and architecture
-(4 post-LN blocks, 256 wide) and starts from its encoder and pooler; the
+(2 post-LN blocks, 128 wide) and starts from its encoder and pooler; the
 classifier (pooled [CLS] -> dropout 0.1 -> linear) starts fresh. Recipe of
-Devlin et al. (2019) for small data sets, with Turc et al.'s (2019) rate for
-small BERTs: AdamW (weight decay 0.01), peak rate 1e-4 after 10% of the
-steps, linear decay to 0, batches of 32 sentences (cut to 128 ids), 3
-epochs. `eval_accuracy` is the accuracy on the whole dev split (872
+Devlin et al. (2019) for small data sets, with the highest rate of Turc et
+al.'s (2019) grid for small BERTs: AdamW (weight decay 0.01), peak rate 3e-4
+after 10% of the steps, linear decay to 0, batches of 32 sentences (cut to
+64 ids, the pre-training length), 3 epochs. Dev accuracy over three seeds:
+83.37% mean at 3e-4, 82.00% at 1e-4; from random weights 80.09% and 79.86%. `eval_accuracy` is the accuracy on the whole dev split (872
 sentences). 67,349 training examples make 2,104 batches an epoch.
 """
 
@@ -27,10 +28,10 @@ def get_config():
   c.pooling = 'cls'
   c.dropout_rate = 0.1
   c.attention_dropout_rate = 0.1
-  c.block_size = 128  # ids per sentence at most
+  c.block_size = 64  # ids per sentence at most, as in pre-training
   c.length_multiple = 8
   c.length_bucketing = True
-  c.learning_rate = 1e-4
+  c.learning_rate = 3e-4
   c.min_learning_rate = 0.0
   c.schedule = 'linear'
   c.warmup_steps = 631  # 10% of the steps
