@@ -29,7 +29,7 @@ def get_config():
   c = sst2_bert_small.get_config()
   c.init_from = os.path.join(base.RUNS_DIR, 'minilm')
   c.pooling = 'mean'
-  c.block_size = 128
+  c.block_size = 128  # the checkpoint has 512 positions, not 64
   c.learning_rate = 5e-5
   c.warmup_steps = 421  # 10% of the steps
   c.num_train_steps = 4208  # 2 epochs
