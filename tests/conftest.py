@@ -38,13 +38,32 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+
+def _test_run_dir(purpose: str) -> str:
+  """A temporary folder shared by every process of this test run.
+
+  The process that makes it (pytest, or pytest-xdist's controller) exports
+  its path and removes it at exit; xdist's workers, started later, inherit
+  the path, so what one worker prepared the other reuses.
+  """
+  variable = f'LM_JAX_TESTS_{purpose.upper()}'
+  path = os.environ.get(variable, '')
+  if not os.path.isdir(path):
+    path = tempfile.mkdtemp(prefix=f'lm_jax_tests_{purpose}_')
+    os.environ[variable] = path
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
 # Many tests compile the same small programs from different Python closures;
-# a per-session persistent cache compiles each program once.
-_XLA_CACHE = tempfile.mkdtemp(prefix='lm_jax_tests_xla_cache_')
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+# a persistent cache compiles each program once per test run, whichever
+# worker asks first. (A read that races the other worker's write of the same
+# entry fails softly: jax warns and compiles.)
+_XLA_CACHE = _test_run_dir('xla_cache')
 jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+_TFDS_CACHE = _test_run_dir('tfds_cache')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CORPUS_CHARS = 20_000
@@ -65,9 +84,11 @@ def shared_data_dir() -> str:
 
 
 @pytest.fixture(scope='session')
-def shared_cache_dir(tmp_path_factory) -> str:
-  """The prepared-dataset cache for `shared_data_dir` (one per session)."""
-  return str(tmp_path_factory.mktemp('tfds_cache_shared'))
+def shared_cache_dir() -> str:
+  """The prepared-dataset cache for `shared_data_dir`, one per test run:
+  each corpus is prepared once, by the first worker to need it (under
+  `prepared`'s lock), and read by both."""
+  return _TFDS_CACHE
 
 
 def _tiny_text() -> str:

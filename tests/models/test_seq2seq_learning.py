@@ -47,6 +47,16 @@ SETUPS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def optimized_compilation():
+  """Hundreds of steps repay XLA's optimisation passes (a quarter less time
+  here), which the suite turns off for its many short programs."""
+  disabled = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', False)
+  yield
+  jax.config.update('jax_disable_most_optimizations', disabled)
+
+
 def train(model, steps, learning_rate, seed=0):
   rng = np.random.default_rng(seed)
   params = jax.jit(model.init)(jax.random.key(seed),
