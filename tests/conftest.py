@@ -6,6 +6,8 @@ backend starts, so it is set here, before any test module imports JAX.
 
 Fixtures:
   shared_data_dir: the real corpora (`$LM_JAX_DATA` or `../shared/data`).
+  shared_cache_dir: their prepared tfds datasets, shared by the run's
+    workers.
   tiny_corpus_dir: a `tiny_shakespeare/input.txt` of 20,000 characters.
   make_tiny_config: a factory of tiny GPT run configs on that corpus.
   make_tiny_task, tiny_task: prepared `LanguageModelingTask`s of tiny
