@@ -2,11 +2,12 @@
 products against contracting the `[batch, length, heads, head_dim]` layout
 in place, at all-MiniLM-L6-v2's shape (12 heads of 32) and several lengths.
 
-Both compute the same function (checked here to 1e-4 after the six layers): q k^T / sqrt(d),
-masked softmax, then the weighted sum of values. `in place` is the one-line
-einsum formulation ('bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd'); `heads-first`
-is `lm_jax.nn.attention.dot_product_attention`, which multiplies transposed
-copies (`[batch, heads, length, dim]`, keys `[batch, heads, dim, length]`).
+Both compute the same function (checked here to 1e-4 after six layers):
+q k^T / sqrt(d), masked softmax, then the weighted sum of values. `in place`
+is the one-line einsum formulation ('bqhd,bkhd->bhqk', 'bhqk,bkhd->bqhd');
+`heads-first` is `lm_jax.nn.attention.dot_product_attention`, which
+multiplies transposed copies (`[batch, heads, length, dim]`, keys
+`[batch, heads, dim, length]`).
 Each program runs six attentions in a row (MiniLM's depth); forward alone,
 and forward plus the gradient with respect to the inputs.
 

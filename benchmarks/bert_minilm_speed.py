@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 
+import huge_pages  # beside this script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_PYTHON = os.path.join(ROOT, '.venv-bench', 'bin', 'python')
 
@@ -242,10 +244,7 @@ def main():
                       help='(internal) the PyTorch side, on --batches')
   parser.add_argument('--batches', default='')
   args = parser.parse_args()
-  if 'GLIBC_TUNABLES' not in os.environ:
-    # Run both sides with the allocator setting ./launch.sh exports.
-    os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=1'
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+  huge_pages.rerun_with_huge_pages()
   if args.torch:
     print(json.dumps(torch_side(args)))
     return

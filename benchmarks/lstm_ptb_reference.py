@@ -25,12 +25,13 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 import torch
 from torch import nn
+
+import huge_pages  # beside this script
 
 DATA = os.environ.get('LM_JAX_DATA') or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data')
@@ -86,12 +87,7 @@ def main():
                       help='timed batches when --epochs is 0')
   parser.add_argument('--epochs', type=int, default=0)
   args = parser.parse_args()
-  if 'GLIBC_TUNABLES' not in os.environ:
-    # The allocator setting ./launch.sh exports: the step's large buffers
-    # (the [700, 10000] logits) on transparent huge pages, not faulted in
-    # 4 KB at a time (PyTorch: 68.6 against 58.2 ms a batch here without it).
-    os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=1'
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+  huge_pages.rerun_with_huge_pages()
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   words = _read('train')

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+import huge_pages  # beside this script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -84,12 +86,7 @@ def main() -> None:
   parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
                       help='DEVICES:UNROLL settings for the table')
   args = parser.parse_args()
-  if 'GLIBC_TUNABLES' not in os.environ:
-    # The allocator setting ./launch.sh exports: the step's large buffers
-    # (the [700, 10000] logits) on transparent huge pages, not faulted in
-    # 4 KB at a time (lm_jax: 116.5 against 90 ms a batch here without it).
-    os.environ['GLIBC_TUNABLES'] = 'glibc.malloc.hugetlb=1'
-    os.execv(sys.executable, [sys.executable] + sys.argv)
+  huge_pages.rerun_with_huge_pages()
   if args.one:
     print(json.dumps(_measure(args)))
     return
