@@ -88,6 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.max_train_examples = 0  # > 0: a fixed random sample of the train split
   c.data_seed = 0  # draws that sample
   c.sentence_norm = False  # LayerNorm on the classifier's sentence vector
+  c.sentence_markers = False  # '<s>' and '</s>' around each classified
+  # sentence (the flax SST-2 example's BOS/EOS)
+  c.pooling_dropout = False  # dropout on the states before pooling, too
   c.mlp_dim = 0  # the classifier's hidden layer; 0: a linear head
   c.word_dropout_rate = 0.0  # words replaced by <unk> in training
   c.char_encoder = 'none'  # the tagger's word features from characters:

@@ -112,6 +112,9 @@ class RecurrentClassifier(nn.Module):
     dropout_rate: dropout on the embeddings, between recurrent layers, on
       the sentence vector and in the MLP.
     word_dropout_rate: word dropout (see `drop_words`) in training.
+    pooling_dropout: dropout on the last layer's states before they are
+      pooled, as well as on the sentence vector (the flax SST-2 example
+      drops both around its attention).
     unk_id: the unknown word's id, for word dropout.
     forget_bias: the LSTM's forget-gate bias.
     sentence_norm: LayerNorm on the sentence vector before the head, so
@@ -134,6 +137,7 @@ class RecurrentClassifier(nn.Module):
   mlp_dim: int = 0
   dropout_rate: float = 0.5
   word_dropout_rate: float = 0.0
+  pooling_dropout: bool = False
   unk_id: int = 1
   forget_bias: float = 1.0
   sentence_norm: bool = False
@@ -175,6 +179,9 @@ class RecurrentClassifier(nn.Module):
                      self.bidirectional, self.dropout_rate, self.forget_bias,
                      dtype=self.dtype, name='rnn')
     carries, layer_outputs = rnn(x, lengths, train=train)
+    if self.pooling_dropout:
+      layer_outputs[-1] = Dropout(self.dropout_rate, deterministic=not train)(
+          layer_outputs[-1])
     top = carries[-rnn.directions:]  # the last layer's directions
     last = jnp.concatenate([final_hidden(c) for c in top], axis=-1)
     if self.pooling == 'last':

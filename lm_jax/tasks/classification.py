@@ -19,6 +19,8 @@ from lm_jax.models.elmo import WithElmo
 from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
 
+MARKERS = ('<s>', '</s>')  # sentence start and end, with sentence_markers
+
 # What a classifier takes from a recurrent LM (`models.rnn_lm.RNNLM`): its
 # word embeddings and its recurrent layers; the softmax is left behind.
 _FROM_LM = {'embed': 'token_embedding', 'rnn': 'rnn'}
@@ -47,7 +49,8 @@ class ClassificationTask(SentenceTask):
   data_dir, cache_dir, model ('classifier'), min_count, pretrained_lm,
   elmo_bilm, frozen_params, max_train_examples, data_seed, embed_dim,
   hidden_size, num_layers, bidirectional, cell, pooling, sentence_norm,
-  mlp_dim, dropout_rate, word_dropout_rate, forget_bias, compute_dtype,
+  mlp_dim, dropout_rate, word_dropout_rate, sentence_markers,
+  pooling_dropout, forget_bias, compute_dtype,
   batch_size, seed, eval_steps, length_multiple, length_bucketing.
   """
 
@@ -69,11 +72,13 @@ class ClassificationTask(SentenceTask):
       raise ValueError('pretrained_lm and elmo_bilm each bring their own '
                        'vocabulary: set one of them')
     if cfg.elmo_bilm:
-      if pretrained.ELMO_BILM not in cfg.frozen_params.split(','):
-        raise ValueError('ELMo keeps its bi-LM frozen: add '
-                         f"--config.frozen_params={pretrained.ELMO_BILM}")
-      self.tokenizer, elmo = pretrained.elmo_from_run(cfg.elmo_bilm)
+      self.tokenizer, elmo = pretrained.elmo_for(cfg)
     elif cfg.pretrained_lm:
+      if cfg.sentence_markers:
+        raise ValueError('sentence_markers adds words the LM in '
+                         f'{cfg.pretrained_lm} never saw (its sentences '
+                         'begin with its end-of-line word): set '
+                         '--config.sentence_markers=False')
       if cfg.bidirectional:
         raise ValueError('a classifier fine-tuned from a one-directional LM '
                          'must be one-directional: set '
@@ -86,14 +91,23 @@ class ClassificationTask(SentenceTask):
     else:
       self.tokenizer = WordTokenizer.from_text(
           '\n'.join(splits['train'][0]), min_count=cfg.min_count,
-          specials=SPECIALS, eos='')
+          specials=SPECIALS + (MARKERS if cfg.sentence_markers else ()),
+          eos='')
     # The LM read each sentence right after the previous one's end of
     # line; starting the classifier's sentences with that token brings the
     # transplanted LSTM near the states it learnt to begin sentences from
     # (1-2 points of SST-2 dev accuracy at seed 0, README).
     start = '\n' if cfg.pretrained_lm and self.tokenizer.eos else ''
+    end = ''
+    if cfg.sentence_markers:
+      # A bi-LSTM's states at the markers have read the whole sentence and
+      # no word of it yet, something the attention pooling can pick.
+      if not set(MARKERS) <= set(getattr(self.tokenizer, 'words', ())):
+        raise ValueError(f'sentence_markers needs the words {MARKERS} in '
+                         'the vocabulary')
+      start, end = MARKERS[0] + ' ', ' ' + MARKERS[1]
     self.examples = {
-        split: {'inputs': [self.tokenizer.encode(start + s)
+        split: {'inputs': [self.tokenizer.encode(start + s + end)
                            for s in sentences],
                 'targets': labels}
         for split, (sentences, labels) in splits.items()}
@@ -105,7 +119,8 @@ class ClassificationTask(SentenceTask):
         cell_type=cfg.cell, pooling=cfg.pooling, mlp_dim=cfg.mlp_dim,
         dropout_rate=cfg.dropout_rate,
         word_dropout_rate=cfg.word_dropout_rate,
-        unk_id=self.tokenizer.unk_id, forget_bias=cfg.forget_bias,
+        pooling_dropout=cfg.pooling_dropout, unk_id=self.tokenizer.unk_id,
+        forget_bias=cfg.forget_bias,
         sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         dtype=cfg.compute_dtype)

@@ -59,6 +59,15 @@ def elmo_from_run(workdir: str) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
       bos_id=tokenizer.words.index('<s>'), eos_id=tokenizer.words.index('</s>'))
 
 
+def elmo_for(config) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
+  """`elmo_from_run(config.elmo_bilm)` for a downstream task's config,
+  which must keep the bi-LM frozen."""
+  if ELMO_BILM not in config.frozen_params.split(','):
+    raise ValueError('ELMo keeps its bi-LM frozen: add '
+                     f'--config.frozen_params={ELMO_BILM}')
+  return elmo_from_run(config.elmo_bilm)
+
+
 def transplant(params: Any, source: Any, mapping: Mapping[str, str],
                source_name: str = 'the pre-trained model') -> Any:
   """`params` with subtrees replaced by `source`'s.

@@ -107,6 +107,25 @@ def test_drop_words_replaces_words_never_padding():
   assert not np.allclose(train, test)
 
 
+def test_pooling_dropout_drops_the_states_before_pooling():
+  inputs = jnp.array([[3, 4, 5, 6, 7, 8]])
+  for flag in (False, True):
+    model, params = _model(pooling='max', dropout_rate=0.5,
+                           pooling_dropout=flag)
+    _, state = model.apply({'params': params}, inputs, train=True,
+                           rngs={'dropout': jax.random.key(1)},
+                           capture_intermediates=True,
+                           mutable=['intermediates'])
+    # Every dropout's output; the states are [batch, length, 2 * hidden].
+    dropped = [out for name, calls in state['intermediates'].items()
+               if name.startswith('Dropout')
+               for out in calls['__call__']
+               if out.shape == (1, 6, 12)]
+    assert len(dropped) == flag
+    if flag:
+      assert 0.2 < float((dropped[0] == 0).mean()) < 0.8
+
+
 def _synthetic(n, rng):
   """Class = whether word 3 occurs, anywhere in a sentence of 2-8 words of
   ids 2..11: a model that ignores its input scores about 50%."""

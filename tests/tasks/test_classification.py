@@ -82,6 +82,21 @@ def test_accuracy_counts_sentences_not_padding_rows(task):
   assert counts == [8, 8, 4]
 
 
+def test_sentence_markers_surround_every_sentence(raw_dir, tmp_path):
+  plain = tasks.make_task(_config(raw_dir, str(tmp_path)))
+  plain.prepare()
+  marked = tasks.make_task(_config(raw_dir, str(tmp_path),
+                                   sentence_markers=True))
+  marked.prepare()
+  assert marked.tokenizer.words[:4] == ['<pad>', '<unk>', '<s>', '</s>']
+  for split in ('train', 'validation'):
+    for a, b in zip(plain.examples[split]['inputs'],
+                    marked.examples[split]['inputs']):
+      assert list(b[[0, -1]]) == [2, 3]
+      assert ([plain.tokenizer.words[i] for i in a]
+              == [marked.tokenizer.words[i] for i in b[1:-1]])
+
+
 def test_wrong_model_name_is_an_error(raw_dir, tmp_path):
   with pytest.raises(ValueError, match="trains model 'classifier'"):
     tasks.make_task(_config(raw_dir, str(tmp_path), model='tagger')).prepare()
