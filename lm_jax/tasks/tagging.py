@@ -14,21 +14,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from lm_jax.data import padded_batches
-from lm_jax.data.builders.conllu import UPOS_TAGS, load_sentences
+from lm_jax.data.builders.conllu import (UPOS_TAGS, load_sentences,
+                                         word_form)
 from lm_jax.data.tokenizers import WordTokenizer
+from lm_jax.models.elmo import WithElmo
 from lm_jax.models.tagger import RecurrentTagger
+from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
-
-def _form(word: str) -> str:
-  """A word form as one white-space-free vocabulary entry (the word
-  tokenizer splits at white space; a few UD forms contain a space)."""
-  return '_'.join(word.split()) or '_'
-
 
 def word_vocabulary(sentences: Sequence[Sequence[str]], min_count: int = 1
                     ) -> WordTokenizer:
   """Words of `sentences` seen `min_count` times, after `SPECIALS`."""
-  text = '\n'.join(' '.join(map(_form, words)) for words in sentences)
+  text = '\n'.join(' '.join(map(word_form, words)) for words in sentences)
   return WordTokenizer.from_text(text, min_count=min_count, specials=SPECIALS,
                                  eos='')
 
@@ -42,7 +39,7 @@ def char_vocabulary(sentences: Sequence[Sequence[str]]) -> WordTokenizer:
 def encode_words(tokenizer: WordTokenizer, words: Sequence[str]
                  ) -> np.ndarray:
   """int32 `[len(words)]` ids, one per word."""
-  return tokenizer.encode(' '.join(map(_form, words)))
+  return tokenizer.encode(' '.join(map(word_form, words)))
 
 
 def word_chars(chars: WordTokenizer, word: str, width: int) -> np.ndarray:
@@ -59,8 +56,15 @@ def word_chars(chars: WordTokenizer, word: str, width: int) -> np.ndarray:
 class TaggingTask(SentenceTask):
   """A bi-LSTM tagger trained on a treebank's UPOS tags.
 
+  With `elmo_bilm`, the workdir of a bi-LM (task 'bilm', e.g. trained on
+  the treebank's own training sentences), the words also get ELMo vectors,
+  the learned mix of that bi-LM's frozen layers, beside their embeddings
+  and character features (Peters et al. 2018); the word vocabulary is the
+  bi-LM's.
+
   Config keys read here: corpus (a treebank of `conllu.TREEBANKS`),
-  data_dir, cache_dir, model ('tagger'), min_count, embed_dim,
+  data_dir, cache_dir, model ('tagger'), min_count, elmo_bilm,
+  frozen_params, embed_dim,
   hidden_size, num_layers, cell, dropout_rate, word_dropout_rate,
   forget_bias, char_encoder, char_embed_dim, char_features,
   char_kernel_size, max_word_chars, compute_dtype, batch_size, seed,
@@ -78,7 +82,11 @@ class TaggingTask(SentenceTask):
                                     cfg.cache_dir)
               for split in ('train', 'validation', 'test')}
     train_words = [words for words, _ in splits['train']]
-    self.tokenizer = word_vocabulary(train_words, cfg.min_count)
+    elmo = None
+    if cfg.elmo_bilm:
+      self.tokenizer, elmo = pretrained.elmo_for(cfg)
+    else:
+      self.tokenizer = word_vocabulary(train_words, cfg.min_count)
     self.char_tokenizer = (char_vocabulary(train_words)
                   if cfg.char_encoder != 'none' else None)
     self.examples = {split: self._examples(sentences)
@@ -94,7 +102,16 @@ class TaggingTask(SentenceTask):
                          if self.char_tokenizer else 0),
         char_embed_dim=cfg.char_embed_dim, char_features=cfg.char_features,
         char_kernel_size=cfg.char_kernel_size, forget_bias=cfg.forget_bias,
+        extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         dtype=cfg.compute_dtype)
+    if elmo:
+      self._model = WithElmo(self._model, elmo)
+
+  def pretrained_params(self, params: Any) -> Any:
+    if self.config.elmo_bilm:
+      return pretrained.pretrained_lm(params, self.config.elmo_bilm,
+                                      {pretrained.ELMO_BILM: ''})
+    return params
 
   def _examples(self, sentences) -> padded_batches.Examples:
     """Ragged columns: word ids, tag ids and (with a character encoder)

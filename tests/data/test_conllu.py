@@ -92,6 +92,16 @@ def test_built_splits_equal_the_parsed_files(tmp_path):
                       for w, t in conllu.parse_conllu(text)], split
 
 
+def test_text_of_a_split_is_one_sentence_a_line_without_tags(tmp_path):
+  one = _line('1', 'flights', 'NOUN') + '\n\n'
+  _write_treebank(tmp_path / 'raw', {'train': TRICKY, 'validation': one,
+                                     'test': one})
+  text = conllu.load_text('ud_english_atis', 'train', str(tmp_path / 'raw'),
+                          str(tmp_path / 'cache'))
+  # A form with a space stays one word, as the tagger's vocabulary has it.
+  assert text == "I do n't know .\nNew_York #\n"
+
+
 def test_missing_file_offline_raises_data_not_found_quickly(offline,
                                                             tmp_path):
   _write_treebank(tmp_path / 'raw', {'train': TRICKY, 'validation': TRICKY})

@@ -26,7 +26,8 @@ SMALLER_TRANSLATION_BATCH = {'batch_size': 16, 'max_decode_length': 8}
 # Presets that start from another preset's run: preset -> (the config key
 # naming that run's workdir, the other preset).
 PRETRAINED_FROM = {'sst2_ulmfit': ('pretrained_lm', 'sst2_lm'),
-                   'sst2_bilstm_elmo': ('elmo_bilm', 'sst2_bilm')}
+                   'sst2_bilstm_elmo': ('elmo_bilm', 'sst2_bilm'),
+                   'udpos_bilstm_elmo': ('elmo_bilm', 'udpos_bilm')}
 
 
 def one_step_config(preset, data_dir, cache_dir):

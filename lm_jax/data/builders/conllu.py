@@ -169,3 +169,18 @@ def load_sentences(treebank: str, split: str, raw_dir: str, cache_dir: str,
           # One batched read: example by example is several times slower.
           for example in source.__getitems__(range(len(source)))]
 
+
+def word_form(word: str) -> str:
+  """A word form as one white-space-free token (a word tokenizer splits at
+  white space; a few UD forms contain a space)."""
+  return '_'.join(word.split()) or '_'
+
+
+def load_text(treebank: str, split: str, raw_dir: str, cache_dir: str
+              ) -> str:
+  """One split's sentences as plain text, tags dropped: each sentence's
+  `word_form`s joined by spaces, one sentence a line (the unlabelled
+  in-domain text a bi-LM for a tagger is trained on)."""
+  return ''.join(' '.join(map(word_form, words)) + '\n'
+                 for words, _ in load_sentences(treebank, split, raw_dir,
+                                                cache_dir))
