@@ -129,8 +129,7 @@ class ClassificationTask(SentenceTask):
 
   def pretrained_params(self, params: Any) -> Any:
     if self.config.elmo_bilm:
-      return pretrained.pretrained_lm(params, self.config.elmo_bilm,
-                                      {pretrained.ELMO_BILM: ''})
+      return pretrained.elmo_weights(params, self.config.elmo_bilm)
     if self.config.pretrained_lm:
       return pretrained.pretrained_lm(params, self.config.pretrained_lm,
                                       _FROM_LM)

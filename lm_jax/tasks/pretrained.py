@@ -47,8 +47,7 @@ def load_run_config(workdir: str) -> dict:
 
 def elmo_from_run(workdir: str) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
   """The vocabulary and an `ElmoEmbedder` of the bi-LM trained in `workdir`
-  (experiments/configs/*_bilm.py); its weights go in by
-  `pretrained_lm(params, workdir, {ELMO_BILM: ''})`."""
+  (experiments/configs/*_bilm.py); its weights go in by `elmo_weights`."""
   config = load_run_config(workdir)
   if config.get('task') != 'bilm':
     raise ValueError(f'{workdir} is a {config.get("task")!r} run, not a '
@@ -122,3 +121,9 @@ def pretrained_lm(params: Any, workdir: str,
   _run_file(workdir, 'config.json')
   return transplant(params, load_params(workdir), mapping,
                     f'the language model in {workdir}')
+
+
+def elmo_weights(params: Any, workdir: str) -> Any:
+  """A `models.elmo.WithElmo` model's `params` with its bi-LM's weights
+  from the bi-LM run in `workdir`."""
+  return pretrained_lm(params, workdir, {ELMO_BILM: ''})

@@ -109,8 +109,7 @@ class TaggingTask(SentenceTask):
 
   def pretrained_params(self, params: Any) -> Any:
     if self.config.elmo_bilm:
-      return pretrained.pretrained_lm(params, self.config.elmo_bilm,
-                                      {pretrained.ELMO_BILM: ''})
+      return pretrained.elmo_weights(params, self.config.elmo_bilm)
     return params
 
   def _examples(self, sentences) -> padded_batches.Examples:
