@@ -5,8 +5,9 @@ the only unlabelled text here in the treebank's domain and casing).
 
 The vocabulary is every training word (the tagger's own `min_count` of 1),
 so `udpos_bilstm_elmo` tags with exactly `udpos_bilstm`'s vocabulary.
-Heavy dropout for so little text; `eval_perplexity` is on the treebank's
-dev sentences.
+Heavy dropout for so little text, and 5 epochs: with a 20-epoch schedule
+the dev perplexity was 538 after 5 epochs and 572 after 10. This preset's
+run: 620.7 (12-03). `eval_perplexity` is on the treebank's dev sentences.
 """
 
 from experiments.configs import base
@@ -22,8 +23,8 @@ def get_config():
   c.weight_decay, c.grad_clip_norm = 0.0, 1.0
   c.warmup_steps = 100
   c.batch_size = 32
-  c.num_epochs = 20  # 108 batches an epoch
-  c.eval_every = 540
+  c.num_epochs = 5  # 108 batches an epoch
+  c.eval_every = 108
   c.eval_steps = 35  # the whole dev split
   c.log_every = 108
   c.checkpoint_every = 540
