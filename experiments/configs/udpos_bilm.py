@@ -10,23 +10,15 @@ the dev perplexity was 538 after 5 epochs and 572 after 10. This preset's
 run: 620.7 (12-03). `eval_perplexity` is on the treebank's dev sentences.
 """
 
-from experiments.configs import base
+from experiments.configs import sst2_bilm
 
 
 def get_config():
-  c = base.get_config()
-  c.task, c.model, c.corpus = 'bilm', 'bilm', 'ud_english_lines'
-  c.min_count = 1
-  c.hidden_size, c.num_layers = 256, 2
-  c.dropout_rate, c.init_scale = 0.5, 0.05
-  c.learning_rate, c.min_learning_rate = 2e-3, 2e-4
-  c.weight_decay, c.grad_clip_norm = 0.0, 1.0
-  c.warmup_steps = 100
+  c = sst2_bilm.get_config()
+  c.corpus, c.min_count = 'ud_english_lines', 1
+  c.dropout_rate = 0.5
   c.batch_size = 32
   c.num_epochs = 5  # 108 batches an epoch
-  c.eval_every = 108
-  c.eval_steps = 35  # the whole dev split
-  c.log_every = 108
-  c.checkpoint_every = 540
-  c.cpu_devices = 1
+  c.eval_every, c.eval_steps = 108, 35  # the whole dev split
+  c.log_every, c.checkpoint_every = 108, 540
   return c
