@@ -179,24 +179,23 @@ class RecurrentClassifier(nn.Module):
                      self.bidirectional, self.dropout_rate, self.forget_bias,
                      dtype=self.dtype, name='rnn')
     carries, layer_outputs = rnn(x, lengths, train=train)
+    states = layer_outputs[-1]
     if self.pooling_dropout:
-      layer_outputs[-1] = Dropout(self.dropout_rate, deterministic=not train)(
-          layer_outputs[-1])
+      states = Dropout(self.dropout_rate, deterministic=not train)(states)
     top = carries[-rnn.directions:]  # the last layer's directions
     last = jnp.concatenate([final_hidden(c) for c in top], axis=-1)
     if self.pooling == 'last':
       sentence = last
     elif self.pooling == 'concat':
       sentence = jnp.concatenate(
-          [last] + [pool(layer_outputs[-1], lengths, p)
-                    for p in ('max', 'mean')], axis=-1)
+          [last] + [pool(states, lengths, p) for p in ('max', 'mean')],
+          axis=-1)
     elif self.pooling == 'attention':
-      states = layer_outputs[-1]
       live = jnp.arange(states.shape[1])[None, :] < lengths[:, None]
       sentence = AttentivePooling(states.shape[-1], dtype=self.dtype,
                                   name='attention_pooling')(states, live)
     else:
-      sentence = pool(layer_outputs[-1], lengths, self.pooling)
+      sentence = pool(states, lengths, self.pooling)
     if self.sentence_norm:
       sentence = nn.LayerNorm(dtype=self.dtype, name='sentence_norm')(sentence)
     sentence = Dropout(self.dropout_rate, deterministic=not train)(sentence)

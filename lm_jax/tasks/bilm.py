@@ -24,10 +24,10 @@ from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.elmo import BiLM, BiLMConfig, bilm_targets, frame
 from lm_jax.tasks.base import Metrics
 from lm_jax.tasks.language_modeling import split_texts
-from lm_jax.tasks.sentences import SentenceTask
+from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 
 # '<pad>' must be id 0 (padding); '<s>' and '</s>' frame every sentence.
-BILM_SPECIALS = ('<pad>', '<unk>', '<s>', '</s>')
+BILM_SPECIALS = SPECIALS + SENTENCE_MARKERS
 
 
 def bilm_config(config, vocab_size: int) -> BiLMConfig:

@@ -17,9 +17,7 @@ from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.classifier import RecurrentClassifier
 from lm_jax.models.elmo import WithElmo
 from lm_jax.tasks import pretrained
-from lm_jax.tasks.sentences import SPECIALS, SentenceTask
-
-MARKERS = ('<s>', '</s>')  # sentence start and end, with sentence_markers
+from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 
 # What a classifier takes from a recurrent LM (`models.rnn_lm.RNNLM`): its
 # word embeddings and its recurrent layers; the softmax is left behind.
@@ -91,7 +89,8 @@ class ClassificationTask(SentenceTask):
     else:
       self.tokenizer = WordTokenizer.from_text(
           '\n'.join(splits['train'][0]), min_count=cfg.min_count,
-          specials=SPECIALS + (MARKERS if cfg.sentence_markers else ()),
+          specials=SPECIALS + (SENTENCE_MARKERS if cfg.sentence_markers
+                               else ()),
           eos='')
     # The LM read each sentence right after the previous one's end of
     # line; starting the classifier's sentences with that token brings the
@@ -102,10 +101,7 @@ class ClassificationTask(SentenceTask):
     if cfg.sentence_markers:
       # A bi-LSTM's states at the markers have read the whole sentence and
       # no word of it yet, something the attention pooling can pick.
-      if not set(MARKERS) <= set(getattr(self.tokenizer, 'words', ())):
-        raise ValueError(f'sentence_markers needs the words {MARKERS} in '
-                         'the vocabulary')
-      start, end = MARKERS[0] + ' ', ' ' + MARKERS[1]
+      start, end = SENTENCE_MARKERS[0] + ' ', ' ' + SENTENCE_MARKERS[1]
     self.examples = {
         split: {'inputs': [self.tokenizer.encode(start + s + end)
                            for s in sentences],

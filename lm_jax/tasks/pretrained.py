@@ -45,26 +45,23 @@ def load_run_config(workdir: str) -> dict:
     return json.load(f)
 
 
-def elmo_from_run(workdir: str) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
-  """The vocabulary and an `ElmoEmbedder` of the bi-LM trained in `workdir`
-  (experiments/configs/*_bilm.py); its weights go in by `elmo_weights`."""
-  config = load_run_config(workdir)
-  if config.get('task') != 'bilm':
-    raise ValueError(f'{workdir} is a {config.get("task")!r} run, not a '
-                     "bi-LM ('bilm') run")
-  tokenizer = load_tokenizer(workdir)
-  return tokenizer, ElmoEmbedder(
-      bilm_config(config, tokenizer.vocab_size),
-      bos_id=tokenizer.words.index('<s>'), eos_id=tokenizer.words.index('</s>'))
-
-
 def elmo_for(config) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
-  """`elmo_from_run(config.elmo_bilm)` for a downstream task's config,
-  which must keep the bi-LM frozen."""
+  """The vocabulary and an `ElmoEmbedder` of the bi-LM trained in the
+  workdir `config.elmo_bilm` (experiments/configs/*_bilm.py), for a
+  downstream task whose config keeps that bi-LM frozen; its weights go in
+  by `elmo_weights`."""
   if ELMO_BILM not in config.frozen_params.split(','):
     raise ValueError('ELMo keeps its bi-LM frozen: add '
                      f'--config.frozen_params={ELMO_BILM}')
-  return elmo_from_run(config.elmo_bilm)
+  workdir = config.elmo_bilm
+  run_config = load_run_config(workdir)
+  if run_config.get('task') != 'bilm':
+    raise ValueError(f'{workdir} is a {run_config.get("task")!r} run, not a '
+                     "bi-LM ('bilm') run")
+  tokenizer = load_tokenizer(workdir)
+  return tokenizer, ElmoEmbedder(
+      bilm_config(run_config, tokenizer.vocab_size),
+      bos_id=tokenizer.words.index('<s>'), eos_id=tokenizer.words.index('</s>'))
 
 
 def transplant(params: Any, source: Any, mapping: Mapping[str, str],

@@ -14,6 +14,7 @@ from lm_jax.data import padded_batches
 from lm_jax.tasks.base import Metrics, Task
 
 SPECIALS = ('<pad>', '<unk>')  # '<pad>' is id 0, as padding must be
+SENTENCE_MARKERS = ('<s>', '</s>')  # a sentence's start and end
 
 
 class SentenceTask(Task):
