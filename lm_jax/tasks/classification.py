@@ -69,14 +69,16 @@ class ClassificationTask(SentenceTask):
     if cfg.pretrained_lm and cfg.elmo_bilm:
       raise ValueError('pretrained_lm and elmo_bilm each bring their own '
                        'vocabulary: set one of them')
+    if cfg.sentence_markers and (cfg.pretrained_lm or cfg.elmo_bilm):
+      # An LM's sentences began with its end-of-line word, and the ELMo
+      # embedder frames them with <s> and </s> itself.
+      raise ValueError('sentence_markers is for a classifier with its own '
+                       'vocabulary; a pre-trained LM or bi-LM frames '
+                       'sentences its own way: set '
+                       '--config.sentence_markers=False')
     if cfg.elmo_bilm:
       self.tokenizer, elmo = pretrained.elmo_for(cfg)
     elif cfg.pretrained_lm:
-      if cfg.sentence_markers:
-        raise ValueError('sentence_markers adds words the LM in '
-                         f'{cfg.pretrained_lm} never saw (its sentences '
-                         'begin with its end-of-line word): set '
-                         '--config.sentence_markers=False')
       if cfg.bidirectional:
         raise ValueError('a classifier fine-tuned from a one-directional LM '
                          'must be one-directional: set '

@@ -97,6 +97,16 @@ def test_sentence_markers_surround_every_sentence(raw_dir, tmp_path):
               == [marked.tokenizer.words[i] for i in b[1:-1]])
 
 
+@pytest.mark.parametrize('key', ['pretrained_lm', 'elmo_bilm'])
+def test_sentence_markers_are_refused_with_a_pretrained_model(raw_dir,
+                                                              tmp_path, key):
+  config = _config(raw_dir, str(tmp_path), sentence_markers=True,
+                   frozen_params='elmo/bilm', bidirectional=False,
+                   **{key: str(tmp_path / 'run')})
+  with pytest.raises(ValueError, match='sentence_markers=False'):
+    tasks.make_task(config).prepare()
+
+
 def test_wrong_model_name_is_an_error(raw_dir, tmp_path):
   with pytest.raises(ValueError, match="trains model 'classifier'"):
     tasks.make_task(_config(raw_dir, str(tmp_path), model='tagger')).prepare()
