@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
+
+import timing  # beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,17 +36,6 @@ def in_place(query, key, value, mask):
   logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jnp.where(mask, jax.nn.softmax(logits, axis=-1), 0.0)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
-
-
-def _median_ms(fn, args, repeats: int) -> float:
-  import jax
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
 
 
 def main():
@@ -96,8 +85,9 @@ def main():
     row = []
     for make in (jax.jit, lambda f: jax.jit(jax.grad(
         lambda x, m: f(x, m).sum()))):
-      a = _median_ms(make(old), (x, mask), args.repeats)
-      b = _median_ms(make(new), (x, mask), args.repeats)
+      compiled_old, compiled_new = make(old), make(new)
+      a = timing.median_ms(lambda: compiled_old(x, mask), args.repeats)
+      b = timing.median_ms(lambda: compiled_new(x, mask), args.repeats)
       row += [f'{a:.2f}', f'{b:.2f}', f'{a / b:.2f}x']
     print(f'| {length} | ' + ' | '.join(row) + ' |', flush=True)
 

@@ -18,10 +18,10 @@ Figures: median milliseconds over the repeats, and their ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
+
+import timing  # beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,17 +29,6 @@ SHAPES = {'BERT-mini attention': (64, 4, 128, 128),
           'BERT-mini hidden': (8192, 256),
           'sst2_minilm attention': (32, 12, 40, 40),
           'sst2_minilm hidden': (1280, 384)}
-
-
-def _median_ms(fn, repeats: int) -> float:
-  import jax
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times) * 1e3
 
 
 def bernoulli_keep_mask(rng, rate, shape):
@@ -63,8 +52,8 @@ def time_ops(repeats: int, rate: float = 0.1) -> None:
   print(f'{"op":28s} {"bernoulli ms":>12s} {"lm_jax ms":>10s} {"ratio":>6s}')
   for name, shape in SHAPES.items():
     x = jnp.ones(shape)
-    a = _median_ms(lambda: reference(x, rng), repeats)
-    b = _median_ms(lambda: mine(x, rng), repeats)
+    a = timing.median_ms(lambda: reference(x, rng), repeats)
+    b = timing.median_ms(lambda: mine(x, rng), repeats)
     print(f'{name:28s} {a:12.2f} {b:10.2f} {a / b:5.2f}x', flush=True)
 
 
@@ -95,7 +84,7 @@ def time_model(repeats: int) -> None:
         lambda p, b, r: task.loss(p, b, r, True)['loss'][0]))
     jax.block_until_ready(grads[name](params, batch, rng))
   ours.keep_mask = original
-  times = {name: _median_ms(lambda: fn(params, batch, rng), repeats)
+  times = {name: timing.median_ms(lambda: fn(params, batch, rng), repeats)
            for name, fn in grads.items()}
   print(f'BERT-mini forward+backward, one batch of 64 x 128: '
         f'bernoulli {times["bernoulli"]:.0f} ms, lm_jax '
