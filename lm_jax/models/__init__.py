@@ -13,7 +13,7 @@ def build_model(config, vocab_size: int):
         mlp_ratio=config.mlp_ratio, max_length=config.block_size,
         dropout_rate=config.dropout_rate, positional=config.positional,
         use_bias=config.use_bias, activation=config.activation,
-        dtype=config.compute_dtype))
+        dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype))
   if config.model == 'rnn_lm':
     return RNNLM(RNNLMConfig(
         vocab_size=vocab_size, cell=config.cell, embed_dim=config.embed_dim,
@@ -21,6 +21,6 @@ def build_model(config, vocab_size: int):
         dropout_rate=config.dropout_rate, init_scale=config.init_scale,
         forget_bias=config.forget_bias,
         tie_embeddings=config.tie_embeddings, unroll=config.rnn_unroll,
-        dtype=config.compute_dtype))
+        dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype))
   raise ValueError(f"unknown model {config.model!r}; known: "
                    "['gpt', 'rnn_lm']")

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn import precision
 from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.positional import LearnedPositions
 from lm_jax.nn.transformer import ACTIVATIONS, TransformerBlock
@@ -54,6 +55,9 @@ class BertConfig:
     layer_norm_epsilon: 1e-12 in BERT.
     pad_id: the id whose positions are padding when no mask is given.
     dtype: computation dtype (parameters stay float32).
+    matmul_dtype: '' (the computation dtype) or 'bfloat16': the blocks' and
+      the MLM head's matmuls with bfloat16 operands and float32 results
+      (`lm_jax.nn.precision`).
   """
 
   vocab_size: int
@@ -70,6 +74,7 @@ class BertConfig:
   layer_norm_epsilon: float = 1e-12
   pad_id: int = 0
   dtype: str = 'float32'
+  matmul_dtype: str = ''
 
 
 def bert_config(config, vocab_size: int, pad_id: int = 0) -> BertConfig:
@@ -87,7 +92,7 @@ def bert_config(config, vocab_size: int, pad_id: int = 0) -> BertConfig:
       attention_dropout_rate=get('attention_dropout_rate'),
       pre_norm=config.pre_norm, activation=config.activation,
       layer_norm_epsilon=get('layer_norm_epsilon'), pad_id=pad_id,
-      dtype=config.compute_dtype)
+      dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype)
 
 
 def _init():
@@ -127,7 +132,8 @@ class BertEncoder(nn.Module):
             pre_norm=cfg.pre_norm, activation=cfg.activation, use_bias=True,
             num_layers=cfg.num_layers,
             layer_norm_epsilon=cfg.layer_norm_epsilon, kernel_init=_init(),
-            dtype=dtype)
+            dtype=dtype, dot_general=precision.dot_general_for(
+                cfg.matmul_dtype))
         for _ in range(cfg.num_layers)]
     if cfg.pre_norm:
       # Pre-LN leaves the residual stream unnormalised after the last block.
@@ -172,6 +178,9 @@ class BertEncoder(nn.Module):
   def attend(self, x: Array) -> Array:
     """`[..., embed_dim]` -> `[..., vocab_size]` through the transposed
     token embedding (the tied output layer)."""
+    if precision.dot_general_for(self.config.matmul_dtype):
+      return precision.attend(self.token_embedding.embedding, x,
+                              self.config.matmul_dtype)
     return self.token_embedding.attend(x)
 
 
@@ -192,6 +201,7 @@ class MaskedLMHead(nn.Module):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     x = nn.Dense(cfg.embed_dim, kernel_init=_init(), dtype=dtype,
+                 dot_general=precision.dot_general_for(cfg.matmul_dtype),
                  name='dense')(x)
     x = ACTIVATIONS[cfg.activation](x)
     x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=dtype,

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from lm_jax.nn.attention import causal_mask
 from lm_jax.nn.dropout import Dropout
+from lm_jax.nn import precision
 from lm_jax.nn.positional import make_positions
 from lm_jax.nn.transformer import TransformerBlock
 
@@ -35,6 +36,7 @@ class GPTConfig:
   use_bias: bool = True
   activation: str = 'gelu'
   dtype: str = 'float32'
+  matmul_dtype: str = ''  # 'bfloat16': see lm_jax.nn.precision
 
 
 class GPT(nn.Module):
@@ -62,6 +64,7 @@ class GPT(nn.Module):
     """
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
+    dot_general = precision.dot_general_for(cfg.matmul_dtype)
     batch, length = tokens.shape
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim,
                      embedding_init=nn.initializers.normal(0.02),
@@ -90,9 +93,12 @@ class GPT(nn.Module):
           num_heads=cfg.num_heads, mlp_dim=cfg.mlp_ratio * cfg.embed_dim,
           dropout_rate=cfg.dropout_rate, pre_norm=True,
           activation=cfg.activation, use_bias=cfg.use_bias,
-          num_layers=cfg.num_layers, dtype=dtype, name=f'block_{i}')(
+          num_layers=cfg.num_layers, dtype=dtype, dot_general=dot_general,
+          name=f'block_{i}')(
               x, mask=mask, deterministic=not train, decode=decode)
     x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
     # Flat [batch * length, dim] rows: see lm_jax.nn.transformer.MLP.
-    logits = embed.attend(x.reshape(batch * length, -1))
+    x = x.reshape(batch * length, -1)
+    logits = (precision.attend(embed.embedding, x, cfg.matmul_dtype)
+              if dot_general else embed.attend(x))
     return logits.reshape(batch, length, -1).astype(jnp.float32)

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn import precision
 from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.recurrent import StackedRNN, uniform_init
 
@@ -45,6 +46,8 @@ class RNNLMConfig:
       2017); needs embed_dim == hidden_size.
     unroll: time steps per scan iteration.
     dtype: computation dtype; parameters stay float32.
+    matmul_dtype: '' or 'bfloat16': the softmax layer's matmul with
+      bfloat16 operands and float32 results (`lm_jax.nn.precision`).
   """
 
   vocab_size: int
@@ -58,6 +61,7 @@ class RNNLMConfig:
   tie_embeddings: bool = False
   unroll: int = 1
   dtype: str = 'float32'
+  matmul_dtype: str = ''
 
 
 class RNNLM(nn.Module):
@@ -122,11 +126,15 @@ class RNNLM(nn.Module):
     h = Dropout(cfg.dropout_rate)(outputs[-1], deterministic=not train)
     # Flat [batch * length, hidden] rows: one large matmul for the softmax.
     h = h.reshape(batch * length, -1)
+    dot_general = precision.dot_general_for(cfg.matmul_dtype)
     if cfg.tie_embeddings:
-      logits = embed.attend(h) + self.param(
-          'output_bias', nn.initializers.zeros_init(), (cfg.vocab_size,))
+      logits = (precision.attend(embed.embedding, h, cfg.matmul_dtype)
+                if dot_general else embed.attend(h))
+      logits += self.param('output_bias', nn.initializers.zeros_init(),
+                           (cfg.vocab_size,))
     else:
       logits = nn.Dense(cfg.vocab_size, dtype=dtype, name='output',
+                        dot_general=dot_general,
                         **({'kernel_init': inits['kernel_init']}
                            if inits else {}))(h)
     return logits.reshape(batch, length, -1).astype(jnp.float32)

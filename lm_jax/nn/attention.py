@@ -8,7 +8,7 @@ where True means "may attend".
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -128,6 +128,8 @@ class MultiHeadAttention(nn.Module):
     param_dtype: parameter dtype.
     kernel_init: initializer of the q/k/v projections.
     out_kernel_init: initializer of the output projection.
+    dot_general: the projections' matmul (`lm_jax.nn.precision`); None for
+      `lax.dot_general`.
   """
 
   num_heads: int
@@ -139,6 +141,7 @@ class MultiHeadAttention(nn.Module):
   param_dtype: jnp.dtype = jnp.float32
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
   out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
+  dot_general: Optional[Callable[..., Array]] = None
 
   @nn.compact
   def __call__(
@@ -175,7 +178,7 @@ class MultiHeadAttention(nn.Module):
     dense = lambda n, name: nn.DenseGeneral(  # noqa: E731
         (n, self.num_heads, head_dim), use_bias=self.use_bias,
         dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=self.kernel_init, name=name)
+        kernel_init=self.kernel_init, dot_general=self.dot_general, name=name)
 
     # Projections see [batch * length, features]: the same computation, but
     # XLA's CPU backend then computes the weight gradients without slow
@@ -218,7 +221,7 @@ class MultiHeadAttention(nn.Module):
     out = nn.DenseGeneral(
         out_features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
         param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-        name='out')(out.reshape(batch * length, *out.shape[2:]))
+        dot_general=self.dot_general, name='out')(out.reshape(batch * length, *out.shape[2:]))
     out = out.reshape(batch, length, out_features)
     return (out, weights) if return_weights else out
 

@@ -9,7 +9,7 @@ cross-attention (the translation Transformer). `pre_norm` selects pre-LN
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -69,6 +69,8 @@ class MLP(nn.Module):
     kernel_init: initializer of the first layer.
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    dot_general: both layers' matmul (`lm_jax.nn.precision`); None for
+      `lax.dot_general`.
   """
 
   hidden_dim: int
@@ -79,6 +81,7 @@ class MLP(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  dot_general: Optional[Callable[..., Array]] = None
 
   @nn.compact
   def __call__(self, x: Array, deterministic: bool = True) -> Array:
@@ -89,12 +92,14 @@ class MLP(nn.Module):
     # gradients in place instead of through a slow transposing copy.
     h = nn.Dense(self.hidden_dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
-                 kernel_init=self.kernel_init, name='fc')(
+                 kernel_init=self.kernel_init, dot_general=self.dot_general,
+                 name='fc')(
                      x.reshape(-1, dim))
     h = ACTIVATIONS[self.activation](h)
     h = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
-                 kernel_init=self.out_kernel_init, name='proj')(h)
+                 kernel_init=self.out_kernel_init, dot_general=self.dot_general,
+                 name='proj')(h)
     h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     return h.reshape(shape)
 
@@ -122,6 +127,8 @@ class TransformerBlock(nn.Module):
       Glorot's, or the blocks barely move the stream at first.
     dtype: computation dtype.
     param_dtype: parameter dtype.
+    dot_general: the projections' and MLP's matmul (`lm_jax.nn.precision`);
+      None for `lax.dot_general`.
   """
 
   num_heads: int
@@ -137,6 +144,7 @@ class TransformerBlock(nn.Module):
   kernel_init: Optional[nn.initializers.Initializer] = None
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  dot_general: Optional[Callable[..., Array]] = None
 
   def _norm(self, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=self.layer_norm_epsilon,
@@ -180,7 +188,8 @@ class TransformerBlock(nn.Module):
     attention = lambda name: MultiHeadAttention(  # noqa: E731
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=kernel_init, out_kernel_init=residual_init, name=name)
+        kernel_init=kernel_init, out_kernel_init=residual_init,
+        dot_general=self.dot_general, name=name)
 
     self_attention = attention('self_attention')
     x = self._sublayer(
@@ -196,8 +205,8 @@ class TransformerBlock(nn.Module):
     mlp = MLP(self.mlp_dim, activation=self.activation,
               dropout_rate=0.0, use_bias=self.use_bias,
               kernel_init=kernel_init, out_kernel_init=residual_init,
-              dtype=self.dtype,
-              param_dtype=self.param_dtype, name='mlp')
+              dtype=self.dtype, param_dtype=self.param_dtype,
+              dot_general=self.dot_general, name='mlp')
     return self._sublayer(
         x, lambda h: mlp(h, deterministic=deterministic), 'mlp_norm',
         deterministic)
