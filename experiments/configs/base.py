@@ -35,9 +35,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.use_bias = False
   c.activation = 'gelu'
   c.compute_dtype = 'float32'  # or 'bfloat16' (params stay float32)
-  # GPT and BERT: 'bfloat16' rounds only the operands of their large
-  # matmuls to bfloat16 (float32 results; lm_jax.nn.precision), the fast
-  # mixed precision on CPUs with AMX or AVX512-BF16; '' = compute_dtype.
+  # GPT, BERT and the recurrent LM (model 'rnn_lm'): 'bfloat16' rounds only
+  # the operands of their large matmuls to bfloat16 (float32 results;
+  # lm_jax.nn.precision), the fast mixed precision on CPUs with AMX;
+  # '' = compute_dtype.
   c.matmul_dtype = ''
 
   # Recurrent LMs (model 'rnn_lm'); embed_dim, num_layers, dropout_rate above.

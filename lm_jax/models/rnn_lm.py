@@ -46,8 +46,9 @@ class RNNLMConfig:
       2017); needs embed_dim == hidden_size.
     unroll: time steps per scan iteration.
     dtype: computation dtype; parameters stay float32.
-    matmul_dtype: '' or 'bfloat16': the softmax layer's matmul with
-      bfloat16 operands and float32 results (`lm_jax.nn.precision`).
+    matmul_dtype: '' or 'bfloat16': the softmax layer's and the recurrent
+      layers' input projections' matmuls with bfloat16 operands and float32
+      results (`lm_jax.nn.precision`).
   """
 
   vocab_size: int
@@ -110,10 +111,12 @@ class RNNLM(nn.Module):
         cfg.vocab_size, cfg.embed_dim, dtype=dtype,
         embedding_init=inits.get('kernel_init', nn.initializers.normal(1.0)),
         name='token_embedding')
+    dot_general = precision.dot_general_for(cfg.matmul_dtype)
     stack = StackedRNN(cfg.cell, cfg.hidden_size, num_layers=cfg.num_layers,
                        dropout_rate=cfg.dropout_rate,
                        forget_bias=cfg.forget_bias, unroll=cfg.unroll,
-                       dtype=dtype, name='rnn', **inits)
+                       dtype=dtype, dot_general=dot_general, name='rnn',
+                       **inits)
 
     x = Dropout(cfg.dropout_rate)(embed(tokens), deterministic=not train)
     state = None
@@ -126,7 +129,6 @@ class RNNLM(nn.Module):
     h = Dropout(cfg.dropout_rate)(outputs[-1], deterministic=not train)
     # Flat [batch * length, hidden] rows: one large matmul for the softmax.
     h = h.reshape(batch * length, -1)
-    dot_general = precision.dot_general_for(cfg.matmul_dtype)
     if cfg.tie_embeddings:
       logits = (precision.attend(embed.embedding, h, cfg.matmul_dtype)
                 if dot_general else embed.attend(h))

@@ -3,9 +3,10 @@
 `compute_dtype='bfloat16'` runs a whole model in bfloat16, the usual choice
 on accelerators. On a CPU it costs more than it saves: elementwise bfloat16
 has no hardware there and is converted to float32 and back around every
-kernel. CPUs with AMX or AVX512-BF16 units do have fast bfloat16 matmuls
-(on a 2-core Sapphire Rapids VM XLA's reach 1.0-1.6 TFLOP/s against
-0.29 in float32), so `matmul_dtype='bfloat16'` rounds only the operands of
+kernel. CPUs with AMX units (Intel Sapphire Rapids and later) do have fast
+bfloat16 matmuls (on a 2-core Sapphire Rapids VM XLA's reach 1.0-1.6
+TFLOP/s against 0.29 in float32; on an AMD Zen 4 with AVX512-BF16 alone
+they were slower than float32), so `matmul_dtype='bfloat16'` rounds only the operands of
 the large matmuls to bfloat16, accumulates and returns float32, and leaves
 everything else (LayerNorm, softmax, GELU, residual sums, the optimizer) in
 float32. PyTorch's `torch.autocast` on CPU does the same.
@@ -34,8 +35,9 @@ from jax import lax
 Array = jax.Array
 DotGeneral = Callable[..., Array]
 
-# Below this many rows or columns XLA's CPU backend does not use its fast
-# GEMM for bfloat16 and has no bfloat16 x bfloat16 -> float32 kernel at all.
+# Smaller products stay float32: they gain little, and a product that XLA's
+# CPU backend does not hand to its fast GEMM lands in a fallback kernel with
+# no bfloat16 x bfloat16 -> float32 case at all.
 _MIN_SIDE = 64
 
 

@@ -41,6 +41,9 @@ class _Cell(nn.Module):
     recurrent_init: initialiser of the recurrent kernel `[H, gates * H]`.
     bias_init: initialiser of the bias `[gates * H]`.
     dtype: computation dtype (parameters stay float32).
+    dot_general: the input projection's matmul (`lm_jax.nn.precision`);
+      None for `lax.dot_general`. The per-step recurrent matmul is too small
+      for anything but float32 to pay.
   """
 
   features: int
@@ -48,6 +51,7 @@ class _Cell(nn.Module):
   recurrent_init: Initializer = nn.initializers.orthogonal()
   bias_init: Initializer = nn.initializers.zeros_init()
   dtype: Any = jnp.float32
+  dot_general: Optional[Callable[..., Array]] = None
 
   num_gates = 1
   recurrent_bias = False  # the input projection's bias is enough
@@ -56,7 +60,8 @@ class _Cell(nn.Module):
     width = self.num_gates * self.features
     self.input = nn.Dense(width, dtype=self.dtype,
                           kernel_init=self.kernel_init,
-                          bias_init=self.bias_init)
+                          bias_init=self.bias_init,
+                          dot_general=self.dot_general)
     self.recurrent = nn.Dense(width, use_bias=self.recurrent_bias,
                               dtype=self.dtype,
                               kernel_init=self.recurrent_init,
@@ -236,6 +241,7 @@ class StackedRNN(nn.Module):
     kernel_init, recurrent_init, bias_init: the cells' initialisers.
     unroll: time steps per scan iteration.
     dtype: computation dtype.
+    dot_general: the cells' input projections' matmul (`_Cell`).
   """
 
   cell_type: str
@@ -249,6 +255,7 @@ class StackedRNN(nn.Module):
   bias_init: Initializer = nn.initializers.zeros_init()
   unroll: int = 1
   dtype: Any = jnp.float32
+  dot_general: Optional[Callable[..., Array]] = None
 
   def _cell_class(self) -> type[_Cell]:
     if self.cell_type not in CELLS:
@@ -259,7 +266,8 @@ class StackedRNN(nn.Module):
   def _cell(self, name: str) -> _Cell:
     kwargs = dict(features=self.features, kernel_init=self.kernel_init,
                   recurrent_init=self.recurrent_init,
-                  bias_init=self.bias_init, dtype=self.dtype, name=name)
+                  bias_init=self.bias_init, dtype=self.dtype,
+                  dot_general=self.dot_general, name=name)
     if self.cell_type == 'lstm':
       kwargs['forget_bias'] = self.forget_bias
     return self._cell_class()(**kwargs)
