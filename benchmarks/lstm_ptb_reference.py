@@ -13,6 +13,7 @@ PyTorch is a benchmark-only dependency, in its own venv::
     python3 -m venv .venv-bench
     .venv-bench/bin/pip install torch==2.13.0 numpy
     .venv-bench/bin/python benchmarks/lstm_ptb_reference.py --threads 2 --batches 200
+    .venv-bench/bin/python benchmarks/lstm_ptb_reference.py --autocast   # bfloat16
 
 The last line printed is a JSON summary (median ms per batch, tokens/s and,
 after whole epochs, valid/test perplexity).
@@ -86,6 +87,9 @@ def main():
   parser.add_argument('--batches', type=int, default=200,
                       help='timed batches when --epochs is 0')
   parser.add_argument('--epochs', type=int, default=0)
+  parser.add_argument('--autocast', action='store_true',
+                      help='bfloat16 mixed precision (torch.autocast), to '
+                           "compare with lm_jax's --matmul_dtype bfloat16")
   args = parser.parse_args()
   huge_pages.rerun_with_huge_pages()
   torch.set_num_threads(args.threads)
@@ -112,8 +116,10 @@ def main():
     start = time.perf_counter()
     if state is not None:
       state = tuple(s.detach() for s in state)
-    logits, state = model(x, state)
-    loss = nn.functional.cross_entropy(logits.reshape(-1, V), y.reshape(-1)) * T
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=args.autocast):
+      logits, state = model(x, state)
+    loss = nn.functional.cross_entropy(
+        logits.float().reshape(-1, V), y.reshape(-1)) * T
     opt.zero_grad()
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -126,6 +132,7 @@ def main():
   ms = statistics.median(times[5:]) * 1e3
   result.update(median_ms_per_batch=round(ms, 2),
                 tokens_per_sec=round(B * T / ms * 1e3), threads=args.threads,
+                autocast=args.autocast,
                 torch=torch.__version__)
   if args.epochs:
     result['test_ppl'] = round(_evaluate(model, ids['test']), 2)

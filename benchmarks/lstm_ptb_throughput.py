@@ -8,6 +8,7 @@ benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
 
   python benchmarks/lstm_ptb_throughput.py                  # a small table
   python benchmarks/lstm_ptb_throughput.py --one --devices 1 --unroll 1
+  python benchmarks/lstm_ptb_throughput.py --set 1:1 --matmul_dtype bfloat16
 
 Each setting runs in its own process: XLA reads the device count at start.
 """
@@ -39,6 +40,7 @@ def _measure(args) -> dict:
 
   config = ptb_lstm_small.get_config()
   config.rnn_unroll = args.unroll
+  config.matmul_dtype = args.matmul_dtype
   os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
                                                     'data'))
   from experiments import cli
@@ -69,6 +71,7 @@ def _measure(args) -> dict:
   ms = statistics.median(times) * 1e3
   tokens = config.batch_size * config.block_size
   return {'devices': args.devices, 'unroll': args.unroll,
+          'matmul_dtype': args.matmul_dtype or 'float32',
           'median_ms_per_batch': round(ms, 2),
           'tokens_per_sec': round(tokens / ms * 1e3),
           'epoch_minutes': round(task.steps_per_epoch * ms / 6e4, 2),
@@ -81,6 +84,9 @@ def main() -> None:
                       help='measure one setting in this process')
   parser.add_argument('--devices', type=int, default=1)
   parser.add_argument('--unroll', type=int, default=1)
+  parser.add_argument('--matmul_dtype', default='',
+                      help="'bfloat16': the softmax layer's matmuls with "
+                           'bfloat16 operands (lm_jax.nn.precision)')
   parser.add_argument('--steps', type=int, default=60)
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
@@ -97,7 +103,8 @@ def main() -> None:
         f'--xla_force_host_platform_device_count={devices}'))
     out = subprocess.run(
         [sys.executable, __file__, '--one', '--devices', devices, '--unroll',
-         unroll, '--steps', str(args.steps), '--warmup', str(args.warmup)],
+         unroll, '--steps', str(args.steps), '--warmup', str(args.warmup),
+         '--matmul_dtype', args.matmul_dtype],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)
