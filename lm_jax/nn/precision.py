@@ -53,42 +53,41 @@ def _dense_sizes(lhs, rhs, dimension_numbers) -> Optional[tuple[int, int, int]]:
   return lhs.size // max(k, 1), k, rhs.size // max(k, 1)
 
 
+def _bf16_product(a: Array, b: Array, contracting) -> Array:
+  """`a` and `b` contracted over `contracting` (`(a's dims, b's dims)`, no
+  batch dims), the operands rounded to bfloat16, the result float32."""
+  return lax.dot_general(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                         (contracting, ((), ())),
+                         preferred_element_type=jnp.float32)
+
+
 def _transposed(x: Array) -> Array:
   """`x.T` for a bfloat16 `[M, K]`, as a product with the identity (exact:
   one non-zero term per sum), which XLA cannot fold into the next GEMM."""
   eye = jnp.eye(x.shape[1], dtype=x.dtype)
-  return lax.dot_general(eye, x, (((1,), (1,)), ((), ())),
-                         preferred_element_type=jnp.float32).astype(x.dtype)
+  return _bf16_product(eye, x, ((1,), (1,))).astype(x.dtype)
 
 
 @jax.custom_vjp
 def _bf16_dense(x: Array, w: Array) -> Array:
   """`[M, K] x [K, N] -> [M, N]` float32, operands rounded to bfloat16."""
-  return lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
-                         (((1,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+  return _bf16_product(x, w, ((1,), (0,)))
 
 
 def _bf16_dense_fwd(x, w):
   x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
-  out = lax.dot_general(x16, w16, (((1,), (0,)), ((), ())),
-                        preferred_element_type=jnp.float32)
-  return out, (x16, w16)
+  return _bf16_product(x16, w16, ((1,), (0,))), (x16, w16)
 
 
 def _bf16_dense_bwd(residuals, g):
   x16, w16 = residuals
-  g16 = g.astype(jnp.bfloat16)
   # g w^T: the right operand contracted on its last dim is a fast form.
-  dx = lax.dot_general(g16, w16, (((1,), (1,)), ((), ())),
-                       preferred_element_type=jnp.float32)
+  dx = _bf16_product(g, w16, ((1,), (1,)))
   k, n = w16.shape
   if k <= n:
-    dw = lax.dot_general(_transposed(x16), g16, (((1,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+    dw = _bf16_product(_transposed(x16), g, ((1,), (0,)))
   else:  # the identity product would cost more than it saves
-    dw = lax.dot_general(x16, g16, (((0,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+    dw = _bf16_product(x16, g, ((0,), (0,)))
   return dx, dw
 
 
@@ -140,9 +139,7 @@ def dot_general_for(matmul_dtype: str) -> Optional[DotGeneral]:
 @jax.custom_vjp
 def _bf16_attend(x: Array, table: Array) -> Array:
   """`[M, D] x [V, D]^T -> [M, V]` float32, operands rounded to bfloat16."""
-  return lax.dot_general(x.astype(jnp.bfloat16), table.astype(jnp.bfloat16),
-                         (((1,), (1,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+  return _bf16_product(x, table, ((1,), (1,)))
 
 
 def _bf16_attend_fwd(x, table):
@@ -151,9 +148,7 @@ def _bf16_attend_fwd(x, table):
 
 def _bf16_attend_bwd(residuals, g):
   x, table = residuals
-  dx = lax.dot_general(g.astype(jnp.bfloat16), table.astype(jnp.bfloat16),
-                       (((1,), (0,)), ((), ())),
-                       preferred_element_type=jnp.float32)
+  dx = _bf16_product(g, table, ((1,), (0,)))
   # The table's gradient g^T x contracts both operands on their first dim,
   # a form XLA's CPU backend has no bfloat16 kernel for (and would transpose
   # into one after choosing kernels): float32 here.
