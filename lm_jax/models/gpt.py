@@ -12,9 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn import precision
 from lm_jax.nn.attention import causal_mask
 from lm_jax.nn.dropout import Dropout
-from lm_jax.nn import precision
 from lm_jax.nn.positional import make_positions
 from lm_jax.nn.transformer import TransformerBlock
 
@@ -94,8 +94,8 @@ class GPT(nn.Module):
           dropout_rate=cfg.dropout_rate, pre_norm=True,
           activation=cfg.activation, use_bias=cfg.use_bias,
           num_layers=cfg.num_layers, dtype=dtype, dot_general=dot_general,
-          name=f'block_{i}')(
-              x, mask=mask, deterministic=not train, decode=decode)
+          name=f'block_{i}')(x, mask=mask, deterministic=not train,
+                             decode=decode)
     x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
     # Flat [batch * length, dim] rows: see lm_jax.nn.transformer.MLP.
     x = x.reshape(batch * length, -1)

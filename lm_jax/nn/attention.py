@@ -221,7 +221,8 @@ class MultiHeadAttention(nn.Module):
     out = nn.DenseGeneral(
         out_features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
         param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
-        dot_general=self.dot_general, name='out')(out.reshape(batch * length, *out.shape[2:]))
+        dot_general=self.dot_general, name='out')(
+            out.reshape(batch * length, *out.shape[2:]))
     out = out.reshape(batch, length, out_features)
     return (out, weights) if return_weights else out
 

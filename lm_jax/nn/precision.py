@@ -6,10 +6,11 @@ has no hardware there and is converted to float32 and back around every
 kernel. CPUs with AMX units (Intel Sapphire Rapids and later) do have fast
 bfloat16 matmuls (on a 2-core Sapphire Rapids VM XLA's reach 1.0-1.6
 TFLOP/s against 0.29 in float32; on an AMD Zen 4 with AVX512-BF16 alone
-they were slower than float32), so `matmul_dtype='bfloat16'` rounds only the operands of
-the large matmuls to bfloat16, accumulates and returns float32, and leaves
-everything else (LayerNorm, softmax, GELU, residual sums, the optimizer) in
-float32. PyTorch's `torch.autocast` on CPU does the same.
+they were slower than float32), so `matmul_dtype='bfloat16'` rounds only
+the operands of the large matmuls to bfloat16, accumulates and returns
+float32, and leaves everything else (LayerNorm, softmax, GELU, residual
+sums, the optimizer) in float32. PyTorch's `torch.autocast` on CPU does the
+same.
 
 The backward pass is written out rather than left to autodiff, for two
 reasons that are specific to XLA's CPU backend (jax 0.10): its fast bfloat16

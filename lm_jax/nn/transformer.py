@@ -93,8 +93,7 @@ class MLP(nn.Module):
     h = nn.Dense(self.hidden_dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
                  kernel_init=self.kernel_init, dot_general=self.dot_general,
-                 name='fc')(
-                     x.reshape(-1, dim))
+                 name='fc')(x.reshape(-1, dim))
     h = ACTIVATIONS[self.activation](h)
     h = nn.Dense(dim, use_bias=self.use_bias, dtype=self.dtype,
                  param_dtype=self.param_dtype,
