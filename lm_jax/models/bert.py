@@ -178,10 +178,7 @@ class BertEncoder(nn.Module):
   def attend(self, x: Array) -> Array:
     """`[..., embed_dim]` -> `[..., vocab_size]` through the transposed
     token embedding (the tied output layer)."""
-    if precision.dot_general_for(self.config.matmul_dtype):
-      return precision.attend(self.token_embedding.embedding, x,
-                              self.config.matmul_dtype)
-    return self.token_embedding.attend(x)
+    return precision.attend(self.token_embedding, x, self.config.matmul_dtype)
 
 
 class MaskedLMHead(nn.Module):

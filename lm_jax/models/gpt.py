@@ -99,6 +99,5 @@ class GPT(nn.Module):
     x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
     # Flat [batch * length, dim] rows: see lm_jax.nn.transformer.MLP.
     x = x.reshape(batch * length, -1)
-    logits = (precision.attend(embed.embedding, x, cfg.matmul_dtype)
-              if dot_general else embed.attend(x))
+    logits = precision.attend(embed, x, cfg.matmul_dtype)
     return logits.reshape(batch, length, -1).astype(jnp.float32)

@@ -130,8 +130,7 @@ class RNNLM(nn.Module):
     # Flat [batch * length, hidden] rows: one large matmul for the softmax.
     h = h.reshape(batch * length, -1)
     if cfg.tie_embeddings:
-      logits = (precision.attend(embed.embedding, h, cfg.matmul_dtype)
-                if dot_general else embed.attend(h))
+      logits = precision.attend(embed, h, cfg.matmul_dtype)
       logits += self.param('output_bias', nn.initializers.zeros_init(),
                            (cfg.vocab_size,))
     else:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -144,12 +145,13 @@ def _bf16_attend(x: Array, table: Array) -> Array:
 
 
 def _bf16_attend_fwd(x, table):
-  return _bf16_attend(x, table), (x, table)
+  table16 = table.astype(jnp.bfloat16)
+  return _bf16_product(x, table16, ((1,), (1,))), (x, table16)
 
 
 def _bf16_attend_bwd(residuals, g):
-  x, table = residuals
-  dx = _bf16_product(g, table, ((1,), (0,)))
+  x, table16 = residuals
+  dx = _bf16_product(g, table16, ((1,), (0,)))
   # The table's gradient g^T x contracts both operands on their first dim,
   # a form XLA's CPU backend has no bfloat16 kernel for (and would transpose
   # into one after choosing kernels): float32 here.
@@ -160,22 +162,24 @@ def _bf16_attend_bwd(residuals, g):
 _bf16_attend.defvjp(_bf16_attend_fwd, _bf16_attend_bwd)
 
 
-def attend(table: Array, x: Array, matmul_dtype: str = '') -> Array:
-  """`x @ table.T`, a tied output layer (`nn.Embed.attend`).
+def attend(embed: nn.Embed, x: Array, matmul_dtype: str = '') -> Array:
+  """`embed.attend(x)`, a tied output layer, in `matmul_dtype`.
 
   Args:
-    table: `[vocab, dim]` embeddings.
+    embed: the bound `[vocab, dim]` token embedding.
     x: `[..., dim]`.
     matmul_dtype: as `dot_general_for`'s; with 'bfloat16' the logits and the
-      inputs' gradient come from bfloat16 operands, the table's gradient is
-      float32.
+      inputs' gradient come from bfloat16 operands and the table's gradient
+      is float32; otherwise, and for small or non-float32 products,
+      `embed.attend(x)` itself.
 
   Returns:
-    `[..., vocab]` float32 logits.
+    `[..., vocab]` logits.
   """
+  table = embed.embedding
   if (dot_general_for(matmul_dtype) is None or x.dtype != jnp.float32
+      or table.dtype != jnp.float32
       or min(x.size // x.shape[-1], *table.shape) < _MIN_SIDE):
-    return lax.dot_general(x, table.astype(x.dtype),
-                           (((x.ndim - 1,), (1,)), ((), ())))
+    return embed.attend(x)
   rows = _bf16_attend(x.reshape(-1, x.shape[-1]), table)
   return rows.reshape(x.shape[:-1] + table.shape[:1])

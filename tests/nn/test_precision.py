@@ -91,10 +91,14 @@ def test_attend_is_the_tied_output_layer():
   table = jax.random.normal(keys[0], (120, 64))
   x = jax.random.normal(keys[1], (80, 64))
   g = jax.random.normal(jax.random.key(6), (80, 120))
-  np.testing.assert_allclose(precision.attend(table, x), x @ table.T,
+
+  def attend(t, a, matmul_dtype=''):
+    embed = nn.Embed(120, 64).bind({'params': {'embedding': t}})
+    return precision.attend(embed, a, matmul_dtype)
+
+  np.testing.assert_allclose(attend(table, x), x @ table.T,
                              rtol=1e-5, atol=1e-4)
-  out, vjp = jax.vjp(lambda a, t: precision.attend(t, a, 'bfloat16'),
-                     x, table)
+  out, vjp = jax.vjp(lambda a, t: attend(t, a, 'bfloat16'), x, table)
   dx, dtable = vjp(g)
   np.testing.assert_allclose(out, _rounded(x) @ _rounded(table).T,
                              rtol=1e-4, atol=1e-3)
