@@ -9,6 +9,7 @@ benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
   python benchmarks/lstm_ptb_throughput.py                  # a small table
   python benchmarks/lstm_ptb_throughput.py --one --devices 1 --unroll 1
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --matmul_dtype bfloat16
+  python benchmarks/lstm_ptb_throughput.py --set 1:1 --recurrence scan
 
 Each setting runs in its own process: XLA reads the device count at start.
 """
@@ -41,6 +42,7 @@ def _measure(args) -> dict:
   config = ptb_lstm_small.get_config()
   config.rnn_unroll = args.unroll
   config.matmul_dtype = args.matmul_dtype
+  config.fused_lstm = args.recurrence == 'fused'
   os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
                                                     'data'))
   from experiments import cli
@@ -71,6 +73,7 @@ def _measure(args) -> dict:
   ms = statistics.median(times) * 1e3
   tokens = config.batch_size * config.block_size
   return {'devices': args.devices, 'unroll': args.unroll,
+          'recurrence': args.recurrence,
           'matmul_dtype': args.matmul_dtype or 'float32',
           'median_ms_per_batch': round(ms, 2),
           'tokens_per_sec': round(tokens / ms * 1e3),
@@ -87,6 +90,10 @@ def main() -> None:
   parser.add_argument('--matmul_dtype', default='',
                       help="'bfloat16': the softmax layer's matmuls with "
                            'bfloat16 operands (lm_jax.nn.precision)')
+  parser.add_argument('--recurrence', choices=('fused', 'scan'),
+                      default='fused',
+                      help="'fused': lm_jax.nn.fused_lstm (the default); "
+                           "'scan': nn.scan over the LSTM cell")
   parser.add_argument('--steps', type=int, default=60)
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
@@ -104,7 +111,8 @@ def main() -> None:
     out = subprocess.run(
         [sys.executable, __file__, '--one', '--devices', devices, '--unroll',
          unroll, '--steps', str(args.steps), '--warmup', str(args.warmup),
-         '--matmul_dtype', args.matmul_dtype],
+         '--matmul_dtype', args.matmul_dtype, '--recurrence',
+         args.recurrence],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)

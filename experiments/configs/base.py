@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.forget_bias = 0.0
   c.tie_embeddings = False
   c.rnn_unroll = 1  # time steps per scan iteration
+  # float32 LSTMs on CPU run as one fused custom call per sequence
+  # (lm_jax.nn.fused_lstm); False keeps the scan over lm_jax's LSTMCell.
+  c.fused_lstm = True
   # 'random_windows' (nanoGPT) or 'contiguous' (batch_size parallel streams
   # read in order, truncated BPTT; recurrent models carry their state).
   c.lm_batching = 'random_windows'

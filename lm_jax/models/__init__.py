@@ -21,6 +21,7 @@ def build_model(config, vocab_size: int):
         dropout_rate=config.dropout_rate, init_scale=config.init_scale,
         forget_bias=config.forget_bias,
         tie_embeddings=config.tie_embeddings, unroll=config.rnn_unroll,
+        fused_lstm=config.fused_lstm,
         dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype))
   raise ValueError(f"unknown model {config.model!r}; known: "
                    "['gpt', 'rnn_lm']")

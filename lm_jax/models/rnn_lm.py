@@ -45,6 +45,7 @@ class RNNLMConfig:
     tie_embeddings: the softmax reuses the embedding matrix (Press & Wolf
       2017); needs embed_dim == hidden_size.
     unroll: time steps per scan iteration.
+    fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
     dtype: computation dtype; parameters stay float32.
     matmul_dtype: '' or 'bfloat16': the softmax layer's and the recurrent
       layers' input projections' matmuls with bfloat16 operands and float32
@@ -61,6 +62,7 @@ class RNNLMConfig:
   forget_bias: float = 0.0
   tie_embeddings: bool = False
   unroll: int = 1
+  fused_lstm: bool = True
   dtype: str = 'float32'
   matmul_dtype: str = ''
 
@@ -115,6 +117,7 @@ class RNNLM(nn.Module):
     stack = StackedRNN(cfg.cell, cfg.hidden_size, num_layers=cfg.num_layers,
                        dropout_rate=cfg.dropout_rate,
                        forget_bias=cfg.forget_bias, unroll=cfg.unroll,
+                       fused=cfg.fused_lstm,
                        dtype=dtype, dot_general=dot_general, name='rnn',
                        **inits)
 

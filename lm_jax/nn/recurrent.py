@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn import fused_lstm
 from lm_jax.nn.dropout import Dropout
 
 Array = jax.Array
@@ -150,6 +151,12 @@ class LSTMCell(_Cell):
     zeros = jnp.zeros((batch_size, self.features), jnp.float32)
     return zeros, zeros
 
+  def recurrent_kernel(self) -> Array:
+    """The recurrent kernel `[H, 4H]`, for `lm_jax.nn.fused_lstm`."""
+    # Dense creates its kernel when first called; XLA drops this product.
+    self.recurrent(jnp.zeros((1, self.features), self.dtype))
+    return self.recurrent.variables['params']['kernel']
+
 
 CELLS = {'rnn': ElmanCell, 'gru': GRUCell, 'lstm': LSTMCell}
 
@@ -185,11 +192,21 @@ class RNN(nn.Module):
     cell: the cell (its parameters are shared by every step).
     reverse: read each sequence from its last real token to its first.
     unroll: time steps per scan iteration (XLA loop unrolling).
+    fused: run a float32 LSTM on XLA's CPU backend through
+      `lm_jax.nn.fused_lstm`, one custom call per sequence (where it cannot
+      be compiled, and for other cells, dtypes and backends, the scan).
   """
 
   cell: _Cell
   reverse: bool = False
   unroll: int = 1
+  fused: bool = True
+
+  def _use_fused(self, projected: Array) -> bool:
+    return (self.fused and isinstance(self.cell, LSTMCell)
+            and jnp.dtype(self.cell.dtype) == jnp.float32
+            and projected.dtype == jnp.float32
+            and jax.default_backend() == 'cpu' and fused_lstm.available())
 
   def __call__(self, inputs: Array, lengths: Optional[Array] = None,
                initial_carry: Optional[Carry] = None
@@ -207,17 +224,21 @@ class RNN(nn.Module):
     batch, length = inputs.shape[:2]
     if initial_carry is None:
       initial_carry = self.cell.initial_carry(batch)
-    if lengths is None:
-      live = jnp.ones((batch, length), bool)
-    else:
-      live = jnp.arange(length)[None, :] < lengths[:, None]
     projected = self.cell.project(inputs)
     if self.reverse:
       projected = reverse_within_lengths(projected, lengths)
-    scan = nn.scan(_scan_step, variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=1, out_axes=1,
-                   unroll=self.unroll)
-    carry, outputs = scan(self.cell, initial_carry, (projected, live))
+    steps = (jnp.full((batch,), length, jnp.int32) if lengths is None
+             else lengths.astype(jnp.int32))
+    if self._use_fused(projected):
+      carry, outputs = fused_lstm.lstm_recurrence(
+          projected, self.cell.recurrent_kernel(), *initial_carry, steps,
+          self.cell.forget_bias)
+    else:
+      live = jnp.arange(length)[None, :] < steps[:, None]
+      scan = nn.scan(_scan_step, variable_broadcast='params',
+                     split_rngs={'params': False}, in_axes=1, out_axes=1,
+                     unroll=self.unroll)
+      carry, outputs = scan(self.cell, initial_carry, (projected, live))
     if self.reverse:
       outputs = reverse_within_lengths(outputs, lengths)
     return carry, outputs
@@ -240,6 +261,7 @@ class StackedRNN(nn.Module):
     forget_bias: the LSTM's forget-gate bias.
     kernel_init, recurrent_init, bias_init: the cells' initialisers.
     unroll: time steps per scan iteration.
+    fused: LSTMs through `lm_jax.nn.fused_lstm` where it applies (`RNN`).
     dtype: computation dtype.
     dot_general: the cells' input projections' matmul (`_Cell`).
   """
@@ -254,6 +276,7 @@ class StackedRNN(nn.Module):
   recurrent_init: Initializer = nn.initializers.orthogonal()
   bias_init: Initializer = nn.initializers.zeros_init()
   unroll: int = 1
+  fused: bool = True
   dtype: Any = jnp.float32
   dot_general: Optional[Callable[..., Array]] = None
 
@@ -307,7 +330,7 @@ class StackedRNN(nn.Module):
       outputs = []
       for d in range(self.directions):
         rnn = RNN(self._cell(f'layer{layer}_{"bwd" if d else "fwd"}'),
-                  reverse=bool(d), unroll=self.unroll)
+                  reverse=bool(d), unroll=self.unroll, fused=self.fused)
         carry, y = rnn(x, lengths, initial_carry[layer * self.directions + d])
         carries.append(carry)
         outputs.append(y)

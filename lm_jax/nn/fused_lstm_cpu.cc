@@ -1,0 +1,379 @@
+// The LSTM recurrence as one XLA FFI custom call for the CPU backend.
+//
+// Why: under `lax.scan`, every time step of a small LSTM (batch 20, 200
+// units) is a handful of XLA thunks whose hand-offs between the runtime's
+// threads cost more than their arithmetic (benchmarks/RESULTS.md). Here a
+// whole sequence runs in one call, and the batch rows, whose recurrences are
+// independent, are split across threads that never synchronise.
+//
+// Layouts (row-major, float32; H hidden units, G = 4H gates in order
+// i, f, g, o, as lm_jax.nn.recurrent.LSTMCell):
+//   forward  in:  projected [B, T, G] (inputs times the input kernel, plus
+//                 bias), kernel [H, G] (recurrent), c0, h0 [B, H],
+//                 lengths [B] int32 (steps t >= lengths[b] are padding:
+//                 the carry is held and the output is 0); attr forget_bias.
+//            out: outputs [B, T, H], c_T, h_T [B, H], and for the backward
+//                 pass the gate activations [B, T, G] and cells [B, T, H].
+//   backward in:  kernel, c0, lengths, activations, cells, d_outputs
+//                 [B, T, H], d_c_T, d_h_T [B, H].
+//            out: d_projected [B, T, G] (the gates' pre-activation
+//                 gradients), d_c0, d_h0 [B, H].
+// The recurrent kernel's gradient, sum_t h_{t-1}^T d_gates_t, is one large
+// matmul that the caller leaves to XLA.
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// GCC/Clang vector extensions: 16 float lanes, which the compiler maps to
+// one AVX-512 register, two AVX2 registers or four NEON registers.
+constexpr int kLanes = 16;
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+inline Vec Splat(float x) { return Vec{} + x; }
+
+// Loads/stores the first n <= kLanes floats (the rest read as 0). The
+// full-width case is spelled out so that it compiles to one vector move,
+// not a call to memcpy.
+inline Vec Load(const float* p, int n = kLanes) {
+  Vec v = Vec{};
+  if (n == kLanes) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    std::memcpy(&v, p, n * sizeof(float));
+  }
+  return v;
+}
+inline void Store(float* p, Vec v, int n = kLanes) {
+  if (n == kLanes) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    std::memcpy(p, &v, n * sizeof(float));
+  }
+}
+
+// exp(x) to about 2 ulp: Cephes' polynomial on x - n ln 2, times 2^n.
+inline Vec Exp(Vec x) {
+  x = x > 88.0f ? Splat(88.0f) : x;
+  x = x < -88.0f ? Splat(-88.0f) : x;
+  Vec fx = x * 1.44269504088896341f + 0.5f;
+  IVec n = __builtin_convertvector(fx, IVec);  // truncates toward zero
+  n += (__builtin_convertvector(n, Vec) > fx);  // true is -1: floor
+  Vec nf = __builtin_convertvector(n, Vec);
+  x = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  Vec y = Splat(1.9875691500e-4f);
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * x * x + x + 1.0f;
+  IVec bits = (n + 127) << 23;
+  Vec scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
+
+inline Vec Sigmoid(Vec x) { return 1.0f / (1.0f + Exp(-x)); }
+inline Vec Tanh(Vec x) { return 2.0f / (1.0f + Exp(-2.0f * x)) - 1.0f; }
+
+inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// c[MR rows, NV * kLanes cols] += a[MR rows, K] @ b[K, NV * kLanes cols]
+// with the accumulators in registers (6 x 4 vectors fill AVX-512's 32).
+template <int MR, int NV>
+void MicroKernel(const float* a, int64_t lda, const float* b, int64_t ldb,
+                 float* c, int64_t ldc, int64_t k_size) {
+  Vec acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = Load(c + i * ldc + v * kLanes);
+  for (int64_t k = 0; k < k_size; ++k) {
+    Vec bk[NV];
+    for (int v = 0; v < NV; ++v) bk[v] = Load(b + k * ldb + v * kLanes);
+    for (int i = 0; i < MR; ++i) {
+      Vec ai = Splat(a[i * lda + k]);
+      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bk[v];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) Store(c + i * ldc + v * kLanes, acc[i][v]);
+}
+
+template <int NV>
+void RowBlocks(const float* a, int64_t lda, const float* b, int64_t ldb,
+               float* c, int64_t ldc, int64_t m_size, int64_t k_size) {
+  int64_t i = 0;
+  for (; i + 6 <= m_size; i += 6)
+    MicroKernel<6, NV>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, k_size);
+  const float* ai = a + i * lda;
+  float* ci = c + i * ldc;
+  switch (m_size - i) {
+    case 5: MicroKernel<5, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
+    case 4: MicroKernel<4, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
+    case 3: MicroKernel<3, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
+    case 2: MicroKernel<2, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
+    case 1: MicroKernel<1, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
+    default: break;
+  }
+}
+
+// c[M, N] += a[M, K] @ b[K, N]; N, ldb and ldc are multiples of kLanes.
+void Gemm(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+          int64_t ldc, int64_t m_size, int64_t n_size, int64_t k_size) {
+  int64_t j = 0;
+  for (; j + 4 * kLanes <= n_size; j += 4 * kLanes)
+    RowBlocks<4>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size);
+  switch ((n_size - j) / kLanes) {
+    case 3: RowBlocks<3>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size); break;
+    case 2: RowBlocks<2>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size); break;
+    case 1: RowBlocks<1>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size); break;
+    default: break;
+  }
+}
+
+// Threads for `rows` independent rows: the CPUs this process may run on
+// (LM_JAX_LSTM_THREADS caps them), at most one per 4 rows.
+int NumThreads(int64_t rows) {
+  int cpus = 1;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
+  if (const char* cap = std::getenv("LM_JAX_LSTM_THREADS")) {
+    int n = std::atoi(cap);
+    if (n > 0) cpus = std::min(cpus, n);
+  }
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(cpus, rows / 4)));
+}
+
+// Runs body(first_row, end_row) on contiguous chunks, one per thread.
+template <typename Body>
+void ParallelRows(int64_t rows, const Body& body) {
+  int threads = NumThreads(rows);
+  std::vector<std::thread> workers;
+  for (int w = 1; w < threads; ++w)
+    workers.emplace_back(body, rows * w / threads, rows * (w + 1) / threads);
+  body(0, rows / threads);
+  for (auto& worker : workers) worker.join();
+}
+
+// A [rows, cols] matrix copied to a zero-padded [rows, RoundUp(cols)] one,
+// optionally transposed first.
+std::vector<float> Packed(const float* m, int64_t rows, int64_t cols,
+                          bool transpose) {
+  int64_t out_rows = transpose ? cols : rows, out_cols = transpose ? rows : cols;
+  int64_t ld = RoundUp(out_cols);
+  std::vector<float> packed(out_rows * ld, 0.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      packed[transpose ? c * ld + r : r * ld + c] = m[r * cols + c];
+  return packed;
+}
+
+// The forward pass on plain arrays (layouts as above).
+void Forward(const float* xp, const float* kernel, const float* c0,
+             const float* h0, const int32_t* len, float forget_bias,
+             int64_t batch, int64_t steps, int64_t hidden, float* ys,
+             float* c_final, float* h_final, float* acts, float* cs) {
+  const int64_t gates = 4 * hidden, ldg = RoundUp(gates), ldh = RoundUp(hidden);
+  std::vector<float> w = Packed(kernel, hidden, gates, false);
+  ParallelRows(batch, [&](int64_t r0, int64_t r1) {
+    const int64_t rows = r1 - r0;
+    std::vector<float> g(rows * ldg), h(rows * ldh, 0.0f), c(rows * hidden);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(&h[r * ldh], h0 + (r0 + r) * hidden,
+                  hidden * sizeof(float));
+      std::memcpy(&c[r * hidden], c0 + (r0 + r) * hidden,
+                  hidden * sizeof(float));
+    }
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(&g[r * ldg], xp + ((r0 + r) * steps + t) * gates,
+                    gates * sizeof(float));
+      Gemm(h.data(), ldh, w.data(), ldg, g.data(), ldg, rows, ldg, hidden);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t b = r0 + r, at = b * steps + t;
+        float* y = ys + at * hidden;
+        if (t >= len[b]) {  // padding: carry held, output 0
+          std::memset(y, 0, hidden * sizeof(float));
+          std::memset(acts + at * gates, 0, gates * sizeof(float));
+          std::memcpy(cs + at * hidden, &c[r * hidden], hidden * sizeof(float));
+          continue;
+        }
+        const float* pre = &g[r * ldg];
+        float* act = acts + at * gates;
+        for (int64_t j = 0; j < hidden; j += kLanes) {
+          const int n = static_cast<int>(std::min<int64_t>(kLanes, hidden - j));
+          Vec i = Sigmoid(Load(pre + j, n));
+          Vec f = Sigmoid(Load(pre + hidden + j, n) + forget_bias);
+          Vec gg = Tanh(Load(pre + 2 * hidden + j, n));
+          Vec o = Sigmoid(Load(pre + 3 * hidden + j, n));
+          Vec cell = f * Load(&c[r * hidden + j], n) + i * gg;
+          Vec out = o * Tanh(cell);
+          Store(act + j, i, n);
+          Store(act + hidden + j, f, n);
+          Store(act + 2 * hidden + j, gg, n);
+          Store(act + 3 * hidden + j, o, n);
+          Store(&c[r * hidden + j], cell, n);
+          Store(cs + at * hidden + j, cell, n);
+          Store(&h[r * ldh + j], out, n);
+          Store(y + j, out, n);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(c_final + (r0 + r) * hidden, &c[r * hidden],
+                  hidden * sizeof(float));
+      std::memcpy(h_final + (r0 + r) * hidden, &h[r * ldh],
+                  hidden * sizeof(float));
+    }
+  });
+}
+
+ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> projected,
+                       ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
+                       ffi::Buffer<ffi::F32> h0,
+                       ffi::Buffer<ffi::S32> lengths, float forget_bias,
+                       ffi::ResultBuffer<ffi::F32> outputs,
+                       ffi::ResultBuffer<ffi::F32> c_final,
+                       ffi::ResultBuffer<ffi::F32> h_final,
+                       ffi::ResultBuffer<ffi::F32> activations,
+                       ffi::ResultBuffer<ffi::F32> cells) {
+  auto dims = projected.dimensions();
+  if (dims.size() != 3 || dims[2] % 4 != 0)
+    return ffi::Error::InvalidArgument("projected must be [B, T, 4H]");
+  Forward(projected.typed_data(), kernel.typed_data(), c0.typed_data(),
+          h0.typed_data(), lengths.typed_data(), forget_bias, dims[0],
+          dims[1], dims[2] / 4, outputs->typed_data(),
+          c_final->typed_data(), h_final->typed_data(),
+          activations->typed_data(), cells->typed_data());
+  return ffi::Error::Success();
+}
+
+// The backward pass on plain arrays (layouts as above).
+void Backward(const float* kernel, const float* c0, const int32_t* len,
+              const float* acts, const float* cs, const float* dys,
+              const float* d_c_final, const float* d_h_final, int64_t batch,
+              int64_t steps, int64_t hidden, float* dxp, float* d_c0,
+              float* d_h0) {
+  const int64_t gates = 4 * hidden, ldg = RoundUp(gates), ldh = RoundUp(hidden);
+  // d h_{t-1} = d gates_t @ kernel^T: the transposed kernel, [G, H] padded.
+  std::vector<float> wt = Packed(kernel, hidden, gates, true);
+  ParallelRows(batch, [&](int64_t r0, int64_t r1) {
+    const int64_t rows = r1 - r0;
+    std::vector<float> dg(rows * ldg, 0.0f), dh(rows * ldh), dc(rows * hidden);
+    std::vector<float> dh_prev(rows * ldh);
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(&dh[r * ldh], d_h_final + (r0 + r) * hidden,
+                  hidden * sizeof(float));
+      std::memcpy(&dc[r * hidden], d_c_final + (r0 + r) * hidden,
+                  hidden * sizeof(float));
+    }
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t b = r0 + r, at = b * steps + t;
+        float* d_pre = &dg[r * ldg];
+        if (t >= len[b]) {  // padding: no gradient enters, the carry's passes
+          std::memset(d_pre, 0, gates * sizeof(float));
+          std::memset(dxp + at * gates, 0, gates * sizeof(float));
+          continue;
+        }
+        const float* act = acts + at * gates;
+        const float* c_prev = t > 0 ? cs + (at - 1) * hidden
+                                    : c0 + b * hidden;
+        for (int64_t j = 0; j < hidden; j += kLanes) {
+          const int n = static_cast<int>(std::min<int64_t>(kLanes, hidden - j));
+          Vec i = Load(act + j, n), f = Load(act + hidden + j, n);
+          Vec gg = Load(act + 2 * hidden + j, n);
+          Vec o = Load(act + 3 * hidden + j, n);
+          Vec tanh_c = Tanh(Load(cs + at * hidden + j, n));
+          Vec dh_t = Load(&dh[r * ldh + j], n) + Load(dys + at * hidden + j, n);
+          Vec dcell = Load(&dc[r * hidden + j], n) +
+                      dh_t * o * (1.0f - tanh_c * tanh_c);
+          Store(d_pre + j, dcell * gg * i * (1.0f - i), n);
+          Store(d_pre + hidden + j,
+                dcell * Load(c_prev + j, n) * f * (1.0f - f), n);
+          Store(d_pre + 2 * hidden + j, dcell * i * (1.0f - gg * gg), n);
+          Store(d_pre + 3 * hidden + j, dh_t * tanh_c * o * (1.0f - o), n);
+          Store(&dc[r * hidden + j], dcell * f, n);
+        }
+        std::memcpy(dxp + at * gates, d_pre, gates * sizeof(float));
+      }
+      std::fill(dh_prev.begin(), dh_prev.end(), 0.0f);
+      Gemm(dg.data(), ldg, wt.data(), ldh, dh_prev.data(), ldh, rows, ldh,
+           gates);
+      for (int64_t r = 0; r < rows; ++r)
+        if (t < len[r0 + r])
+          std::memcpy(&dh[r * ldh], &dh_prev[r * ldh], ldh * sizeof(float));
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(d_h0 + (r0 + r) * hidden, &dh[r * ldh],
+                  hidden * sizeof(float));
+      std::memcpy(d_c0 + (r0 + r) * hidden, &dc[r * hidden],
+                  hidden * sizeof(float));
+    }
+  });
+}
+
+ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
+                        ffi::Buffer<ffi::S32> lengths,
+                        ffi::Buffer<ffi::F32> activations,
+                        ffi::Buffer<ffi::F32> cells,
+                        ffi::Buffer<ffi::F32> d_outputs,
+                        ffi::Buffer<ffi::F32> d_c_final,
+                        ffi::Buffer<ffi::F32> d_h_final,
+                        ffi::ResultBuffer<ffi::F32> d_projected,
+                        ffi::ResultBuffer<ffi::F32> d_c0,
+                        ffi::ResultBuffer<ffi::F32> d_h0) {
+  auto dims = activations.dimensions();
+  if (dims.size() != 3 || dims[2] % 4 != 0)
+    return ffi::Error::InvalidArgument("activations must be [B, T, 4H]");
+  Backward(kernel.typed_data(), c0.typed_data(), lengths.typed_data(),
+           activations.typed_data(), cells.typed_data(),
+           d_outputs.typed_data(), d_c_final.typed_data(),
+           d_h_final.typed_data(), dims[0], dims[1], dims[2] / 4,
+           d_projected->typed_data(), d_c0->typed_data(), d_h0->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmJaxLstmForward, ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<float>("forget_bias")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LmJaxLstmBackward, BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -1,0 +1,146 @@
+"""Tests of lm_jax.nn.fused_lstm: the fused CPU recurrence gives the scan's
+outputs, final carries and gradients, with padding, in both directions,
+across calls and devices, and the layers fall back to the scan when the
+kernel cannot be built."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm_jax.nn import fused_lstm, recurrent
+
+pytestmark = pytest.mark.skipif(
+    not fused_lstm.available(),
+    reason='no C++ compiler to build the fused LSTM kernel')
+
+
+def _close(a, b, atol):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol),
+               a, b)
+
+
+def _sequences(batch, length, features, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, length, features))
+
+
+def _both(**kwargs):
+  return (recurrent.StackedRNN('lstm', fused=False, **kwargs),
+          recurrent.StackedRNN('lstm', fused=True, **kwargs))
+
+
+def _loss(model, params, x, lengths, carry=None):
+  """A loss that reads every output and every final carry."""
+  carries, outputs = model.apply(params, x, lengths, initial_carry=carry)
+  return (sum(jnp.sum(jnp.sin(y)) for y in outputs)
+          + sum(jnp.sum(c * jnp.cos(h)) for c, h in carries))
+
+
+# Hidden sizes a multiple of the kernel's 16 lanes and not; batches of one
+# row, of rows split over threads, with and without padding.
+@pytest.mark.parametrize('batch,hidden,lengths', [
+    (1, 16, None),
+    (9, 20, (9, 4, 1, 9, 6, 2, 9, 7, 3)),
+    (12, 33, None),
+])
+@pytest.mark.parametrize('bidirectional', [False, True])
+def test_fused_equals_scan_outputs_carries_and_gradients(
+    batch, hidden, lengths, bidirectional):
+  scan, fused = _both(features=hidden, num_layers=2,
+                      bidirectional=bidirectional, forget_bias=1.0)
+  x = _sequences(batch, 9, 11)
+  lengths = None if lengths is None else jnp.array(lengths)
+  params = scan.init(jax.random.key(1), x, lengths)
+  assert (jax.tree.structure(fused.init(jax.random.key(1), x, lengths))
+          == jax.tree.structure(params))
+  _close(fused.apply(params, x, lengths), scan.apply(params, x, lengths),
+         atol=2e-6)
+  want = jax.grad(_loss, argnums=(1, 2))(scan, params, x, lengths)
+  got = jax.grad(_loss, argnums=(1, 2))(fused, params, x, lengths)
+  _close(got, want, atol=2e-5)
+
+
+def test_fused_padding_outputs_are_zero_and_carries_stop_at_the_end():
+  _, fused = _both(features=8)
+  x = _sequences(3, 6, 5)
+  lengths = jnp.array([6, 2, 4])
+  params = fused.init(jax.random.key(1), x)
+  (carry,), (ys,) = fused.apply(params, x, lengths)
+  for b, n in enumerate([6, 2, 4]):
+    np.testing.assert_array_equal(ys[b, n:], 0.0)
+    (alone,), _ = fused.apply(params, x[b:b + 1, :n])
+    _close((carry[0][b], carry[1][b]), (alone[0][0], alone[1][0]),
+           atol=1e-6)
+
+
+def test_fused_gradient_of_the_initial_carry_equals_scan():
+  """Truncated BPTT hands a carry in; its gradient must flow back too."""
+  scan, fused = _both(features=24, num_layers=2)
+  x = _sequences(5, 7, 10)
+  params = scan.init(jax.random.key(1), x)
+  carry = jax.tree.map(lambda z: z + 0.3,
+                       scan.initial_carry(5))
+  want = jax.grad(_loss, argnums=4)(scan, params, x, None, carry)
+  got = jax.grad(_loss, argnums=4)(fused, params, x, None, carry)
+  _close(got, want, atol=2e-5)
+
+
+def test_fused_under_jit_and_vmap_equals_per_example_calls():
+  _, fused = _both(features=16)
+  x = _sequences(4, 5, 6)
+  params = fused.init(jax.random.key(1), x)
+  run = lambda p, xs: fused.apply(p, xs)[1][-1]
+  stacked = jax.jit(jax.vmap(run, in_axes=(None, 0)))(
+      params, jnp.stack([x, 2 * x]))
+  _close(stacked[0], run(params, x), atol=1e-6)
+  _close(stacked[1], run(params, 2 * x), atol=1e-6)
+
+
+def test_fused_on_four_devices_equals_one():
+  """Batch-sharded inputs: XLA gathers them for the custom call, so the
+  result (not the cost) is the one-device result."""
+  _, fused = _both(features=16, bidirectional=True)
+  x = _sequences(8, 6, 5)
+  lengths = jnp.array([6, 3, 1, 6, 5, 2, 6, 4])
+  params = fused.init(jax.random.key(1), x, lengths)
+  grad = jax.jit(jax.grad(_loss, argnums=(1, 2)), static_argnums=0)
+  one = grad(fused, params, x, lengths)
+  mesh = jax.make_mesh((4,), ('data',))
+  split = jax.sharding.NamedSharding(mesh, jax.P('data'))
+  whole = jax.sharding.NamedSharding(mesh, jax.P())
+  four = grad(fused, jax.device_put(params, whole),
+              jax.device_put(x, split), jax.device_put(lengths, split))
+  _close(four, one, atol=1e-5)
+
+
+def test_layers_use_the_scan_when_the_kernel_is_unavailable(monkeypatch):
+  scan, fused = _both(features=8)
+  x = _sequences(2, 4, 3)
+  params = scan.init(jax.random.key(1), x)
+  calls = []
+  real = fused_lstm.lstm_recurrence
+  monkeypatch.setattr(fused_lstm, 'lstm_recurrence',
+                      lambda *a: calls.append(1) or real(*a))
+  fused.apply(params, x)
+  assert calls, 'the fused path did not run'
+  calls.clear()
+  monkeypatch.setattr(fused_lstm, 'available', lambda: False)
+  _close(fused.apply(params, x), scan.apply(params, x), atol=1e-6)
+  assert not calls
+
+
+def test_unavailable_compiler_is_a_warning_not_an_error(tmp_path):
+  code = ('from lm_jax.nn import fused_lstm; '
+          'print("AVAILABLE", fused_lstm.available())')
+  env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'),
+             LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert 'AVAILABLE False' in out.stdout
+  assert 'fused LSTM kernel unavailable' in out.stderr
+  assert not list((tmp_path / 'cache').glob('*.so'))
