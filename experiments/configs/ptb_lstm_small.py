@@ -27,5 +27,8 @@ def get_config():
   # One XLA CPU device whose matmuls use every core: a batch of 20 streams
   # is too small to split, the recurrence is sequential anyway.
   c.cpu_devices = 1
+  # Per-array SGD updates: raveling 4.7 M gradients into one vector cost
+  # 3-6 ms of a 60 ms step here (benchmarks/RESULTS.md).
+  c.optimizer_flatten = False
   c.checkpoint_every = 1327
   return c

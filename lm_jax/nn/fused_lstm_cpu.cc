@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -173,8 +172,8 @@ void ParallelRows(int64_t rows, const Body& body) {
 // optionally transposed first.
 std::vector<float> Packed(const float* m, int64_t rows, int64_t cols,
                           bool transpose) {
-  int64_t out_rows = transpose ? cols : rows, out_cols = transpose ? rows : cols;
-  int64_t ld = RoundUp(out_cols);
+  const int64_t out_rows = transpose ? cols : rows;
+  const int64_t ld = RoundUp(transpose ? rows : cols);
   std::vector<float> packed(out_rows * ld, 0.0f);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c)
