@@ -123,6 +123,7 @@ class RecurrentClassifier(nn.Module):
       head normalises its input the same way, with batch norm.
     extra_features_dim: size of optional per-token features (ELMo vectors)
       concatenated to the word embeddings; 0 for none.
+    fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
     dtype: computation dtype.
   """
 
@@ -142,6 +143,7 @@ class RecurrentClassifier(nn.Module):
   forget_bias: float = 1.0
   sentence_norm: bool = False
   extra_features_dim: int = 0
+  fused_lstm: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -177,7 +179,7 @@ class RecurrentClassifier(nn.Module):
     x = Dropout(self.dropout_rate, deterministic=not train)(x)
     rnn = StackedRNN(self.cell_type, self.hidden_dim, self.num_layers,
                      self.bidirectional, self.dropout_rate, self.forget_bias,
-                     dtype=self.dtype, name='rnn')
+                     fused=self.fused_lstm, dtype=self.dtype, name='rnn')
     carries, layer_outputs = rnn(x, lengths, train=train)
     states = layer_outputs[-1]
     if self.pooling_dropout:

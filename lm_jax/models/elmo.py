@@ -42,6 +42,7 @@ class BiLMConfig:
     num_layers: LSTM layers per direction.
     dropout_rate: on the embeddings, between layers and before the softmax.
     init_scale: U(-s, s) weights; 0 uses the layers' defaults.
+    fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
   """
 
   vocab_size: int
@@ -49,6 +50,7 @@ class BiLMConfig:
   num_layers: int = 2
   dropout_rate: float = 0.1
   init_scale: float = 0.05
+  fused_lstm: bool = True
 
 
 class BiLM(nn.Module):
@@ -70,10 +72,12 @@ class BiLM(nn.Module):
         embedding_init=inits.get('kernel_init', nn.initializers.normal(1.0)))
     self.forward_layers = [
         RNN(LSTMCell(cfg.hidden_size, forget_bias=1.0, **inits),
-            name=f'layer{i}_fwd') for i in range(cfg.num_layers)]
+            fused=cfg.fused_lstm, name=f'layer{i}_fwd')
+        for i in range(cfg.num_layers)]
     self.backward_layers = [
         RNN(LSTMCell(cfg.hidden_size, forget_bias=1.0, **inits), reverse=True,
-            name=f'layer{i}_bwd') for i in range(cfg.num_layers)]
+            fused=cfg.fused_lstm, name=f'layer{i}_bwd')
+        for i in range(cfg.num_layers)]
     self.dropout = Dropout(cfg.dropout_rate)
 
   def layers(self, tokens: Array, lengths: Array, train: bool = False

@@ -69,12 +69,14 @@ class CharLSTM(nn.Module):
     vocab_size: character ids, padding (0) included.
     embed_dim: character embedding size.
     features: LSTM units per direction; the output has 2 x features.
+    fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
     dtype: computation dtype.
   """
 
   vocab_size: int
   embed_dim: int = 32
   features: int = 32
+  fused_lstm: bool = True
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -85,7 +87,8 @@ class CharLSTM(nn.Module):
     words = chars.reshape(batch * length, width)
     x = nn.Embed(self.vocab_size, self.embed_dim, name='embed')(words)
     rnn = StackedRNN('lstm', self.features, bidirectional=True,
-                     forget_bias=1.0, dtype=self.dtype, name='rnn')
+                     forget_bias=1.0, fused=self.fused_lstm, dtype=self.dtype,
+                     name='rnn')
     carries, _ = rnn(x.astype(self.dtype), lengths_of(words))
     states = jnp.concatenate([final_hidden(c) for c in carries], axis=-1)
     return states.reshape(batch, length, -1)
@@ -115,6 +118,7 @@ class RecurrentTagger(nn.Module):
     forget_bias: the LSTM's forget-gate bias.
     extra_features_dim: size of optional per-token features (ELMo vectors)
       concatenated to the word features; 0 for none.
+    fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
     dtype: computation dtype.
   """
 
@@ -134,6 +138,7 @@ class RecurrentTagger(nn.Module):
   char_kernel_size: int = 3
   forget_bias: float = 1.0
   extra_features_dim: int = 0
+  fused_lstm: bool = True
   dtype: Any = jnp.float32
 
   def _char_features(self, chars: Optional[Array], inputs: Array) -> Array:
@@ -150,7 +155,8 @@ class RecurrentTagger(nn.Module):
                         dtype=self.dtype, name='chars')
     else:
       encoder = CharLSTM(self.char_vocab_size, self.char_embed_dim,
-                         self.char_features, dtype=self.dtype, name='chars')
+                         self.char_features, fused_lstm=self.fused_lstm,
+                         dtype=self.dtype, name='chars')
     return encoder(chars)
 
   @nn.compact
@@ -193,7 +199,8 @@ class RecurrentTagger(nn.Module):
     _, layer_outputs = StackedRNN(
         self.cell_type, self.hidden_dim, self.num_layers, bidirectional=True,
         dropout_rate=self.dropout_rate, forget_bias=self.forget_bias,
-        dtype=self.dtype, name='rnn')(x, lengths, train=train)
+        fused=self.fused_lstm, dtype=self.dtype, name='rnn')(x, lengths,
+                                                             train=train)
     y = Dropout(self.dropout_rate,
                    deterministic=not train)(layer_outputs[-1])
     logits = nn.Dense(self.num_tags, dtype=self.dtype, name='output')(y)

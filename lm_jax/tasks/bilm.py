@@ -36,7 +36,9 @@ def bilm_config(config, vocab_size: int) -> BiLMConfig:
                     hidden_size=config['hidden_size'],
                     num_layers=config['num_layers'],
                     dropout_rate=config['dropout_rate'],
-                    init_scale=config['init_scale'])
+                    init_scale=config['init_scale'],
+                    # absent from runs saved before the fused kernel
+                    fused_lstm=config.get('fused_lstm', True))
 
 
 class BiLMTask(SentenceTask):

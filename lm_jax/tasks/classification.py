@@ -121,7 +121,7 @@ class ClassificationTask(SentenceTask):
         forget_bias=cfg.forget_bias,
         sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
-        dtype=cfg.compute_dtype)
+        fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)
     if elmo:
       self._model = WithElmo(self._model, elmo)
 

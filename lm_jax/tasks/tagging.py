@@ -103,7 +103,7 @@ class TaggingTask(SentenceTask):
         char_embed_dim=cfg.char_embed_dim, char_features=cfg.char_features,
         char_kernel_size=cfg.char_kernel_size, forget_bias=cfg.forget_bias,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
-        dtype=cfg.compute_dtype)
+        fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)
     if elmo:
       self._model = WithElmo(self._model, elmo)
 
