@@ -40,6 +40,9 @@ def get_config() -> ml_collections.ConfigDict:
   # lm_jax.nn.precision), the fast mixed precision on CPUs with AMX;
   # '' = compute_dtype.
   c.matmul_dtype = ''
+  # GPT's float32 causal self-attention on CPU runs as one fused custom call
+  # each way (lm_jax.nn.fused_attention); False keeps it in XLA.
+  c.fused_attention = True
 
   # Recurrent LMs (model 'rnn_lm'); embed_dim, num_layers, dropout_rate above.
   c.cell = 'lstm'  # or 'rnn' (Elman), 'gru'

@@ -5,7 +5,8 @@ from lm_jax.models.rnn_lm import RNNLM, RNNLMConfig
 
 
 def build_model(config, vocab_size: int):
-  """The model named by `config.model`, sized by the run config."""
+  """The model named by `config.model`, sized by the run config (keys added
+  since a saved run's config.json was written take their defaults)."""
   if config.model == 'gpt':
     return GPT(GPTConfig(
         vocab_size=vocab_size, num_layers=config.num_layers,
@@ -13,6 +14,7 @@ def build_model(config, vocab_size: int):
         mlp_ratio=config.mlp_ratio, max_length=config.block_size,
         dropout_rate=config.dropout_rate, positional=config.positional,
         use_bias=config.use_bias, activation=config.activation,
+        fused_attention=config.get('fused_attention', True),
         dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype))
   if config.model == 'rnn_lm':
     return RNNLM(RNNLMConfig(
@@ -21,7 +23,7 @@ def build_model(config, vocab_size: int):
         dropout_rate=config.dropout_rate, init_scale=config.init_scale,
         forget_bias=config.forget_bias,
         tie_embeddings=config.tie_embeddings, unroll=config.rnn_unroll,
-        fused_lstm=config.fused_lstm,
+        fused_lstm=config.get('fused_lstm', True),
         dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype))
   raise ValueError(f"unknown model {config.model!r}; known: "
                    "['gpt', 'rnn_lm']")

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn import precision
-from lm_jax.nn.attention import causal_mask
 from lm_jax.nn.dropout import Dropout
 from lm_jax.nn.positional import make_positions
 from lm_jax.nn.transformer import TransformerBlock
@@ -37,6 +36,7 @@ class GPTConfig:
   activation: str = 'gelu'
   dtype: str = 'float32'
   matmul_dtype: str = ''  # 'bfloat16': see lm_jax.nn.precision
+  fused_attention: bool = True  # see lm_jax.nn.fused_attention
 
 
 class GPT(nn.Module):
@@ -78,10 +78,8 @@ class GPT(nn.Module):
       start = position.value if initialised else 0
       if initialised:
         position.value = start + length
-      mask = None  # built from each layer's cache index
     else:
       start = 0
-      mask = causal_mask(length)
     positions = jnp.broadcast_to(start + jnp.arange(length), (batch, length))
 
     x = embed(tokens) + make_positions(
@@ -94,8 +92,9 @@ class GPT(nn.Module):
           dropout_rate=cfg.dropout_rate, pre_norm=True,
           activation=cfg.activation, use_bias=cfg.use_bias,
           num_layers=cfg.num_layers, dtype=dtype, dot_general=dot_general,
-          name=f'block_{i}')(x, mask=mask, deterministic=not train,
-                             decode=decode)
+          fused_attention=cfg.fused_attention,
+          name=f'block_{i}')(x, deterministic=not train, decode=decode,
+                             causal=True)
     x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
     # Flat [batch * length, dim] rows: see lm_jax.nn.transformer.MLP.
     x = x.reshape(batch * length, -1)

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn import fused_attention
 from lm_jax.nn.dropout import dropout
 
 Array = jax.Array
@@ -130,6 +131,10 @@ class MultiHeadAttention(nn.Module):
     out_kernel_init: initializer of the output projection.
     dot_general: the projections' matmul (`lm_jax.nn.precision`); None for
       `lax.dot_general`.
+    fused: causal self-attention in float32 on XLA's CPU backend runs
+      through `lm_jax.nn.fused_attention` (one custom call each way) when
+      nothing needs the weights: no attention dropout in training, no mask
+      besides the causal one, no decoding, 'intermediates' not collected.
   """
 
   num_heads: int
@@ -142,6 +147,7 @@ class MultiHeadAttention(nn.Module):
   kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
   out_kernel_init: nn.initializers.Initializer = nn.initializers.normal(0.02)
   dot_general: Optional[Callable[..., Array]] = None
+  fused: bool = True
 
   @nn.compact
   def __call__(
@@ -153,6 +159,7 @@ class MultiHeadAttention(nn.Module):
       decode: bool = False,
       return_weights: bool = False,
       cache_kv: bool = False,
+      causal: bool = False,
   ):
     """Attends from `inputs_q` to `inputs_kv` (or to itself).
 
@@ -168,6 +175,9 @@ class MultiHeadAttention(nn.Module):
       cache_kv: cross-attention only: project `inputs_kv` on the call that
         creates the 'cache' collection, and on later calls reuse those keys
         and values instead of projecting `inputs_kv` again.
+      causal: self-attention only: each position sees itself and those
+        before it (and what `mask` allows); in decode mode the cache's mask
+        does this already.
 
     Returns:
       `[batch, q_length, out_features]` (and `[batch, heads, q, k]` weights).
@@ -187,8 +197,14 @@ class MultiHeadAttention(nn.Module):
       out = dense(n, name)(x.reshape(-1, x.shape[-1]))
       return out.reshape(*x.shape[:2], n, self.num_heads, head_dim)
 
+    if causal and inputs_kv is not None:
+      raise ValueError('causal is for self-attention (inputs_kv=None)')
     if inputs_kv is None:
       qkv = project(3, 'qkv', inputs_q)  # [batch, length, 3, heads, head_dim]
+      if causal and mask is None and self._fusable(qkv, deterministic,
+                                                  decode, return_weights):
+        out = fused_attention.causal_self_attention(qkv, head_dim ** -0.5)
+        return self._project_out(out, out_features)
       query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     else:
       if decode:
@@ -207,6 +223,8 @@ class MultiHeadAttention(nn.Module):
 
     if decode:
       key, value, mask = self._update_cache(key, value)
+    elif causal:
+      mask = combine_masks(causal_mask(inputs_q.shape[1]), mask)
 
     dropout_rng = None
     if not deterministic and self.dropout_rate > 0.0:
@@ -217,14 +235,27 @@ class MultiHeadAttention(nn.Module):
         return_weights=True)
     out, weights = out
     self.sow('intermediates', 'attention_weights', weights)
+    out = self._project_out(out, out_features)
+    return (out, weights) if return_weights else out
+
+  def _fusable(self, qkv: Array, deterministic: bool, decode: bool,
+               return_weights: bool) -> bool:
+    return (self.fused and not decode and not return_weights
+            and (deterministic or self.dropout_rate == 0.0)
+            and qkv.dtype == jnp.float32
+            and not self.is_mutable_collection('intermediates')
+            and jax.default_backend() == 'cpu'
+            and fused_attention.available())
+
+  def _project_out(self, out: Array, out_features: int) -> Array:
+    """`[batch, length, heads, head_dim]` -> `[batch, length, features]`."""
     batch, length = out.shape[:2]
     out = nn.DenseGeneral(
         out_features, axis=(-2, -1), use_bias=self.use_bias, dtype=self.dtype,
         param_dtype=self.param_dtype, kernel_init=self.out_kernel_init,
         dot_general=self.dot_general, name='out')(
             out.reshape(batch * length, *out.shape[2:]))
-    out = out.reshape(batch, length, out_features)
-    return (out, weights) if return_weights else out
+    return out.reshape(batch, length, out_features)
 
   def _update_cache(self, key: Array, value: Array):
     """Appends `key`/`value` (`[batch, new, heads, head_dim]`) to the cache.

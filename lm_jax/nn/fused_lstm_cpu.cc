@@ -30,118 +30,17 @@
 #include <thread>
 #include <vector>
 
+#include "cpu_simd.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-// GCC/Clang vector extensions: 16 float lanes, which the compiler maps to
-// one AVX-512 register, two AVX2 registers or four NEON registers.
-constexpr int kLanes = 16;
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-typedef int32_t IVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-inline Vec Splat(float x) { return Vec{} + x; }
-
-// Loads/stores the first n <= kLanes floats (the rest read as 0). The
-// full-width case is spelled out so that it compiles to one vector move,
-// not a call to memcpy.
-inline Vec Load(const float* p, int n = kLanes) {
-  Vec v = Vec{};
-  if (n == kLanes) {
-    std::memcpy(&v, p, sizeof v);
-  } else {
-    std::memcpy(&v, p, n * sizeof(float));
-  }
-  return v;
-}
-inline void Store(float* p, Vec v, int n = kLanes) {
-  if (n == kLanes) {
-    std::memcpy(p, &v, sizeof v);
-  } else {
-    std::memcpy(p, &v, n * sizeof(float));
-  }
-}
-
-// exp(x) to about 2 ulp: Cephes' polynomial on x - n ln 2, times 2^n.
-inline Vec Exp(Vec x) {
-  x = x > 88.0f ? Splat(88.0f) : x;
-  x = x < -88.0f ? Splat(-88.0f) : x;
-  Vec fx = x * 1.44269504088896341f + 0.5f;
-  IVec n = __builtin_convertvector(fx, IVec);  // truncates toward zero
-  n += (__builtin_convertvector(n, Vec) > fx);  // true is -1: floor
-  Vec nf = __builtin_convertvector(n, Vec);
-  x = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  Vec y = Splat(1.9875691500e-4f);
-  y = y * x + 1.3981999507e-3f;
-  y = y * x + 8.3334519073e-3f;
-  y = y * x + 4.1665795894e-2f;
-  y = y * x + 1.6666665459e-1f;
-  y = y * x + 5.0000001201e-1f;
-  y = y * x * x + x + 1.0f;
-  IVec bits = (n + 127) << 23;
-  Vec scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
-}
+using namespace lm_jax_simd;  // NOLINT: the kernels are written in its terms
 
 inline Vec Sigmoid(Vec x) { return 1.0f / (1.0f + Exp(-x)); }
 inline Vec Tanh(Vec x) { return 2.0f / (1.0f + Exp(-2.0f * x)) - 1.0f; }
-
-inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
-
-// c[MR rows, NV * kLanes cols] += a[MR rows, K] @ b[K, NV * kLanes cols]
-// with the accumulators in registers (6 x 4 vectors fill AVX-512's 32).
-template <int MR, int NV>
-void MicroKernel(const float* a, int64_t lda, const float* b, int64_t ldb,
-                 float* c, int64_t ldc, int64_t k_size) {
-  Vec acc[MR][NV];
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = Load(c + i * ldc + v * kLanes);
-  for (int64_t k = 0; k < k_size; ++k) {
-    Vec bk[NV];
-    for (int v = 0; v < NV; ++v) bk[v] = Load(b + k * ldb + v * kLanes);
-    for (int i = 0; i < MR; ++i) {
-      Vec ai = Splat(a[i * lda + k]);
-      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bk[v];
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) Store(c + i * ldc + v * kLanes, acc[i][v]);
-}
-
-template <int NV>
-void RowBlocks(const float* a, int64_t lda, const float* b, int64_t ldb,
-               float* c, int64_t ldc, int64_t m_size, int64_t k_size) {
-  int64_t i = 0;
-  for (; i + 6 <= m_size; i += 6)
-    MicroKernel<6, NV>(a + i * lda, lda, b, ldb, c + i * ldc, ldc, k_size);
-  const float* ai = a + i * lda;
-  float* ci = c + i * ldc;
-  switch (m_size - i) {
-    case 5: MicroKernel<5, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
-    case 4: MicroKernel<4, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
-    case 3: MicroKernel<3, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
-    case 2: MicroKernel<2, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
-    case 1: MicroKernel<1, NV>(ai, lda, b, ldb, ci, ldc, k_size); break;
-    default: break;
-  }
-}
-
-// c[M, N] += a[M, K] @ b[K, N]; N, ldb and ldc are multiples of kLanes.
-void Gemm(const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
-          int64_t ldc, int64_t m_size, int64_t n_size, int64_t k_size) {
-  int64_t j = 0;
-  for (; j + 4 * kLanes <= n_size; j += 4 * kLanes)
-    RowBlocks<4>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size);
-  switch ((n_size - j) / kLanes) {
-    case 3: RowBlocks<3>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size); break;
-    case 2: RowBlocks<2>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size); break;
-    case 1: RowBlocks<1>(a, lda, b + j, ldb, c + j, ldc, m_size, k_size); break;
-    default: break;
-  }
-}
 
 // Threads for `rows` independent rows: the CPUs this process may run on
 // (LM_JAX_LSTM_THREADS caps them), at most one per 4 rows.

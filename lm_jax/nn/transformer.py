@@ -128,6 +128,7 @@ class TransformerBlock(nn.Module):
     param_dtype: parameter dtype.
     dot_general: the projections' and MLP's matmul (`lm_jax.nn.precision`);
       None for `lax.dot_general`.
+    fused_attention: `MultiHeadAttention.fused`.
   """
 
   num_heads: int
@@ -144,6 +145,7 @@ class TransformerBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   dot_general: Optional[Callable[..., Array]] = None
+  fused_attention: bool = True
 
   def _norm(self, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=self.layer_norm_epsilon,
@@ -166,6 +168,7 @@ class TransformerBlock(nn.Module):
       encoder_mask: Optional[Array] = None,
       deterministic: bool = True,
       decode: bool = False,
+      causal: bool = False,
   ) -> Array:
     """Applies the block.
 
@@ -177,6 +180,7 @@ class TransformerBlock(nn.Module):
       deterministic: disables dropout.
       decode: use the self-attention KV cache, and cache the
         cross-attention's keys and values of `encoded`.
+      causal: the self-attention is causal (besides `mask`).
 
     Returns:
       `[batch, length, dim]`.
@@ -188,12 +192,12 @@ class TransformerBlock(nn.Module):
         num_heads=self.num_heads, dropout_rate=self.attention_dropout_rate,
         use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=kernel_init, out_kernel_init=residual_init,
-        dot_general=self.dot_general, name=name)
+        dot_general=self.dot_general, fused=self.fused_attention, name=name)
 
     self_attention = attention('self_attention')
     x = self._sublayer(
         x, lambda h: self_attention(h, mask=mask, deterministic=deterministic,
-                                    decode=decode),
+                                    decode=decode, causal=causal),
         'self_attention_norm', deterministic)
     if self.cross_attention:
       cross = attention('cross_attention')

@@ -101,8 +101,8 @@ def test_fused_under_jit_and_vmap_equals_per_example_calls():
 
 
 def test_fused_on_four_devices_equals_one():
-  """Batch-sharded inputs: XLA gathers them for the custom call, so the
-  result (not the cost) is the one-device result."""
+  """Batch-sharded inputs: each device runs the kernel on its own rows
+  (no operand is gathered), and the gradients are the one-device ones."""
   _, fused = _both(features=16, bidirectional=True)
   x = _sequences(8, 6, 5)
   lengths = jnp.array([6, 3, 1, 6, 5, 2, 6, 4])
@@ -112,9 +112,12 @@ def test_fused_on_four_devices_equals_one():
   mesh = jax.make_mesh((4,), ('data',))
   split = jax.sharding.NamedSharding(mesh, jax.P('data'))
   whole = jax.sharding.NamedSharding(mesh, jax.P())
-  four = grad(fused, jax.device_put(params, whole),
-              jax.device_put(x, split), jax.device_put(lengths, split))
-  _close(four, one, atol=1e-5)
+  args = (jax.device_put(params, whole), jax.device_put(x, split),
+          jax.device_put(lengths, split))
+  _close(grad(fused, *args), one, atol=1e-5)
+  compiled = grad.lower(fused, *args).compile().as_text()
+  calls = [l for l in compiled.splitlines() if 'lm_jax_lstm_' in l]
+  assert calls and all('f32[2,6,' in l for l in calls), calls  # 8 rows / 4
 
 
 def test_layers_use_the_scan_when_the_kernel_is_unavailable(monkeypatch):

@@ -1,0 +1,168 @@
+"""Builds and registers lm_jax's C++ kernels for XLA's CPU backend.
+
+Each kernel (`fused_lstm_cpu.cc`, `fused_attention_cpu.cc`) is one source
+file beside this module, with the shared `cpu_simd.h`, exporting XLA FFI
+handlers. It is compiled on first use with the system's C++ compiler
+(`$CXX`, else `c++`) into `$LM_JAX_KERNEL_CACHE` (default
+`~/.cache/lm_jax`), keyed by the sources, the flags, the jaxlib version and
+the CPU, then its handlers are registered as FFI targets. Where any of that
+fails, `load` returns False with a warning, and the caller keeps its XLA
+path.
+
+XLA knows nothing of how a custom call could be split across devices, so
+under a `jit` whose batch is sharded it would gather every operand onto
+every device and repeat the whole call there; `batch_partitioned` tells it
+that the kernels' batch rows are independent.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import pathlib
+import platform
+import subprocess
+import tempfile
+from typing import Callable, Mapping, Sequence, Union
+
+from absl import logging
+import jax
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec as P
+import jaxlib
+
+_HERE = pathlib.Path(__file__).parent
+_HEADERS = ('cpu_simd.h',)
+_FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-pthread')
+
+
+def _cpu_signature() -> str:
+  """What the compiled code depends on besides its source (-march=native)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      lines = [l for l in f if l.startswith(('model name', 'flags'))]
+    return ''.join(sorted(set(lines)))
+  except OSError:
+    return platform.processor()
+
+
+def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
+  compiler = os.environ.get('CXX', 'c++')
+  library.parent.mkdir(parents=True, exist_ok=True)
+  # Written beside the target and renamed: concurrent builds never see a
+  # half-written library.
+  fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
+  os.close(fd)
+  command = [compiler, *_FLAGS, f'-I{jax.ffi.include_dir()}', f'-I{_HERE}',
+             str(source), '-o', partial]
+  try:
+    result = subprocess.run([*command[:1], '-march=native', *command[1:]],
+                            capture_output=True, text=True)
+    if result.returncode != 0:  # a compiler without -march=native
+      result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+      raise RuntimeError(result.stderr.strip().splitlines()[-1]
+                         if result.stderr.strip() else 'compiler failed')
+    os.replace(partial, library)
+  finally:
+    if os.path.exists(partial):
+      os.remove(partial)
+
+
+def load(source_name: str, targets: Mapping[str, str], what: str,
+         fallback: str) -> bool:
+  """Compiles (once per machine) the kernel `source_name` and registers
+  its handlers.
+
+  Args:
+    source_name: the .cc file beside this module.
+    targets: FFI target name -> the handler symbol the library exports.
+    what: names the kernel in the warning when it cannot be built.
+    fallback: what the warning says happens instead.
+
+  Returns:
+    True when every target is registered for the CPU platform.
+  """
+  if platform.system() != 'Linux':  # sched_getaffinity in the C++
+    return False
+  source = _HERE / source_name
+  key = hashlib.sha256(b'\0'.join([
+      source.read_bytes(), *((_HERE / h).read_bytes() for h in _HEADERS),
+      ' '.join(_FLAGS).encode(), jaxlib.__version__.encode(),
+      _cpu_signature().encode()])).hexdigest()
+  cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
+                       pathlib.Path.home() / '.cache' / 'lm_jax')
+  library = cache / f'{source.stem}-{key[:16]}.so'
+  try:
+    if not library.exists():
+      _compile(source, library)
+    lib = ctypes.cdll.LoadLibrary(str(library))
+    for target, symbol in targets.items():
+      jax.ffi.register_ffi_target(
+          target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+  except (OSError, RuntimeError, AttributeError) as e:
+    logging.warning('%s unavailable (%s); %s', what, e, fallback)
+    return False
+  return True
+
+
+def batch_partitioned(fn: Callable, operands: str,
+                      results: Union[str, Sequence[str]]) -> Callable:
+  """`fn`, a custom call whose batch rows are independent, run by each
+  device on its own rows when the batch is sharded.
+
+  Args:
+    fn: array operands -> an array or a tuple of arrays.
+    operands: each operand's dimensions, comma-separated, in the einsum-like
+      notation of Shardy's sharding rules ('b t three h d, h g'); those
+      whose first dimension is 'b' are split along it as the first of them
+      is, the others are replicated.
+    results: the results' dimensions, a string for a single result or a
+      sequence of strings for a tuple.
+
+  Returns:
+    A function of the same operands and results.
+  """
+  in_dims = [o.split() for o in operands.split(',')]
+  single = isinstance(results, str)
+  out_dims = [r.split() for r in ([results] if single else results)]
+
+  first = next(i for i, dims in enumerate(in_dims) if dims[0] == 'b')
+
+  def shardings(mesh, arg_shapes):
+    spec = getattr(arg_shapes[first].sharding, 'spec', None)
+    batch_axes = spec[0] if spec else None
+    named = lambda dims: NamedSharding(  # noqa: E731
+        mesh, P(batch_axes) if dims[0] == 'b' else P())
+    outs = [named(dims) for dims in out_dims]
+    return (tuple(named(dims) for dims in in_dims),
+            outs[0] if single else tuple(outs))
+
+  def partition(mesh, arg_shapes, result_shape):
+    del result_shape
+    args, outs = shardings(mesh, arg_shapes)
+    return mesh, fn, outs, args
+
+  def infer(mesh, arg_shapes, result_shape):
+    del result_shape
+    return shardings(mesh, arg_shapes)[1]
+
+  partitioned = custom_partitioning(fn)
+  partitioned.def_partition(
+      partition=partition, infer_sharding_from_operands=infer,
+      sharding_rule=f"{operands} -> {', '.join(' '.join(d) for d in out_dims)}")
+
+  # custom_partitioning has no batching rule; under vmap the plain call
+  # runs (the FFI call loops over the mapped axis), unsplit.
+  @jax.custom_batching.custom_vmap
+  def call(*args):
+    return partitioned(*args)
+
+  @call.def_vmap
+  def _vmapped(axis_size, in_batched, *args):
+    del axis_size
+    out = jax.vmap(fn, in_axes=[0 if b else None for b in in_batched])(*args)
+    return out, jax.tree.map(lambda _: True, out)
+
+  return call
