@@ -5,10 +5,12 @@ the `shakespeare_char_cpu` shape (4 layers, 4 heads, 128 dims, block 64,
 batch 12), in float32, with bfloat16 compute, and with bfloat16 matmuls in a
 float32 model (`--config.matmul_dtype=bfloat16`), and reports the median
 ms/step, tokens/s and model-FLOPs utilisation against this machine's matmul
-peak measured by the same script. The median is of single steps, each
-waited for; `loop_ms_per_step` is the mean step over windows of 20 run as
-`lm_jax.train.loop` runs them (each batch put on the devices in its step,
-a few steps dispatched ahead), the median over the windows.
+peak measured by the same script. Steps run as the preset runs them,
+`steps_per_call` to a jit call (`--set steps_per_call=1` for one). The
+median is over calls, each waited for, divided by the steps per call;
+`loop_ms_per_step` is the mean step over windows of 20 calls run as
+`lm_jax.train.loop` runs them (each batch put on the devices in its call,
+a few calls dispatched ahead), the median over the windows.
 
   python benchmarks/gpt_cpu_throughput.py            # every setting, a table
   python benchmarks/gpt_cpu_throughput.py --one --dtype float32 --devices 2
@@ -41,7 +43,7 @@ def _measure(args) -> dict:
   from lm_jax.tasks.language_modeling import LanguageModelingTask
   from lm_jax.train import loop, optim, parallel
   from lm_jax.train.loop import init_state
-  from lm_jax.train.steps import make_train_step
+  from lm_jax.train.steps import make_multi_step, make_train_step
 
   config = shakespeare_char_cpu.get_config()
   if args.dtype == 'bfloat16_matmul':  # lm_jax.nn.precision
@@ -58,46 +60,52 @@ def _measure(args) -> dict:
   mesh = parallel.make_data_mesh(args.devices)
   tx = optim.make_optimizer(config)
   state = init_state(task.model, tx, np.zeros((1, length), np.int32), 0, mesh)
-  step = jax.jit(make_train_step(task, tx, config.grad_accum_steps),
+  # As the loop runs it: config.steps_per_call steps per jit call.
+  per_call = config.steps_per_call
+  one_step = make_train_step(task, tx, config.grad_accum_steps)
+  step = jax.jit(make_multi_step(one_step, per_call) if per_call > 1
+                 else one_step,
                  in_shardings=(parallel.replicated(mesh),
-                               parallel.batch_sharded(mesh),
+                               parallel.batch_sharded(mesh, int(per_call > 1)),
                                parallel.replicated(mesh)),
                  out_shardings=(parallel.replicated(mesh),) * 2,
                  donate_argnums=0)
   rng = np.random.default_rng(0)
+  shape = (per_call, batch, length) if per_call > 1 else (batch, length)
   host_batches = [
-      {'inputs': rng.integers(0, vocab, (batch, length), dtype=np.int32),
-       'targets': rng.integers(0, vocab, (batch, length), dtype=np.int32),
-       'weights': np.ones((batch, length), np.float32)} for _ in range(8)]
-  batches = [parallel.to_global(b, mesh) for b in host_batches]
+      {'inputs': rng.integers(0, vocab, shape, dtype=np.int32),
+       'targets': rng.integers(0, vocab, shape, dtype=np.int32),
+       'weights': np.ones(shape, np.float32)} for _ in range(8)]
+  put = lambda b: parallel.to_global(b, mesh, int(per_call > 1))  # noqa: E731
+  batches = [put(b) for b in host_batches]
   key = jax.random.key(0)
-  for i in range(args.warmup):
+  calls = max(1, args.steps // per_call)
+  for i in range(max(2, args.warmup // per_call)):
     state, metrics = step(state, batches[i % 8], key)
   jax.block_until_ready(metrics)
   times = []
   cpu_start = time.process_time()
-  for i in range(args.steps):
+  for i in range(calls):
     t = time.perf_counter()
     state, metrics = step(state, batches[i % 8], key)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t)
-  cpu_ms = (time.process_time() - cpu_start) / args.steps * 1e3
+    times.append((time.perf_counter() - t) / per_call)
+  cpu_ms = (time.process_time() - cpu_start) / (calls * per_call) * 1e3
 
   # As the training loop runs: each batch put on the devices in the step,
-  # and up to loop._MAX_STEPS_IN_FLIGHT steps dispatched ahead of the one
-  # that is waited for; timed over windows of 20 steps.
+  # and up to loop._MAX_STEPS_IN_FLIGHT calls dispatched ahead of the one
+  # that is waited for; timed over windows of 20 calls.
   window_times = []
-  for _ in range(max(1, args.steps // 20)):
+  for _ in range(max(1, calls // 20)):
     pending = []
     t = time.perf_counter()
     for i in range(20):
-      state, metrics = step(state, parallel.to_global(host_batches[i % 8],
-                                                      mesh), key)
+      state, metrics = step(state, put(host_batches[i % 8]), key)
       pending.append(metrics)
       if len(pending) > loop._MAX_STEPS_IN_FLIGHT:
         jax.block_until_ready(pending[-1 - loop._MAX_STEPS_IN_FLIGHT])
     jax.block_until_ready(pending[-1])
-    window_times.append((time.perf_counter() - t) / 20)
+    window_times.append((time.perf_counter() - t) / (20 * per_call))
   loop_ms = float(np.median(window_times) * 1e3)
 
   # Model FLOPs per token as nanoGPT counts them: 6N + 12 L H Q T
@@ -121,7 +129,7 @@ def _measure(args) -> dict:
   return {'dtype': args.dtype, 'devices': args.devices,
           'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'median_ms_per_step': ms, 'tokens_per_sec': tokens_per_sec,
-          'loop_ms_per_step': loop_ms,
+          'loop_ms_per_step': loop_ms, 'steps_per_call': per_call,
           'cpu_ms_per_step': cpu_ms,
           'model_gflops_per_sec': flops_per_token * tokens_per_sec / 1e9,
           'peak_matmul_gflops_per_sec': peak / 1e9,

@@ -184,6 +184,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.async_checkpoint = True
   c.profile_steps = ''  # 'START:STOP' writes a jax.profiler trace
+  # Train steps per jit call (a lax.scan over that many batches), between
+  # the steps where the loop logs, evaluates or saves; more than 1 pays
+  # where steps take milliseconds (lm_jax.train.steps.make_multi_step).
+  c.steps_per_call = 1
 
   # Devices and hosts.
   c.num_devices = 0  # 0: every device

@@ -25,7 +25,7 @@ from lm_jax import tasks
 from lm_jax.train import checkpoint, optim, parallel
 from lm_jax.train.logging import MetricWriter, Progress
 from lm_jax.train.steps import (TrainState, averages, make_eval_step,
-                                make_train_step)
+                                make_multi_step, make_train_step)
 
 log = logging.getLogger('lm_jax')
 # Training steps dispatched ahead of the one the host waits for.
@@ -46,6 +46,18 @@ def _state_initializer(model, tx, inputs: np.ndarray, carry: Any = ()):
     return TrainState(jnp.array(0, jnp.int32), params, tx.init(params),
                       jax.tree.map(jnp.asarray, carry))
   return init
+
+
+def _steps_to_next_event(step: int, config, profile, save_every: int
+                         ) -> int:
+  """Steps from `step` to the next one after which the loop logs,
+  evaluates, saves, starts or stops a trace, or ends."""
+  ends = [config.num_train_steps]
+  every = [config.log_every, config.eval_every, save_every]
+  ends += [(step // n + 1) * n for n in every if n]
+  if profile:
+    ends += [s for s in (profile[0] - 1, profile[1]) if s > step]
+  return min(ends) - step
 
 
 def state_sharding(mesh) -> TrainState:
@@ -112,6 +124,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     raise ValueError(f'batch_size {config.batch_size} must divide by '
                      f'grad_accum_steps x devices = '
                      f'{config.grad_accum_steps * mesh.size}')
+  steps_per_call = config.get('steps_per_call', 1)
+  if steps_per_call < 1:
+    raise ValueError(f'steps_per_call must be at least 1, not '
+                     f'{steps_per_call}')
   rows = parallel.process_rows(config.batch_size)
   if config.get('num_epochs'):
     if not task.steps_per_epoch:
@@ -154,10 +170,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
   replicated = parallel.replicated(mesh)
   batch_sharding = parallel.batch_sharded(mesh)
+  one_step = make_train_step(task, tx, config.grad_accum_steps,
+                             config.get('normalize_loss_by', 'token'))
   train_step = jax.jit(
-      make_train_step(task, tx, config.grad_accum_steps,
-                      config.get('normalize_loss_by', 'token')),
+      one_step,
       in_shardings=(state_sharding(mesh), batch_sharding, replicated),
+      out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
+  multi_step = jax.jit(
+      make_multi_step(one_step, steps_per_call),
+      in_shardings=(state_sharding(mesh),
+                    parallel.batch_sharded(mesh, leading=1), replicated),
       out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
   eval_step = jax.jit(make_eval_step(task),
                       in_shardings=(replicated, batch_sharding, batch_sharding),
@@ -173,11 +195,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   pending = []  # per-step metrics since the last log, still on device
   log_start = time.perf_counter()
   step = start
-  for step in range(start + 1, config.num_train_steps + 1):
-    if profile and step == profile[0]:
+  while step < config.num_train_steps:
+    if profile and step + 1 == profile[0]:
       jax.profiler.start_trace(os.path.join(workdir, 'profile'))
-    batch = parallel.to_global(next(stream), mesh)
-    state, metrics = train_step(state, batch, rng)
+    if steps_per_call > 1 and _steps_to_next_event(
+        step, config, profile, ckpt.save_every) >= steps_per_call:
+      batches = [next(stream) for _ in range(steps_per_call)]
+      stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+      state, metrics = multi_step(
+          state, parallel.to_global(stacked, mesh, leading=1), rng)
+      step += steps_per_call
+    else:
+      batch = parallel.to_global(next(stream), mesh)
+      state, metrics = train_step(state, batch, rng)
+      step += 1
     # Summed on the host at log time: adding on device would dispatch a
     # few tiny ops every step.
     pending.append(metrics)
@@ -192,8 +223,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       jax.profiler.stop_trace()
 
     if step % config.log_every == 0 or step == config.num_train_steps:
-      host = jax.tree.map(lambda *xs: np.sum(xs, dtype=np.float64),
-                          *parallel.to_host(pending))
+      # A leaf is one step's value, or several steps' stacked.
+      host = jax.tree.map(
+          lambda *xs: sum(np.sum(x, dtype=np.float64) for x in xs),
+          *parallel.to_host(pending))
       seconds = progress.rate(step)
       values = {f'train_{k}': v for k, v in
                 task.summarize(averages(host)).items()}

@@ -52,9 +52,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-  """The leading (batch) dimension is split over the `data` axis."""
-  return NamedSharding(mesh, P(DATA_AXIS))
+def batch_sharded(mesh: Mesh, leading: int = 0) -> NamedSharding:
+  """The batch dimension, after `leading` others (e.g. steps), is split
+  over the `data` axis."""
+  return NamedSharding(mesh, P(*(None,) * leading, DATA_AXIS))
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
@@ -73,9 +74,11 @@ def process_rows(global_batch_size: int) -> slice:
   return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
 
 
-def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict:
-  """Assembles each host's rows into global arrays sharded on `data`."""
-  sharding = batch_sharded(mesh)
+def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh,
+              leading: int = 0) -> dict:
+  """Assembles each host's rows into global arrays sharded on `data`; the
+  rows are the dimension after `leading` others."""
+  sharding = batch_sharded(mesh, leading)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x),
       local_batch)

