@@ -104,6 +104,19 @@ def _assert_params_equal(a, b):
                                err_msg=jax.tree_util.keystr(path))
 
 
+def _assert_ends_as_uninterrupted(uninterrupted, workdir, config, results,
+                                  rtol=1e-6):
+  """Same final evaluation, parameters and train/eval records."""
+  for key, value in results.items():
+    np.testing.assert_allclose(value, uninterrupted['results'][key],
+                               rtol=rtol, err_msg=key)
+  _assert_params_equal(_final_params(workdir, config)[1],
+                       uninterrupted['params'])
+  for prefix in ('train_', 'eval_'):
+    _assert_records_close(_records(workdir, prefix),
+                          _records(uninterrupted['workdir'], prefix))
+
+
 def _wait_for_checkpoint(workdir, step, timeout=30.0):
   """An interrupted process's asynchronous save may still be finishing."""
   path = os.path.join(workdir, 'checkpoints', str(step))
@@ -209,15 +222,8 @@ def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
   for i, (got, expected) in enumerate(zip(seen, uninterrupted['seen'][6:])):
     np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 7}')
   assert len(seen) == 6
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=1e-6, err_msg=key)
-  _assert_params_equal(_final_params(tmp_path, config)[1],
-                       uninterrupted['params'])
   # Every record, train and eval, reads as if there had been no crash.
-  for prefix in ('train_', 'eval_'):
-    _assert_records_close(_records(tmp_path, prefix),
-                          _records(uninterrupted['workdir'], prefix))
+  _assert_ends_as_uninterrupted(uninterrupted, tmp_path, config, results)
 
 
 @pytest.mark.parametrize('steps_per_call', [2, 3])
@@ -235,14 +241,8 @@ def test_several_steps_per_call_equal_one_per_call(uninterrupted,
   reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
   assert reader.steps() == [6, 12]
   reader.close()
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=1e-5, err_msg=key)
-  _assert_params_equal(_final_params(tmp_path, config)[1],
-                       uninterrupted['params'])
-  for prefix in ('train_', 'eval_'):
-    _assert_records_close(_records(tmp_path, prefix),
-                          _records(uninterrupted['workdir'], prefix))
+  _assert_ends_as_uninterrupted(uninterrupted, tmp_path, config, results,
+                                rtol=1e-5)
 
 
 def test_resume_after_crash_with_several_steps_per_call(uninterrupted,
@@ -256,11 +256,8 @@ def test_resume_after_crash_with_several_steps_per_call(uninterrupted,
   _wait_for_checkpoint(str(tmp_path), 6)
   results, seen = _train(config, tmp_path)
   assert len(seen) == 6
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=1e-5, err_msg=key)
-  _assert_params_equal(_final_params(tmp_path, config)[1],
-                       uninterrupted['params'])
+  _assert_ends_as_uninterrupted(uninterrupted, tmp_path, config, results,
+                                rtol=1e-5)
 
 
 def test_steps_per_call_below_one_is_refused(make_tiny_config, tmp_path):
