@@ -42,6 +42,7 @@ using namespace lm_jax_simd;  // NOLINT: the kernels are written in its terms
 // Rows of the score matrix computed together: one block of key columns.
 constexpr int64_t kBlock = kLanes;
 
+static_assert(kLanes == 16, "kIota lists one index per lane");
 const IVec kIota = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 struct Shape {
