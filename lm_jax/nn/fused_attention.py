@@ -48,6 +48,7 @@ def _calls(scale: float):
   if not available():
     raise RuntimeError('the fused attention kernel could not be built (see the '
                        'warning above)')
+
   def forward(qkv):
     batch, length, _, heads, head_dim = qkv.shape
     f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)

@@ -49,6 +49,7 @@ def _calls(forget_bias: float):
   if not available():
     raise RuntimeError('the fused LSTM kernel could not be built (see the '
                        'warning above)')
+
   def forward(projected, kernel, c0, h0, lengths):
     batch, steps, gates = projected.shape
     hidden = gates // 4
