@@ -93,8 +93,8 @@ def _measure(args) -> dict:
   cpu_ms = (time.process_time() - cpu_start) / (calls * per_call) * 1e3
 
   # As the training loop runs: each batch put on the devices in the step,
-  # and up to loop._MAX_STEPS_IN_FLIGHT calls dispatched ahead of the one
-  # that is waited for; timed over windows of 20 calls.
+  # and up to `in_flight` calls (the loop's _MAX_STEPS_IN_FLIGHT) dispatched
+  # ahead of the one that is waited for; timed over windows of 20 calls.
   window_times = []
   for _ in range(max(1, calls // 20)):
     pending = []
@@ -102,8 +102,8 @@ def _measure(args) -> dict:
     for i in range(20):
       state, metrics = step(state, put(host_batches[i % 8]), key)
       pending.append(metrics)
-      if len(pending) > loop._MAX_STEPS_IN_FLIGHT:
-        jax.block_until_ready(pending[-1 - loop._MAX_STEPS_IN_FLIGHT])
+      if len(pending) > args.in_flight:
+        jax.block_until_ready(pending[-1 - args.in_flight])
     jax.block_until_ready(pending[-1])
     window_times.append((time.perf_counter() - t) / (20 * per_call))
   loop_ms = float(np.median(window_times) * 1e3)
@@ -151,11 +151,18 @@ def main():
   parser.add_argument('--devices', type=int, default=1)
   parser.add_argument('--steps', type=int, default=200)
   parser.add_argument('--warmup', type=int, default=20)
+  parser.add_argument('--in_flight', type=int, default=None,
+                      help='calls dispatched ahead in the loop-like timing '
+                           '(default: the training loop\'s)')
   parser.add_argument('--set', action='append', default=[],
                       help='config override KEY=VALUE (repeatable)')
   parser.add_argument('--xla_flags', default='',
                       help='extra XLA flags for every setting')
   args = parser.parse_args()
+  if args.in_flight is None:
+    sys.path.insert(0, ROOT)
+    from lm_jax.train import loop
+    args.in_flight = loop._MAX_STEPS_IN_FLIGHT
   if args.one:
     print(json.dumps(_measure(args)))
     return
