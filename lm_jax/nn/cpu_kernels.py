@@ -6,8 +6,8 @@ handlers. It is compiled on first use with the system's C++ compiler
 (`$CXX`, else `c++`) into `$LM_JAX_KERNEL_CACHE` (default
 `~/.cache/lm_jax`), keyed by the sources, the flags, the jaxlib version and
 the CPU, then its handlers are registered as FFI targets. Where any of that
-fails, `load` returns False with a warning, and the caller keeps its XLA
-path.
+fails, `Kernel.available()` is False (with one warning) and the caller keeps
+its XLA path.
 
 XLA knows nothing of how a custom call could be split across devices, so
 under a `jit` whose batch is sharded it would gather every operand onto
@@ -18,6 +18,7 @@ that the kernels' batch rows are independent.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import pathlib
@@ -70,41 +71,54 @@ def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
       os.remove(partial)
 
 
-def load(source_name: str, targets: Mapping[str, str], what: str,
-         fallback: str) -> bool:
-  """Compiles (once per machine) the kernel `source_name` and registers
-  its handlers.
+class Kernel:
+  """One C++ kernel beside this module, built and registered on first use.
 
   Args:
-    source_name: the .cc file beside this module.
+    source_name: the .cc file.
     targets: FFI target name -> the handler symbol the library exports.
-    what: names the kernel in the warning when it cannot be built.
-    fallback: what the warning says happens instead.
-
-  Returns:
-    True when every target is registered for the CPU platform.
+    what: names the kernel in messages ('fused LSTM kernel').
+    fallback: what the warning says happens when it cannot be built.
   """
-  if platform.system() != 'Linux':  # sched_getaffinity in the C++
-    return False
-  source = _HERE / source_name
-  key = hashlib.sha256(b'\0'.join([
-      source.read_bytes(), *((_HERE / h).read_bytes() for h in _HEADERS),
-      ' '.join(_FLAGS).encode(), jaxlib.__version__.encode(),
-      _cpu_signature().encode()])).hexdigest()
-  cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
-                       pathlib.Path.home() / '.cache' / 'lm_jax')
-  library = cache / f'{source.stem}-{key[:16]}.so'
-  try:
-    if not library.exists():
-      _compile(source, library)
-    lib = ctypes.cdll.LoadLibrary(str(library))
-    for target, symbol in targets.items():
-      jax.ffi.register_ffi_target(
-          target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
-  except (OSError, RuntimeError, AttributeError) as e:
-    logging.warning('%s unavailable (%s); %s', what, e, fallback)
-    return False
-  return True
+
+  def __init__(self, source_name: str, targets: Mapping[str, str], what: str,
+               fallback: str):
+    self._source = _HERE / source_name
+    self._targets = dict(targets)
+    self._what, self._fallback = what, fallback
+
+  @functools.cache
+  def available(self) -> bool:
+    """Compiles (once per machine) and registers the handlers; False, with
+    a warning, when that is not possible."""
+    if platform.system() != 'Linux':  # sched_getaffinity in the C++
+      return False
+    key = hashlib.sha256(b'\0'.join([
+        self._source.read_bytes(),
+        *((_HERE / h).read_bytes() for h in _HEADERS),
+        ' '.join(_FLAGS).encode(), jaxlib.__version__.encode(),
+        _cpu_signature().encode()])).hexdigest()
+    cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
+                         pathlib.Path.home() / '.cache' / 'lm_jax')
+    library = cache / f'{self._source.stem}-{key[:16]}.so'
+    try:
+      if not library.exists():
+        _compile(self._source, library)
+      lib = ctypes.cdll.LoadLibrary(str(library))
+      for target, symbol in self._targets.items():
+        jax.ffi.register_ffi_target(
+            target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+    except (OSError, RuntimeError, AttributeError) as e:
+      logging.warning('%s unavailable (%s); %s', self._what, e,
+                      self._fallback)
+      return False
+    return True
+
+  def require(self) -> None:
+    """Raises unless `available()`: for the calls that need the kernel."""
+    if not self.available():
+      raise RuntimeError(f'the {self._what} could not be built (see the '
+                         'warning above)')
 
 
 def batch_partitioned(fn: Callable, operands: str,

@@ -66,7 +66,6 @@ inline Vec Exp(Vec x) {
   return y * scale;
 }
 
-
 inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // Horizontal sum and maximum of the lanes, as trees of halvings (a chain

@@ -28,26 +28,23 @@ from lm_jax.nn import cpu_kernels
 Array = jax.Array
 
 _FORWARD, _BACKWARD = 'lm_jax_attention_forward', 'lm_jax_attention_backward'
+_KERNEL = cpu_kernels.Kernel(
+    'fused_attention_cpu.cc',
+    {_FORWARD: 'LmJaxCausalAttentionForward',
+     _BACKWARD: 'LmJaxCausalAttentionBackward'},
+    'fused attention kernel', 'attention runs in XLA')
 
 
-@functools.cache
 def available() -> bool:
-  """Compiles (once per machine) and registers the kernel; False, with a
-  warning, when that is not possible."""
-  return cpu_kernels.load(
-      'fused_attention_cpu.cc',
-      {_FORWARD: 'LmJaxCausalAttentionForward',
-       _BACKWARD: 'LmJaxCausalAttentionBackward'},
-      'fused attention kernel', 'attention runs in XLA')
+  """Whether the kernel is built and registered (`cpu_kernels.Kernel`)."""
+  return _KERNEL.available()
 
 
 @functools.cache
 def _calls(scale: float):
   """The forward and backward custom calls for one `scale`, each split
   over the batch when it is sharded."""
-  if not available():
-    raise RuntimeError('the fused attention kernel could not be built (see the '
-                       'warning above)')
+  _KERNEL.require()
 
   def forward(qkv):
     batch, length, _, heads, head_dim = qkv.shape
@@ -75,7 +72,8 @@ def causal_self_attention(qkv: Array, scale: float) -> Array:
   """softmax(scale q k^T, causal) v for every head.
 
   Equal, to float32 rounding, to `dot_product_attention` with a causal
-  mask, no dropout and q already divided by `1 / scale`.
+  mask and no dropout when `scale` is `head_dim ** -0.5`, the scaling that
+  function applies.
 
   Args:
     qkv: `[batch, length, 3, heads, head_dim]` float32: q, k and v of every

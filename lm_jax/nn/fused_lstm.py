@@ -30,25 +30,22 @@ from lm_jax.nn import cpu_kernels
 Array = jax.Array
 
 _FORWARD, _BACKWARD = 'lm_jax_lstm_forward', 'lm_jax_lstm_backward'
+_KERNEL = cpu_kernels.Kernel(
+    'fused_lstm_cpu.cc',
+    {_FORWARD: 'LmJaxLstmForward', _BACKWARD: 'LmJaxLstmBackward'},
+    'fused LSTM kernel', 'LSTMs use lax.scan')
 
 
-@functools.cache
 def available() -> bool:
-  """Compiles (once per machine) and registers the kernel; False, with a
-  warning, when that is not possible."""
-  return cpu_kernels.load(
-      'fused_lstm_cpu.cc',
-      {_FORWARD: 'LmJaxLstmForward', _BACKWARD: 'LmJaxLstmBackward'},
-      'fused LSTM kernel', 'LSTMs use lax.scan')
+  """Whether the kernel is built and registered (`cpu_kernels.Kernel`)."""
+  return _KERNEL.available()
 
 
 @functools.cache
 def _calls(forget_bias: float):
   """The forward and backward custom calls for one `forget_bias`, each
   split over the batch when it is sharded."""
-  if not available():
-    raise RuntimeError('the fused LSTM kernel could not be built (see the '
-                       'warning above)')
+  _KERNEL.require()
 
   def forward(projected, kernel, c0, h0, lengths):
     batch, steps, gates = projected.shape

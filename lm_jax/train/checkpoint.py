@@ -46,11 +46,6 @@ class Checkpointer:
     """Steps of the finished checkpoints, oldest first."""
     return sorted(self._manager.all_steps())
 
-  @property
-  def save_every(self) -> int:
-    """Steps between periodic saves; 0 for none."""
-    return self._save_every
-
   def is_save_step(self, step: int) -> bool:
     """Whether `step` is one of the periodic save steps."""
     return self._save_every > 0 and step % self._save_every == 0

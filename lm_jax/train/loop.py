@@ -48,12 +48,11 @@ def _state_initializer(model, tx, inputs: np.ndarray, carry: Any = ()):
   return init
 
 
-def _steps_to_next_event(step: int, config, profile, save_every: int
-                         ) -> int:
+def _steps_to_next_event(step: int, config, profile) -> int:
   """Steps from `step` to the next one after which the loop logs,
   evaluates, saves, starts or stops a trace, or ends."""
   ends = [config.num_train_steps]
-  every = [config.log_every, config.eval_every, save_every]
+  every = [config.log_every, config.eval_every, config.checkpoint_every]
   ends += [(step // n + 1) * n for n in every if n]
   if profile:
     ends += [s for s in (profile[0] - 1, profile[1]) if s > step]
@@ -199,7 +198,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if profile and step + 1 == profile[0]:
       jax.profiler.start_trace(os.path.join(workdir, 'profile'))
     if steps_per_call > 1 and _steps_to_next_event(
-        step, config, profile, ckpt.save_every) >= steps_per_call:
+        step, config, profile) >= steps_per_call:
       batches = [next(stream) for _ in range(steps_per_call)]
       stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
       state, metrics = multi_step(

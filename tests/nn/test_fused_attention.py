@@ -3,6 +3,8 @@
 size, inside MultiHeadAttention and GPT, under vmap and on four devices,
 and the layers keep XLA's attention where the kernel does not apply."""
 
+import functools
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,9 +18,8 @@ pytestmark = pytest.mark.skipif(
     reason='no C++ compiler to build the fused attention kernel')
 
 
-def _close(a, b, atol):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=atol),
-               a, b)
+# np.testing.assert_allclose's tolerances, leaf by leaf.
+_close = functools.partial(chex.assert_trees_all_close, rtol=1e-7)
 
 
 def _reference(qkv):
