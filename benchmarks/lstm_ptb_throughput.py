@@ -10,6 +10,7 @@ benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
   python benchmarks/lstm_ptb_throughput.py --one --devices 1 --unroll 1
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --matmul_dtype bfloat16
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --recurrence scan
+  python benchmarks/lstm_ptb_throughput.py --set 1:1 --cross_entropy xla
 
 Each setting runs in its own process: XLA reads the device count at start.
 """
@@ -43,6 +44,7 @@ def _measure(args) -> dict:
   config.rnn_unroll = args.unroll
   config.matmul_dtype = args.matmul_dtype
   config.fused_lstm = args.recurrence == 'fused'
+  config.fused_cross_entropy = args.cross_entropy == 'fused'
   os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
                                                     'data'))
   from experiments import cli
@@ -74,6 +76,7 @@ def _measure(args) -> dict:
   tokens = config.batch_size * config.block_size
   return {'devices': args.devices, 'unroll': args.unroll,
           'recurrence': args.recurrence,
+          'cross_entropy': args.cross_entropy,
           'matmul_dtype': args.matmul_dtype or 'float32',
           'median_ms_per_batch': round(ms, 2),
           'tokens_per_sec': round(tokens / ms * 1e3),
@@ -94,6 +97,10 @@ def main() -> None:
                       default='fused',
                       help="'fused': lm_jax.nn.fused_lstm (the default); "
                            "'scan': nn.scan over the LSTM cell")
+  parser.add_argument('--cross_entropy', choices=('fused', 'xla'),
+                      default='fused',
+                      help="'fused': lm_jax.nn.fused_cross_entropy (the "
+                           "default); 'xla': log-sum-exp differentiated by JAX")
   parser.add_argument('--steps', type=int, default=60)
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
@@ -112,7 +119,7 @@ def main() -> None:
         [sys.executable, __file__, '--one', '--devices', devices, '--unroll',
          unroll, '--steps', str(args.steps), '--warmup', str(args.warmup),
          '--matmul_dtype', args.matmul_dtype, '--recurrence',
-         args.recurrence],
+         args.recurrence, '--cross_entropy', args.cross_entropy],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)

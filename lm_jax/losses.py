@@ -8,6 +8,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from lm_jax.nn import fused_cross_entropy
+
 Array = jax.Array
 
 
@@ -18,7 +20,7 @@ def softmax_cross_entropy(logits: Array, targets: Array) -> Array:
   log-sum-exp minus the target's logit, differentiated by JAX. (A
   hand-written gradient, softmax - one-hot in one fused pass, made
   `ptb_lstm_small`'s train step 6% slower than this on a quiet 2-core CPU;
-  benchmarks/RESULTS.md.)
+  benchmarks/RESULTS.md. The C++ kernel `token_metrics` can use is faster.)
 
   Args:
     logits: float32 `[..., vocab]`.
@@ -78,3 +80,33 @@ def accuracy(logits: Array, targets: Array,
     weights = jnp.ones_like(correct)
   weights = weights.astype(jnp.float32)
   return jnp.sum(correct * weights), jnp.sum(weights)
+
+
+def token_metrics(logits: Array, targets: Array,
+                  weights: Optional[Array] = None,
+                  fused: bool = False) -> dict[str, tuple[Array, Array]]:
+  """`cross_entropy` and `accuracy` as a task's 'loss' and 'accuracy'.
+
+  Args:
+    logits: `[..., vocab]` unnormalised log-probabilities.
+    targets: int `[...]`.
+    weights: `[...]` 0/1 (or real) weights; padding has weight 0.
+    fused: on XLA's CPU backend, compute both in one fused custom call
+      each way (`lm_jax.nn.fused_cross_entropy`; the same values to float32
+      rounding), unless the kernel cannot be built.
+
+  Returns:
+    {'loss': (sum, count), 'accuracy': (correct, count)}.
+  """
+  logits = logits.astype(jnp.float32)
+  if not (fused and jax.default_backend() == 'cpu'
+          and fused_cross_entropy.available()):
+    return {'loss': cross_entropy(logits, targets, weights),
+            'accuracy': accuracy(logits, targets, weights)}
+  nll, correct = fused_cross_entropy.softmax_cross_entropy(logits, targets)
+  if weights is None:
+    weights = jnp.ones_like(nll)
+  weights = weights.astype(jnp.float32)
+  count = jnp.sum(weights)
+  return {'loss': (jnp.sum(nll * weights), count),
+          'accuracy': (jnp.sum(correct * weights), count)}

@@ -43,6 +43,10 @@ def get_config() -> ml_collections.ConfigDict:
   # GPT's float32 causal self-attention on CPU runs as one fused custom call
   # each way (lm_jax.nn.fused_attention); False keeps it in XLA.
   c.fused_attention = True
+  # Language models' float32 softmax cross-entropy on CPU runs as one fused
+  # custom call each way (lm_jax.nn.fused_cross_entropy); False keeps it in
+  # XLA.
+  c.fused_cross_entropy = True
 
   # Recurrent LMs (model 'rnn_lm'); embed_dim, num_layers, dropout_rate above.
   c.cell = 'lstm'  # or 'rnn' (Elman), 'gru'

@@ -1,9 +1,10 @@
 """Builds and registers lm_jax's C++ kernels for XLA's CPU backend.
 
-Each kernel (`fused_lstm_cpu.cc`, `fused_attention_cpu.cc`) is one source
-file beside this module, with the shared `cpu_simd.h`, exporting XLA FFI
-handlers. It is compiled on first use with the system's C++ compiler
-(`$CXX`, else `c++`) into `$LM_JAX_KERNEL_CACHE` (default
+Each kernel (`fused_lstm_cpu.cc`, `fused_attention_cpu.cc`,
+`fused_cross_entropy_cpu.cc`) is one source file beside this module, with
+the shared `cpu_simd.h` and `cpu_threads.h`, exporting XLA FFI handlers.
+It is compiled on first use with the system's C++ compiler (`$CXX`, else
+`c++`) into `$LM_JAX_KERNEL_CACHE` (default
 `~/.cache/lm_jax`), keyed by the sources, the flags, the jaxlib version and
 the CPU, then its handlers are registered as FFI targets. Where any of that
 fails, `Kernel.available()` is False (with one warning) and the caller keeps
@@ -34,7 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxlib
 
 _HERE = pathlib.Path(__file__).parent
-_HEADERS = ('cpu_simd.h',)
+_HEADERS = ('cpu_simd.h', 'cpu_threads.h')
 _FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-pthread')
 
 

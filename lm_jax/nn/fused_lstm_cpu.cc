@@ -21,16 +21,13 @@
 // The recurrent kernel's gradient, sum_t h_{t-1}^T d_gates_t, is one large
 // matmul that the caller leaves to XLA.
 
-#include <sched.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include "cpu_simd.h"
+#include "cpu_threads.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -42,29 +39,13 @@ using namespace lm_jax_simd;  // NOLINT: the kernels are written in its terms
 inline Vec Sigmoid(Vec x) { return 1.0f / (1.0f + Exp(-x)); }
 inline Vec Tanh(Vec x) { return 2.0f / (1.0f + Exp(-2.0f * x)) - 1.0f; }
 
-// Threads for `rows` independent rows: the CPUs this process may run on
-// (LM_JAX_LSTM_THREADS caps them), at most one per 4 rows.
-int NumThreads(int64_t rows) {
-  int cpus = 1;
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = CPU_COUNT(&set);
-  if (const char* cap = std::getenv("LM_JAX_LSTM_THREADS")) {
-    int n = std::atoi(cap);
-    if (n > 0) cpus = std::min(cpus, n);
-  }
-  return static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(cpus, rows / 4)));
-}
+// Batch rows per thread: fewer would not pay for the thread.
+constexpr int64_t kRowsPerThread = 4;
 
-// Runs body(first_row, end_row) on contiguous chunks, one per thread.
 template <typename Body>
-void ParallelRows(int64_t rows, const Body& body) {
-  int threads = NumThreads(rows);
-  std::vector<std::thread> workers;
-  for (int w = 1; w < threads; ++w)
-    workers.emplace_back(body, rows * w / threads, rows * (w + 1) / threads);
-  body(0, rows / threads);
-  for (auto& worker : workers) worker.join();
+void ParallelRows(int64_t rows, ffi::ThreadPool& pool, const Body& body) {
+  lm_jax_simd::ParallelRows(rows, NumChunks(rows, kRowsPerThread, pool), pool,
+                            body);
 }
 
 // A [rows, cols] matrix copied to a zero-padded [rows, RoundUp(cols)] one,
@@ -81,13 +62,14 @@ std::vector<float> Packed(const float* m, int64_t rows, int64_t cols,
 }
 
 // The forward pass on plain arrays (layouts as above).
-void Forward(const float* xp, const float* kernel, const float* c0,
+void Forward(ffi::ThreadPool& pool,
+             const float* xp, const float* kernel, const float* c0,
              const float* h0, const int32_t* len, float forget_bias,
              int64_t batch, int64_t steps, int64_t hidden, float* ys,
              float* c_final, float* h_final, float* acts, float* cs) {
   const int64_t gates = 4 * hidden, ldg = RoundUp(gates), ldh = RoundUp(hidden);
   std::vector<float> w = Packed(kernel, hidden, gates, false);
-  ParallelRows(batch, [&](int64_t r0, int64_t r1) {
+  ParallelRows(batch, pool, [&](int64_t r0, int64_t r1) {
     const int64_t rows = r1 - r0;
     std::vector<float> g(rows * ldg), h(rows * ldh, 0.0f), c(rows * hidden);
     for (int64_t r = 0; r < rows; ++r) {
@@ -140,7 +122,7 @@ void Forward(const float* xp, const float* kernel, const float* c0,
   });
 }
 
-ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> projected,
+ffi::Error ForwardImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> projected,
                        ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
                        ffi::Buffer<ffi::F32> h0,
                        ffi::Buffer<ffi::S32> lengths, float forget_bias,
@@ -152,7 +134,7 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> projected,
   auto dims = projected.dimensions();
   if (dims.size() != 3 || dims[2] % 4 != 0)
     return ffi::Error::InvalidArgument("projected must be [B, T, 4H]");
-  Forward(projected.typed_data(), kernel.typed_data(), c0.typed_data(),
+  Forward(pool, projected.typed_data(), kernel.typed_data(), c0.typed_data(),
           h0.typed_data(), lengths.typed_data(), forget_bias, dims[0],
           dims[1], dims[2] / 4, outputs->typed_data(),
           c_final->typed_data(), h_final->typed_data(),
@@ -161,7 +143,8 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> projected,
 }
 
 // The backward pass on plain arrays (layouts as above).
-void Backward(const float* kernel, const float* c0, const int32_t* len,
+void Backward(ffi::ThreadPool& pool,
+              const float* kernel, const float* c0, const int32_t* len,
               const float* acts, const float* cs, const float* dys,
               const float* d_c_final, const float* d_h_final, int64_t batch,
               int64_t steps, int64_t hidden, float* dxp, float* d_c0,
@@ -169,7 +152,7 @@ void Backward(const float* kernel, const float* c0, const int32_t* len,
   const int64_t gates = 4 * hidden, ldg = RoundUp(gates), ldh = RoundUp(hidden);
   // d h_{t-1} = d gates_t @ kernel^T: the transposed kernel, [G, H] padded.
   std::vector<float> wt = Packed(kernel, hidden, gates, true);
-  ParallelRows(batch, [&](int64_t r0, int64_t r1) {
+  ParallelRows(batch, pool, [&](int64_t r0, int64_t r1) {
     const int64_t rows = r1 - r0;
     std::vector<float> dg(rows * ldg, 0.0f), dh(rows * ldh), dc(rows * hidden);
     std::vector<float> dh_prev(rows * ldh);
@@ -225,7 +208,8 @@ void Backward(const float* kernel, const float* c0, const int32_t* len,
   });
 }
 
-ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
+ffi::Error BackwardImpl(ffi::ThreadPool pool,
+                        ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
                         ffi::Buffer<ffi::S32> lengths,
                         ffi::Buffer<ffi::F32> activations,
                         ffi::Buffer<ffi::F32> cells,
@@ -238,7 +222,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
   auto dims = activations.dimensions();
   if (dims.size() != 3 || dims[2] % 4 != 0)
     return ffi::Error::InvalidArgument("activations must be [B, T, 4H]");
-  Backward(kernel.typed_data(), c0.typed_data(), lengths.typed_data(),
+  Backward(pool, kernel.typed_data(), c0.typed_data(), lengths.typed_data(),
            activations.typed_data(), cells.typed_data(),
            d_outputs.typed_data(), d_c_final.typed_data(),
            d_h_final.typed_data(), dims[0], dims[1], dims[2] / 4,
@@ -250,6 +234,7 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> kernel, ffi::Buffer<ffi::F32> c0,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LmJaxLstmForward, ForwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -264,6 +249,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LmJaxLstmForward, ForwardImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LmJaxLstmBackward, BackwardImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()

@@ -120,12 +120,10 @@ class LanguageModelingTask(Task):
     return decode.empty_cache(self.model, batch_size, 1)
 
   def _metrics(self, logits, batch) -> Metrics:
-    return {
-        'loss': losses.cross_entropy(logits, batch['targets'],
-                                     batch['weights']),
-        'accuracy': losses.accuracy(logits, batch['targets'],
-                                    batch['weights']),
-    }
+    # absent from runs saved before the fused kernel
+    fused = self.config.get('fused_cross_entropy', True)
+    return losses.token_metrics(logits, batch['targets'], batch['weights'],
+                                fused=fused)
 
   def loss(self, params: Any, batch: dict, rng, train: bool) -> Metrics:
     if self._carries:
