@@ -169,6 +169,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.beta2 = 0.99
   c.weight_decay = 0.1
   c.grad_clip_norm = 1.0
+  # > 0: evaluate (and save for sampling and fine-tuning) an exponential
+  # moving average of the parameters with this decay per update
+  # (lm_jax.train.optim.with_param_average); 0: the parameters themselves.
+  c.param_average_decay = 0.0
   c.grad_accum_steps = 1
   # Clipping and the optimizer's moments on one raveled vector: fewer kernels
   # for small models; big ones (BERT presets) run faster without the copies.

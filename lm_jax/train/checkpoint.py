@@ -115,7 +115,8 @@ class Checkpointer:
 def load_params(workdir: str) -> Any:
   """The parameters of another run's newest readable checkpoint, on this
   host's first device: the pre-trained part of a new model (ULMFiT's LM,
-  ELMo's bi-LM). Nothing in `workdir` is written.
+  ELMo's bi-LM); their average where that run kept one. Nothing in
+  `workdir` is written.
 
   The shapes come from the checkpoint's own metadata, so the caller needs
   neither that run's model nor its data; a checkpoint saved on N devices
@@ -146,6 +147,11 @@ def load_params(workdir: str) -> Any:
                   'the previous one', step, directory, type(e).__name__)
       continue
     manager.close()
+    # The parameters' average, where that run kept one (its evaluations
+    # used it; lm_jax.train.optim.with_param_average).
+    opt_state = restored.state.get('opt_state')
+    if isinstance(opt_state, dict) and 'average' in opt_state:
+      return opt_state['average']
     return restored.state['params']
   manager.close()
   raise FileNotFoundError(f'no readable checkpoint in {directory}')

@@ -163,8 +163,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   else:
     pretrained = task.pretrained_params(state.params)
     if pretrained is not state.params:
-      state = state.replace(params=jax.device_put(
-          pretrained, parallel.replicated(mesh)))
+      # The optimizer state afresh too: a parameter average starts there.
+      state = state.replace(**jax.device_put(
+          {'params': pretrained, 'opt_state': tx.init(pretrained)},
+          parallel.replicated(mesh)))
   start = int(parallel.to_host(state.step))
 
   replicated = parallel.replicated(mesh)
@@ -242,13 +244,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if (config.eval_every and step % config.eval_every == 0) or final:
       # The last evaluation covers the whole split, exactly.
       full = final and config.final_eval_full
-      results = evaluate_batches(state.params,
-                                 task.eval_batches(rows, full=full))
+      params = optim.eval_params(state.params, state.opt_state)
+      results = evaluate_batches(params, task.eval_batches(rows, full=full))
       evals = {f'eval_{k}': v for k, v in results.items()}
       if final:
         evals.update(task.final_evaluation(
-            state.params, rows,
-            lambda batches: evaluate_batches(state.params, batches)))
+            params, rows, lambda batches: evaluate_batches(params, batches)))
       writer.write(step, evals)
       log.info('eval at step %d%s: %s', step,
                ' (whole split)' if full else '',
@@ -259,12 +260,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       ckpt.save(step, state, stream.get_state(), config_dict)
 
   if step == start:  # Nothing left to train: report the finished run.
+    params = optim.eval_params(state.params, state.opt_state)
     results = evaluate_batches(
-        state.params, task.eval_batches(rows, full=config.final_eval_full))
+        params, task.eval_batches(rows, full=config.final_eval_full))
     evals = {f'eval_{k}': v for k, v in results.items()}
     evals.update(task.final_evaluation(
-        state.params, rows,
-        lambda batches: evaluate_batches(state.params, batches)))
+        params, rows, lambda batches: evaluate_batches(params, batches)))
   ckpt.close()
   writer.close()
   return evals
@@ -307,7 +308,9 @@ def estimate_and_evaluate(task: tasks.CountingTask,
 def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
                    inputs: np.ndarray, carry: Any = ()) -> tuple[int, Any]:
   """(step, params) of the newest readable checkpoint in `workdir`, on one
-  device, whatever the device count it was saved from.
+  device, whatever the device count it was saved from: the parameters'
+  average where the run kept one (`param_average_decay`), as its
+  evaluations used.
 
   Args:
     workdir: the run's directory.
@@ -328,4 +331,4 @@ def restore_params(workdir: str, config: ml_collections.ConfigDict, model,
     step, state = ckpt.restore_params(abstract)
   finally:
     ckpt.close()
-  return step, state.params
+  return step, optim.eval_params(state.params, state.opt_state)

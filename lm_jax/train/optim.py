@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -222,4 +222,66 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   if config.get('frozen_params'):
     tail.append(optax.masked(optax.set_to_zero(),
                              frozen_mask(config.frozen_params)))
-  return optax.chain(*head, *tail, optax.scale_by_learning_rate(schedule))
+  tx = optax.chain(*head, *tail, optax.scale_by_learning_rate(schedule))
+  if config.get('param_average_decay'):
+    tx = with_param_average(tx, config.param_average_decay)
+  return tx
+
+
+class ParamAverageState(NamedTuple):
+  """`with_param_average`'s state: the wrapped optimizer's and the average."""
+  inner: Any
+  average: Any  # the parameters' moving average, the parameters' structure
+  count: jax.Array  # int32 scalar: updates averaged so far
+
+
+def with_param_average(tx: optax.GradientTransformation, decay: float
+                       ) -> optax.GradientTransformation:
+  """`tx`, also keeping an exponential moving average of the parameters.
+
+  Polyak-style averaging: evaluating the average of the last few thousand
+  iterates, rather than the last one, smooths out the noise of the final
+  updates. After update n the average is
+  `d * average + (1 - d) * params` with `d = min(decay, (1 + n) / (10 + n))`,
+  as TensorFlow's `ExponentialMovingAverage` with `num_updates`, so the
+  average forgets the initial parameters within the first few dozen steps.
+
+  Args:
+    tx: the optimizer; its updates are returned unchanged.
+    decay: the average's decay per update, in (0, 1).
+
+  Returns:
+    A transformation whose state is a `ParamAverageState`; read the average
+    with `averaged_params`.
+  """
+  if not 0.0 < decay < 1.0:
+    raise ValueError(f'param_average_decay must be in (0, 1), not {decay}')
+
+  def init(params):
+    return ParamAverageState(tx.init(params),
+                             jax.tree.map(jnp.asarray, params),
+                             jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    updates, inner = tx.update(updates, state.inner, params)
+    count = state.count + 1
+    d = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+    average = jax.tree.map(lambda a, p, u: d * a + (1.0 - d) * (p + u),
+                           state.average, params, updates)
+    return updates, ParamAverageState(inner, average, count)
+
+  return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state: Any) -> Optional[Any]:
+  """The parameter average in `opt_state`, or None if it keeps none."""
+  if isinstance(opt_state, ParamAverageState):
+    return opt_state.average
+  return None
+
+
+def eval_params(params: Any, opt_state: Any) -> Any:
+  """The parameters to evaluate and save for inference: the optimizer's
+  average when it keeps one (`param_average_decay`), else `params`."""
+  average = averaged_params(opt_state)
+  return params if average is None else average

@@ -16,6 +16,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from lm_jax import losses
@@ -416,3 +417,30 @@ def test_pretrained_params_are_put_in_once_and_not_on_resume(
         num_train_steps=4, checkpoint_every=3, schedule='constant',
         warmup_steps=0, learning_rate=0.0, weight_decay=0.0), str(tmp_path))
     assert calls == [1]  # the relaunch resumed from the checkpoint
+
+
+def test_with_a_param_average_evaluations_and_checkpoints_use_it(
+    make_tiny_config, tiny_task, tmp_path):
+  config = make_tiny_config(param_average_decay=0.5)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  _, average = _final_params(tmp_path, config)  # as sampling loads it
+  saved = ocp.StandardCheckpointer().restore(
+      os.path.join(str(tmp_path), 'checkpoints', '12', 'state'))
+  _assert_params_equal(average, saved['opt_state']['average'])
+  _assert_params_equal(checkpoint.load_params(str(tmp_path)), average)
+  assert not all(np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(saved['params']), jax.tree.leaves(average)))
+
+  def mean_loss(params):
+    apply = jax.jit(lambda tokens: tiny_task.model.apply({'params': params},
+                                                         tokens))
+    total = count = 0.0
+    for batch in pipelines.lm_full_pass(tiny_task.tokens['validation'],
+                                        config.block_size, config.batch_size):
+      loss_sum, weight_sum = losses.cross_entropy(
+          apply(batch['inputs']), batch['targets'], batch['weights'])
+      total, count = total + float(loss_sum), count + float(weight_sum)
+    return total / count
+
+  np.testing.assert_allclose(results['eval_loss'], mean_loss(average),
+                             rtol=1e-5)

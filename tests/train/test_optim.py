@@ -272,3 +272,33 @@ def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
   assert float(jnp.abs(updates['head']['bias']).max()) == 0.0
   assert float(jnp.abs(updates['elmo']['mix']['weights']).min()) > 0.0
   assert float(jnp.abs(updates['head']['kernel']).min()) > 0.0
+
+
+def test_param_average_follows_the_iterates_and_leaves_updates_alone():
+  sgd = optax.sgd(0.1)
+  averaged = optim.with_param_average(sgd, decay=0.5)
+  params = {'w': jnp.array([1.0, -2.0])}
+  plain_state, state = sgd.init(params), averaged.init(params)
+  want = params['w']
+  for n in range(1, 13):
+    grads = {'w': params['w'] * n}
+    plain, plain_state = sgd.update(grads, plain_state, params)
+    updates, state = averaged.update(grads, state, params)
+    np.testing.assert_array_equal(updates['w'], plain['w'])
+    params = optax.apply_updates(params, updates)
+    d = min(0.5, (1 + n) / (10 + n))  # TF's num_updates warm-up
+    want = d * want + (1 - d) * params['w']
+    np.testing.assert_allclose(optim.averaged_params(state)['w'], want,
+                               rtol=1e-6)
+  assert optim.eval_params(params, state) is state.average
+  assert optim.eval_params(params, plain_state) is params
+  assert optim.averaged_params(plain_state) is None
+
+
+def test_param_average_decay_from_the_config(make_tiny_config):
+  config = make_tiny_config(param_average_decay=0.99)
+  params = {'w': jnp.ones(3)}
+  state = optim.make_optimizer(config).init(params)
+  assert isinstance(state, optim.ParamAverageState)
+  with pytest.raises(ValueError, match='param_average_decay'):
+    optim.make_optimizer(make_tiny_config(param_average_decay=1.0))
