@@ -3,11 +3,12 @@
 `lm_jax.losses.softmax_cross_entropy` (log-sum-exp minus the target's
 logit, differentiated by JAX) is the reference. Over a word-level
 vocabulary XLA's CPU backend runs it, the accuracy metric and its
-gradient as about six passes over the `[positions, vocab]` logits; the C++ in `fused_cross_entropy_cpu.cc` reads each row
-twice forward (its maximum, then the sum of exponentials, while the row is
-in the L2 cache) and writes softmax - one-hot in one pass backward,
-splitting the rows across threads. The forward also says which targets
-are the row's argmax, so the accuracy metric costs no further pass.
+gradient as about six passes over the `[positions, vocab]` logits; the
+C++ in `fused_cross_entropy_cpu.cc` reads each row twice forward (its
+maximum, then the sum of exponentials, while the row is in the L2 cache)
+and writes softmax - one-hot in one pass backward, splitting the rows
+across threads. The forward also says which targets are the row's argmax,
+so the accuracy metric costs no further pass.
 
 The kernel is compiled on first use (`lm_jax.nn.cpu_kernels`); where that
 fails, `available()` is False and the loss stays in XLA. Under a sharded

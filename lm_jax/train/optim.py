@@ -258,11 +258,14 @@ def with_param_average(tx: optax.GradientTransformation, decay: float
     raise ValueError(f'param_average_decay must be in (0, 1), not {decay}')
 
   def init(params):
-    return ParamAverageState(tx.init(params),
-                             jax.tree.map(jnp.asarray, params),
+    # Copies: the train state is donated to each step, and one buffer
+    # cannot be donated twice.
+    return ParamAverageState(tx.init(params), jax.tree.map(jnp.copy, params),
                              jnp.zeros([], jnp.int32))
 
   def update(updates, state, params=None):
+    if params is None:
+      raise ValueError('with_param_average needs the params in update()')
     updates, inner = tx.update(updates, state.inner, params)
     count = state.count + 1
     d = jnp.minimum(decay, (1.0 + count) / (10.0 + count))

@@ -396,8 +396,9 @@ def test_evaluation_over_many_batches_on_two_cpu_devices_does_not_hang(
   assert math.isfinite(float(result.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.parametrize('average', [0.0, 0.5])  # param_average_decay
 def test_pretrained_params_are_put_in_once_and_not_on_resume(
-    make_tiny_config, tmp_path):
+    make_tiny_config, tmp_path, average):
   calls = []
 
   def pretrained(self, params):
@@ -406,7 +407,8 @@ def test_pretrained_params_are_put_in_once_and_not_on_resume(
 
   config = make_tiny_config(num_train_steps=3, checkpoint_every=3,
                             schedule='constant', warmup_steps=0,
-                            learning_rate=0.0, weight_decay=0.0)
+                            learning_rate=0.0, weight_decay=0.0,
+                            param_average_decay=average)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(LanguageModelingTask, 'pretrained_params', pretrained)
     loop.train_and_evaluate(config, str(tmp_path))
@@ -415,7 +417,8 @@ def test_pretrained_params_are_put_in_once_and_not_on_resume(
     assert all(np.all(np.asarray(x) == 0.5) for x in jax.tree.leaves(params))
     loop.train_and_evaluate(make_tiny_config(
         num_train_steps=4, checkpoint_every=3, schedule='constant',
-        warmup_steps=0, learning_rate=0.0, weight_decay=0.0), str(tmp_path))
+        warmup_steps=0, learning_rate=0.0, weight_decay=0.0,
+        param_average_decay=average), str(tmp_path))
     assert calls == [1]  # the relaunch resumed from the checkpoint
 
 
