@@ -4,10 +4,11 @@
 // Why: for a word-level LM (a 10k-word softmax over 700 positions a batch)
 // XLA's CPU backend runs log-sum-exp, the accuracy metric's maximum and
 // their gradient as about six passes over the [N, V] logits: with the
-// output layer's bias, 7 ms of `ptb_lstm_small`'s 65 ms step (benchmarks/RESULTS.md). Here the forward
-// reads each row twice while it is in the L2 cache (its maximum, then the
-// sum of exponentials) and the backward writes softmax - one-hot in one
-// pass, the rows split across XLA's threads (cpu_threads.h).
+// output layer's bias, 7 ms of `ptb_lstm_small`'s 65 ms step
+// (benchmarks/RESULTS.md). Here the forward reads each row twice while it
+// is in the L2 cache (its maximum, then the sum of exponentials) and the
+// backward writes softmax - one-hot in one pass, the rows split across
+// XLA's threads (cpu_threads.h).
 //
 // Layouts (row-major; N rows, V classes):
 //   forward  in:  logits [N, V] float32, targets [N] int32.
@@ -35,7 +36,7 @@ namespace {
 using namespace lm_jax_simd;  // NOLINT: the kernels are written in its terms
 
 // Splits the rows across threads, each given at least this many elements:
-// fewer do not pay for starting a thread.
+// fewer do not pay for handing them to another thread.
 constexpr int64_t kElementsPerThread = 1 << 17;
 
 template <typename Body>

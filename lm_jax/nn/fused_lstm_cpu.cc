@@ -39,7 +39,8 @@ using namespace lm_jax_simd;  // NOLINT: the kernels are written in its terms
 inline Vec Sigmoid(Vec x) { return 1.0f / (1.0f + Exp(-x)); }
 inline Vec Tanh(Vec x) { return 2.0f / (1.0f + Exp(-2.0f * x)) - 1.0f; }
 
-// Batch rows per thread: fewer would not pay for the thread.
+// Batch rows per thread: fewer do not pay for handing them to another
+// thread.
 constexpr int64_t kRowsPerThread = 4;
 
 template <typename Body>
