@@ -160,20 +160,26 @@ def test_run_writes_its_artifacts_and_logs_on_schedule(uninterrupted):
   np.testing.assert_allclose(final_eval['eval_loss'], results['eval_loss'])
 
 
-def test_final_evaluation_is_the_exact_mean_over_the_validation_split(
-    uninterrupted, tiny_task):
-  config, params = uninterrupted['config'], uninterrupted['params']
-  apply = jax.jit(lambda tokens: tiny_task.model.apply({'params': params},
-                                                       tokens))
+def _validation_loss(task, config, params):
+  """(mean loss, tokens) of `params` over the whole validation split,
+  computed here without the loop."""
+  apply = jax.jit(lambda tokens: task.model.apply({'params': params}, tokens))
   total = count = 0.0
-  for batch in pipelines.lm_full_pass(tiny_task.tokens['validation'],
+  for batch in pipelines.lm_full_pass(task.tokens['validation'],
                                       config.block_size, config.batch_size):
     loss_sum, weight_sum = losses.cross_entropy(
         apply(batch['inputs']), batch['targets'], batch['weights'])
     total, count = total + float(loss_sum), count + float(weight_sum)
+  return total / count, count
+
+
+def test_final_evaluation_is_the_exact_mean_over_the_validation_split(
+    uninterrupted, tiny_task):
+  config, params = uninterrupted['config'], uninterrupted['params']
+  loss, count = _validation_loss(tiny_task, config, params)
   assert count == len(tiny_task.tokens['validation']) - 1
-  np.testing.assert_allclose(uninterrupted['results']['eval_loss'],
-                             total / count, rtol=1e-5)
+  np.testing.assert_allclose(uninterrupted['results']['eval_loss'], loss,
+                             rtol=1e-5)
 
 
 def test_relaunch_with_more_steps_equals_uninterrupted_run(
@@ -433,17 +439,6 @@ def test_with_a_param_average_evaluations_and_checkpoints_use_it(
   _assert_params_equal(checkpoint.load_params(str(tmp_path)), average)
   assert not all(np.allclose(a, b) for a, b in zip(
       jax.tree.leaves(saved['params']), jax.tree.leaves(average)))
-
-  def mean_loss(params):
-    apply = jax.jit(lambda tokens: tiny_task.model.apply({'params': params},
-                                                         tokens))
-    total = count = 0.0
-    for batch in pipelines.lm_full_pass(tiny_task.tokens['validation'],
-                                        config.block_size, config.batch_size):
-      loss_sum, weight_sum = losses.cross_entropy(
-          apply(batch['inputs']), batch['targets'], batch['weights'])
-      total, count = total + float(loss_sum), count + float(weight_sum)
-    return total / count
-
-  np.testing.assert_allclose(results['eval_loss'], mean_loss(average),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      results['eval_loss'], _validation_loss(tiny_task, config, average)[0],
+      rtol=1e-5)
