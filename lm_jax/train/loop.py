@@ -163,10 +163,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   else:
     pretrained = task.pretrained_params(state.params)
     if pretrained is not state.params:
-      # The optimizer state afresh too: a parameter average starts there.
-      state = state.replace(**jax.device_put(
-          {'params': pretrained, 'opt_state': tx.init(pretrained)},
-          parallel.replicated(mesh)))
+      # Replicated first: the pretrained parts come from one device. The
+      # optimizer state afresh too: a parameter average starts there.
+      params = jax.device_put(pretrained, parallel.replicated(mesh))
+      state = state.replace(params=params, opt_state=jax.device_put(
+          tx.init(params), parallel.replicated(mesh)))
   start = int(parallel.to_host(state.step))
 
   replicated = parallel.replicated(mesh)
