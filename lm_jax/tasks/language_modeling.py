@@ -121,7 +121,7 @@ class LanguageModelingTask(Task):
 
   def _metrics(self, logits, batch) -> Metrics:
     # absent from runs saved before the fused kernel
-    fused = self.config.get('fused_cross_entropy', True)
+    fused = self.config.get('fused_cross_entropy', False)
     return losses.token_metrics(logits, batch['targets'], batch['weights'],
                                 fused=fused)
 
