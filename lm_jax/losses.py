@@ -13,6 +13,15 @@ from lm_jax.nn import fused_cross_entropy
 Array = jax.Array
 
 
+def _weighted_sum(values: Array, weights: Optional[Array]
+                  ) -> tuple[Array, Array]:
+  """(sum of `values * weights`, sum of `weights`), weights 1 when None."""
+  if weights is None:
+    weights = jnp.ones_like(values)
+  weights = weights.astype(jnp.float32)
+  return jnp.sum(values * weights), jnp.sum(weights)
+
+
 def softmax_cross_entropy(logits: Array, targets: Array) -> Array:
   """-log softmax(logits)[target] for each position, `[...]`.
 
@@ -57,10 +66,7 @@ def cross_entropy(logits: Array, targets: Array,
               - label_smoothing * jnp.mean(log_probs, axis=-1))
   else:
     losses = softmax_cross_entropy(logits, targets)
-  if weights is None:
-    weights = jnp.ones_like(losses)
-  weights = weights.astype(jnp.float32)
-  return jnp.sum(losses * weights), jnp.sum(weights)
+  return _weighted_sum(losses, weights)
 
 
 def accuracy(logits: Array, targets: Array,
@@ -76,10 +82,7 @@ def accuracy(logits: Array, targets: Array,
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
   correct = (target_logit[..., 0] >= jnp.max(logits, axis=-1)).astype(
       jnp.float32)
-  if weights is None:
-    weights = jnp.ones_like(correct)
-  weights = weights.astype(jnp.float32)
-  return jnp.sum(correct * weights), jnp.sum(weights)
+  return _weighted_sum(correct, weights)
 
 
 def token_metrics(logits: Array, targets: Array,
@@ -104,9 +107,5 @@ def token_metrics(logits: Array, targets: Array,
     return {'loss': cross_entropy(logits, targets, weights),
             'accuracy': accuracy(logits, targets, weights)}
   nll, correct = fused_cross_entropy.softmax_cross_entropy(logits, targets)
-  if weights is None:
-    weights = jnp.ones_like(nll)
-  weights = weights.astype(jnp.float32)
-  count = jnp.sum(weights)
-  return {'loss': (jnp.sum(nll * weights), count),
-          'accuracy': (jnp.sum(correct * weights), count)}
+  return {'loss': _weighted_sum(nll, weights),
+          'accuracy': _weighted_sum(correct, weights)}
