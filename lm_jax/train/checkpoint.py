@@ -15,6 +15,8 @@ from typing import Any, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from lm_jax.train import optim
+
 _ITEMS = ('state', 'data', 'config')
 
 log = logging.getLogger('lm_jax')
@@ -147,12 +149,9 @@ def load_params(workdir: str) -> Any:
                   'the previous one', step, directory, type(e).__name__)
       continue
     manager.close()
-    # The parameters' average, where that run kept one (its evaluations
-    # used it; lm_jax.train.optim.with_param_average).
-    opt_state = restored.state.get('opt_state')
-    if isinstance(opt_state, dict) and 'average' in opt_state:
-      return opt_state['average']
-    return restored.state['params']
+    # The parameters that run evaluated: their average where it kept one.
+    return optim.eval_params(restored.state['params'],
+                             restored.state.get('opt_state'))
   manager.close()
   raise FileNotFoundError(f'no readable checkpoint in {directory}')
 

@@ -252,7 +252,7 @@ def with_param_average(tx: optax.GradientTransformation, decay: float
 
   Returns:
     A transformation whose state is a `ParamAverageState`; read the average
-    with `averaged_params`.
+    with `eval_params`.
   """
   if not 0.0 < decay < 1.0:
     raise ValueError(f'param_average_decay must be in (0, 1), not {decay}')
@@ -276,15 +276,16 @@ def with_param_average(tx: optax.GradientTransformation, decay: float
   return optax.GradientTransformation(init, update)
 
 
-def averaged_params(opt_state: Any) -> Optional[Any]:
-  """The parameter average in `opt_state`, or None if it keeps none."""
-  if isinstance(opt_state, ParamAverageState):
-    return opt_state.average
-  return None
-
-
 def eval_params(params: Any, opt_state: Any) -> Any:
   """The parameters to evaluate and save for inference: the optimizer's
-  average when it keeps one (`param_average_decay`), else `params`."""
-  average = averaged_params(opt_state)
-  return params if average is None else average
+  average when it keeps one (`param_average_decay`), else `params`.
+
+  `opt_state` may also be a restored checkpoint's, where Orbax gives the
+  `ParamAverageState` back as a dict of its fields.
+  """
+  if isinstance(opt_state, ParamAverageState):
+    return opt_state.average
+  if (isinstance(opt_state, dict)
+      and set(opt_state) == set(ParamAverageState._fields)):
+    return opt_state['average']
+  return params

@@ -288,11 +288,13 @@ def test_param_average_follows_the_iterates_and_leaves_updates_alone():
     params = optax.apply_updates(params, updates)
     d = min(0.5, (1 + n) / (10 + n))  # TF's num_updates warm-up
     want = d * want + (1 - d) * params['w']
-    np.testing.assert_allclose(optim.averaged_params(state)['w'], want,
+    np.testing.assert_allclose(optim.eval_params(params, state)['w'], want,
                                rtol=1e-6)
   assert optim.eval_params(params, state) is state.average
   assert optim.eval_params(params, plain_state) is params
-  assert optim.averaged_params(plain_state) is None
+  # A restored checkpoint's state: Orbax gives the NamedTuple back as a dict.
+  assert optim.eval_params(params, state._asdict()) is state.average
+  assert optim.eval_params(params, {'average': 1}) is params
 
 
 def test_param_average_decay_from_the_config(make_tiny_config):
