@@ -11,8 +11,9 @@ cost about four times as much a step, and reached 84.75%, 84.52% and
 85.21% with seeds 0-2, mean 84.83%, against this size's 84.38% over seeds
 0-3: `--config.embed_dim=300 --config.hidden_size=256`); plain SGD at
 1.0 (clipped at 5, cosine decay) in place of SGD at 0.1 with momentum 0.9
-(the same step size in the long run; `--config.momentum=0.9 --config.learning_rate=0.1` gave
-83.83%). Adam overfitted within two epochs here.
+(the same step size in the long run; `--config.momentum=0.9
+--config.learning_rate=0.1` gave 83.83%). Adam overfitted within two
+epochs here.
 
 Target: at least 85.2% accuracy on the validation split (GLUE's test split
 is unlabelled). 67,349 training examples make 1,052 batches an epoch.
