@@ -12,6 +12,8 @@ benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --recurrence scan
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --cross_entropy fused
 
+--recurrence and --cross_entropy default to the preset's own choices.
+
 Each setting runs in its own process: XLA reads the device count at start.
 """
 
@@ -43,8 +45,11 @@ def _measure(args) -> dict:
   config = ptb_lstm_small.get_config()
   config.rnn_unroll = args.unroll
   config.matmul_dtype = args.matmul_dtype
-  config.fused_lstm = args.recurrence == 'fused'
-  config.fused_cross_entropy = args.cross_entropy == 'fused'
+  # Unset flags leave the preset's own choice.
+  if args.recurrence:
+    config.fused_lstm = args.recurrence == 'fused'
+  if args.cross_entropy:
+    config.fused_cross_entropy = args.cross_entropy == 'fused'
   os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
                                                     'data'))
   from experiments import cli
@@ -75,8 +80,8 @@ def _measure(args) -> dict:
   ms = statistics.median(times) * 1e3
   tokens = config.batch_size * config.block_size
   return {'devices': args.devices, 'unroll': args.unroll,
-          'recurrence': args.recurrence,
-          'cross_entropy': args.cross_entropy,
+          'recurrence': 'fused' if config.fused_lstm else 'scan',
+          'cross_entropy': 'fused' if config.fused_cross_entropy else 'xla',
           'matmul_dtype': args.matmul_dtype or 'float32',
           'median_ms_per_batch': round(ms, 2),
           'tokens_per_sec': round(tokens / ms * 1e3),
@@ -94,14 +99,12 @@ def main() -> None:
                       help="'bfloat16': the softmax layer's matmuls with "
                            'bfloat16 operands (lm_jax.nn.precision)')
   parser.add_argument('--recurrence', choices=('fused', 'scan'),
-                      default='fused',
-                      help="'fused': lm_jax.nn.fused_lstm (the default); "
-                           "'scan': nn.scan over the LSTM cell")
+                      help="'fused': lm_jax.nn.fused_lstm; 'scan': nn.scan "
+                           "over the LSTM cell (default: the preset's)")
   parser.add_argument('--cross_entropy', choices=('fused', 'xla'),
-                      default='xla',
-                      help="'xla': log-sum-exp differentiated by JAX (the "
-                           "preset's default); 'fused': "
-                           'lm_jax.nn.fused_cross_entropy')
+                      help="'fused': lm_jax.nn.fused_cross_entropy; 'xla': "
+                           'log-sum-exp differentiated by JAX (default: the '
+                           "preset's)")
   parser.add_argument('--steps', type=int, default=60)
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
@@ -119,8 +122,10 @@ def main() -> None:
     out = subprocess.run(
         [sys.executable, __file__, '--one', '--devices', devices, '--unroll',
          unroll, '--steps', str(args.steps), '--warmup', str(args.warmup),
-         '--matmul_dtype', args.matmul_dtype, '--recurrence',
-         args.recurrence, '--cross_entropy', args.cross_entropy],
+         '--matmul_dtype', args.matmul_dtype]
+        + [f'--{flag}={value}' for flag, value in (
+            ('recurrence', args.recurrence),
+            ('cross_entropy', args.cross_entropy)) if value],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)
