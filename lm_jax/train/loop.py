@@ -145,6 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   log.info('%s: %s parameters on %d device(s)', config.model,
            f'{num_params:,}', mesh.size)
 
+  replicated = parallel.replicated(mesh)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                  config.checkpoint_every,
                                  config.async_checkpoint)
@@ -165,12 +166,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     if pretrained is not state.params:
       # Replicated first: the pretrained parts come from one device. The
       # optimizer state afresh too: a parameter average starts there.
-      params = jax.device_put(pretrained, parallel.replicated(mesh))
+      params = jax.device_put(pretrained, replicated)
       state = state.replace(params=params, opt_state=jax.device_put(
-          tx.init(params), parallel.replicated(mesh)))
+          tx.init(params), replicated))
   start = int(parallel.to_host(state.step))
 
-  replicated = parallel.replicated(mesh)
   batch_sharding = parallel.batch_sharded(mesh)
   one_step = make_train_step(task, tx, config.grad_accum_steps,
                              config.get('normalize_loss_by', 'token'))
