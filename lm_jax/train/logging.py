@@ -111,6 +111,10 @@ class Progress:
     self._t, self._step = now, step
     return seconds
 
+  def exclude(self, seconds: float) -> None:
+    """Leaves `seconds` (an evaluation, say) out of the next `rate`."""
+    self._t += seconds
+
   def line(self, step: int, values: dict[str, float], seconds_per_step: float
            ) -> str:
     eta = (self.total - step) * seconds_per_step

@@ -101,6 +101,9 @@ def evaluate(eval_step, params, batches, mesh, task) -> dict[str, float]:
     # small thread pool their all-reduces can then block each other forever.
     jax.block_until_ready(metrics)
     total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+  if total is None:
+    raise ValueError('the evaluation had no batches: the split is shorter '
+                     'than one batch')
   return averages(parallel.to_host(total))
 
 
@@ -133,9 +136,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       raise ValueError(f'task {config.task!r} draws random batches and has '
                        'no epochs; set num_train_steps, not num_epochs')
     config.num_train_steps = config.num_epochs * task.steps_per_epoch
-  _write_config(config, workdir)
-  if jax.process_index() == 0:
-    task.save_assets(workdir)
 
   tx = optim.make_optimizer(config, task.steps_per_epoch)
   schedule = optim.make_schedule(config, task.steps_per_epoch)
@@ -169,6 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       params = jax.device_put(pretrained, replicated)
       state = state.replace(params=params, opt_state=jax.device_put(
           tx.init(params), replicated))
+  # Only now, with the checkpoints known to fit: a relaunch refused above
+  # must leave the run's config and assets as they were.
+  _write_config(config, workdir)
+  if jax.process_index() == 0:
+    task.save_assets(workdir)
   start = int(parallel.to_host(state.step))
 
   batch_sharding = parallel.batch_sharded(mesh)
@@ -224,7 +229,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       jax.block_until_ready(state)
       jax.profiler.stop_trace()
 
-    if step % config.log_every == 0 or step == config.num_train_steps:
+    if ((config.log_every and step % config.log_every == 0)
+        or step == config.num_train_steps):
       # A leaf is one step's value, or several steps' stacked.
       host = jax.tree.map(
           lambda *xs: sum(np.sum(x, dtype=np.float64) for x in xs),
@@ -243,8 +249,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
     final = step == config.num_train_steps
     if (config.eval_every and step % config.eval_every == 0) or final:
-      # The last evaluation covers the whole split, exactly.
-      full = final and config.final_eval_full
+      eval_start = time.perf_counter()
+      # The last evaluation covers the whole split, exactly; with
+      # eval_steps 0 every one does.
+      full = (final and config.final_eval_full) or not config.eval_steps
       params = optim.eval_params(state.params, state.opt_state)
       results = evaluate_batches(params, task.eval_batches(rows, full=full))
       evals = {f'eval_{k}': v for k, v in results.items()}
@@ -256,7 +264,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                ' (whole split)' if full else '',
                ' '.join(f'{k}={v:.4f}' for k, v in evals.items()))
       writer.plot()
-      log_start = time.perf_counter()  # keep eval time out of tokens/s
+      # Evaluation time stays out of tokens/s and ms/step: both clocks
+      # move forward by it.
+      paused = time.perf_counter() - eval_start
+      log_start += paused
+      progress.exclude(paused)
     if final or ckpt.is_save_step(step):
       ckpt.save(step, state, stream.get_state(), config_dict)
 

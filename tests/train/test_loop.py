@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+import types
 
 import jax
 import numpy as np
@@ -333,9 +334,53 @@ def test_a_changed_optimizer_layout_refuses_to_start_over(uninterrupted,
   config.optimizer_flatten = False
   config.num_train_steps += 3
   before = _records(workdir, '')
+  assets = {name: open(os.path.join(workdir, name), 'rb').read()
+            for name in ('config.json', 'tokenizer.json')}
   with pytest.raises(ValueError, match='optimizer_flatten'):
     loop.train_and_evaluate(config, workdir)
   assert _records(workdir, '') == before
+  for name, content in assets.items():  # the run's own settings survive
+    assert open(os.path.join(workdir, name), 'rb').read() == content, name
+
+
+def test_tokens_per_sec_leaves_evaluation_time_out(make_tiny_config, tmp_path):
+  """On a clock where each training batch takes 1 s and each evaluation
+  100 s, every logged window reads 64 tokens (4 rows of 16) a second, the
+  window 4-8 around the evaluation at step 6 included."""
+  clock = [0.0]
+  original_stream = LanguageModelingTask.train_stream
+  original_evaluate = loop.evaluate
+
+  class TimedStream(_StreamSpy):
+    def __next__(self):
+      clock[0] += 1.0
+      return super().__next__()
+
+  def slow_evaluate(*args, **kwargs):
+    clock[0] += 100.0
+    return original_evaluate(*args, **kwargs)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, 'time', types.SimpleNamespace(
+        perf_counter=lambda: clock[0]))
+    patch.setattr(loop, 'evaluate', slow_evaluate)
+    patch.setattr(LanguageModelingTask, 'train_stream',
+                  lambda self, rows: TimedStream(original_stream(self, rows),
+                                                 []))
+    loop.train_and_evaluate(make_tiny_config(log_every=4), str(tmp_path))
+  rates = [(r['step'], r['tokens_per_sec']) for r in read_metrics(str(tmp_path))
+           if 'tokens_per_sec' in r]
+  assert rates == [(4, 64.0), (8, 64.0), (12, 64.0)]
+
+
+def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
+    make_tiny_config, tmp_path):
+  config = make_tiny_config(log_every=0, eval_steps=0)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  assert [r['step'] for r in _records(tmp_path, 'train_')] == [12]
+  evals = _records(tmp_path, 'eval_')
+  assert [r['step'] for r in evals] == [6, 12]
+  np.testing.assert_allclose(evals[-1]['eval_loss'], results['eval_loss'])
 
 
 def test_training_reduces_the_loss(make_tiny_config, tmp_path):
