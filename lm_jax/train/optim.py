@@ -161,6 +161,58 @@ def _layerwise_scaling(config: ml_collections.ConfigDict,
   return optax.multi_transform(transforms, labels)
 
 
+def _trainable(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """`(updates, count) -> tree of 1.0 / 0.0`: which parameters the update
+  at step `count` trains, given `frozen_params` and gradual unfreezing; None
+  when every parameter always trains."""
+  every = config.get('unfreeze_every_epochs') or 0
+  frozen = config.get('frozen_params') or ''
+  if not every and not frozen:
+    return None
+
+  def weights(updates, count):
+    groups = layer_groups(updates)
+    top = max(jax.tree.leaves(groups))
+
+    def weight(group, is_frozen):
+      if is_frozen:
+        return jnp.float32(0.0)
+      if not every:
+        return jnp.float32(1.0)
+      # As `_layerwise_scaling` unfreezes: depth (top - group) after
+      # that many times `every` epochs.
+      start = (top - group) * every * steps_per_epoch
+      return (count >= start).astype(jnp.float32)
+    return jax.tree.map(weight, groups, frozen_mask(frozen)(updates))
+  return weights
+
+
+def clip_trainable_by_global_norm(max_norm: float, trainable
+                                  ) -> optax.GradientTransformation:
+  """`optax.clip_by_global_norm` whose norm counts only the parameters the
+  step trains (`_trainable`).
+
+  The gradients of frozen parameters are still computed; counted in the
+  norm they would shrink the trained parameters' updates (a frozen LSTM's
+  gradient of 100 turns a head's SGD step of 1 into 0.01 under a clip of
+  1). They are scaled alike and passed on, so optimizer moments see what
+  they saw before.
+  """
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    weights = trainable(updates, state.count)
+    norm = optax.tree.norm(jax.tree.map(jnp.multiply, updates, weights))
+    scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+    updates = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
+    return updates, optax.ScaleByScheduleState(
+        count=optax.safe_int32_increment(state.count))
+  return optax.GradientTransformation(init, update)
+
+
 def frozen_mask(prefixes: str):
   """`params -> bool tree`: True under any of the comma-separated
   `prefixes` of '/'-joined parameter paths ('elmo/bilm' freezes
@@ -196,8 +248,12 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   off.
   """
   schedule = make_schedule(config, steps_per_epoch)
-  moments = []
-  if config.grad_clip_norm > 0:
+  moments, clip = [], []
+  trainable = _trainable(config, steps_per_epoch)
+  if config.grad_clip_norm > 0 and trainable is not None:
+    # On the tree, before any raveling: it needs the parameters' names.
+    clip = [clip_trainable_by_global_norm(config.grad_clip_norm, trainable)]
+  elif config.grad_clip_norm > 0:
     moments.append(optax.clip_by_global_norm(config.grad_clip_norm))
   if config.optimizer == 'adamw':
     moments.append(optax.scale_by_adam(b1=config.beta1, b2=config.beta2))
@@ -222,7 +278,8 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   if config.get('frozen_params'):
     tail.append(optax.masked(optax.set_to_zero(),
                              frozen_mask(config.frozen_params)))
-  tx = optax.chain(*head, *tail, optax.scale_by_learning_rate(schedule))
+  tx = optax.chain(*clip, *head, *tail,
+                   optax.scale_by_learning_rate(schedule))
   if config.get('param_average_decay'):
     tx = with_param_average(tx, config.param_average_decay)
   return tx

@@ -274,6 +274,31 @@ def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
   assert float(jnp.abs(updates['head']['kernel']).min()) > 0.0
 
 
+@pytest.mark.parametrize('frozen', ['unfreezing', 'frozen_params'])
+def test_clipping_counts_only_the_parameters_the_step_trains(
+    make_tiny_config, frozen):
+  """A frozen layer's huge gradient must not shrink the head's clipped
+  step: SGD at rate 1, clip 1, head gradient 1 -> head step 1. Once the
+  layer trains (after an epoch of 3 steps), the norm counts it."""
+  overrides = ({'unfreeze_every_epochs': 1} if frozen == 'unfreezing'
+               else {'frozen_params': 'rnn'})
+  config = make_tiny_config(optimizer='sgd', schedule='constant',
+                            warmup_steps=0, learning_rate=1.0,
+                            grad_clip_norm=1.0, **overrides)
+  params = {'rnn': {'layer0_fwd': {'kernel': jnp.zeros(1)}},
+            'head': {'kernel': jnp.zeros(1)}}
+  grads = {'rnn': {'layer0_fwd': {'kernel': jnp.full(1, 100.0)}},
+           'head': {'kernel': jnp.ones(1)}}
+  tx = optim.make_optimizer(config, steps_per_epoch=3)
+  state = tx.init(params)
+  heads = []
+  for _ in range(4):
+    updates, state = tx.update(grads, state, params)
+    heads.append(-float(updates['head']['kernel'][0]))
+  after = 1 / np.hypot(100.0, 1.0) if frozen == 'unfreezing' else 1.0
+  np.testing.assert_allclose(heads, [1.0] * 3 + [after], rtol=1e-6)
+
+
 def test_param_average_follows_the_iterates_and_leaves_updates_alone():
   sgd = optax.sgd(0.1)
   averaged = optim.with_param_average(sgd, decay=0.5)
