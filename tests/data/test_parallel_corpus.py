@@ -8,7 +8,7 @@ import os
 import pytest
 
 from lm_jax.data.builders import parallel_corpus
-from lm_jax.data.builders.parallel_corpus import (load_pairs,
+from lm_jax.data.builders.parallel_corpus import (linked_groups, load_pairs,
                                                   split_by_sentence)
 from lm_jax.data.builders.raw_files import DataNotFoundError
 
@@ -50,25 +50,34 @@ def test_the_direction_only_swaps_the_sides(shared_data_dir, shared_cache_dir):
   assert (de, en) == (de2, en2)
 
 
-def test_tatoeba_is_split_by_english_sentence(shared_data_dir,
-                                              shared_cache_dir):
+def test_tatoeba_splits_share_no_sentence_in_either_language(
+    shared_data_dir, shared_cache_dir):
   if not os.path.exists(os.path.join(shared_data_dir, 'tatoeba_kor_eng')):
     pytest.skip('no tatoeba_kor_eng in the shared data')
   splits = {s: load_pairs('tatoeba_kor_eng', s, 'ko', 'en', shared_data_dir,
                           shared_cache_dir)
             for s in ('train', 'validation', 'test')}
   assert sum(len(ko) for ko, _ in splits.values()) == 5749
-  english = {s: set(en) for s, (_, en) in splits.items()}
-  assert not english['train'] & english['validation']
-  assert not english['train'] & english['test']
-  assert not english['validation'] & english['test']
-  distinct = sum(len(e) for e in english.values())
-  assert distinct == 5130
-  # 80 / 10 / 10 of the distinct English sentences.
-  assert abs(len(english['train']) - 0.8 * distinct) <= 1
-  assert abs(len(english['test']) - 0.1 * distinct) <= 1
+  for side in (0, 1):  # Korean, English
+    sentences = {s: set(pair[side]) for s, pair in splits.items()}
+    assert not sentences['train'] & sentences['validation']
+    assert not sentences['train'] & sentences['test']
+    assert not sentences['validation'] & sentences['test']
+  groups = {s: len(set(linked_groups(list(zip(en, ko)))))
+            for s, (ko, en) in splits.items()}
+  assert sum(groups.values()) == 4954
+  # 80 / 10 / 10 of the groups of linked pairs.
+  assert abs(groups['train'] - 0.8 * 4954) <= 1
+  assert abs(groups['test'] - 0.1 * 4954) <= 1
   ko, en = splits['train']
   assert (ko[0], en[0]) == ('가.', 'Go.')  # file order within a split
+
+
+def test_linked_groups_join_pairs_through_either_language():
+  rows = [('Hi.', '안녕.'), ('Hello.', '안녕.'), ('Hello.', '안녕하세요.'),
+          ('Go.', '가.'), ('Bye.', '잘 가.')]
+  assert linked_groups(rows) == ['Hello.'] * 3 + ['Go.', 'Bye.']
+  assert linked_groups(rows[::-1]) == linked_groups(rows)[::-1]
 
 
 def test_split_by_sentence_depends_on_the_set_of_keys_only():

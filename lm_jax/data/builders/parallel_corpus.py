@@ -13,10 +13,11 @@ Corpora:
     captions; train 29,000 / validation 1,014 / test 1,000 pairs, the test
     split being `test_2016_flickr`, the one papers report.
   tatoeba_kor_eng: manythings.org's Tatoeba Korean-English export, 5,749
-    pairs with no official split. Its splits are cut by English sentence
-    (80/10/10 of the 5,130 distinct ones, in a fixed random order), so no
-    English sentence is in two splits: a split by pair would put another
-    translation of a test sentence into training.
+    pairs with no official split. Its splits are cut by groups of pairs
+    linked through a shared sentence on either side (80/10/10 of the 4,954
+    groups, in a fixed random order), so no sentence of either language is
+    in two splits: a split by pair, or by one language's sentences, would
+    put another translation of a test sentence into training.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class ParallelCorpus:
       has one key 'all' (columns: `languages[0]`, `languages[1]`, ...).
     urls: the same keys -> public download URL.
     split_fractions: for an 'all' file, the train / validation / test
-      shares of the distinct `languages[0]` sentences.
-    split_seed: the seed of the order those sentences are cut in.
+      shares of its groups of linked pairs (`linked_groups`).
+    split_seed: the seed of the order those groups are cut in.
   """
 
   languages: tuple[str, str]
@@ -82,6 +83,35 @@ def _read_lines(path: str) -> list[str]:
   return read_text(path, newline='\n').rstrip('\n').split('\n')
 
 
+def linked_groups(rows: list[tuple[str, str]]) -> list[str]:
+  """Each pair's group: pairs sharing a sentence in either language are
+  one group (connected components of the bipartite graph of sentences).
+
+  Returns:
+    `len(rows)` keys, one per pair: its group's alphabetically first
+    first-language sentence, so equal for a group and independent of the
+    file's order.
+  """
+  parent = {}
+
+  def root(node):
+    parent.setdefault(node, node)
+    while parent[node] != node:
+      parent[node] = parent[parent[node]]  # path halving
+      node = parent[node]
+    return node
+
+  for first, second in rows:
+    a, b = root((0, first)), root((1, second))
+    if a != b:
+      parent[max(a, b)] = min(a, b)
+  key = {}
+  for first, _ in rows:
+    group = root((0, first))
+    key[group] = min(key.get(group, first), first)
+  return [key[root((0, first))] for first, _ in rows]
+
+
 def split_by_sentence(keys: list[str], fractions: tuple[float, ...],
                       seed: int) -> list[int]:
   """The split index of each example, the same for equal `keys`.
@@ -107,7 +137,11 @@ class ParallelCorpusBuilder(RawFileBuilder):
   """Sentence pairs of a corpus in `CORPORA`, one config per corpus."""
 
   SOURCES = CORPORA
-  VERSION = tfds.core.Version('1.0.0')
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+      '1.1.0': 'tatoeba_kor_eng: split by groups of linked pairs, so no '
+               'Korean sentence is in two splits either.',
+  }
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in CORPORA]
 
   @property
@@ -137,7 +171,7 @@ class ParallelCorpusBuilder(RawFileBuilder):
       return out
     rows = [line.split('\t')[:2] for line in
             _read_lines(self.raw_file('all')) if line]
-    splits = split_by_sentence([r[0] for r in rows], corpus.split_fractions,
+    splits = split_by_sentence(linked_groups(rows), corpus.split_fractions,
                                corpus.split_seed)
     names = ('train', 'validation', 'test')
     return {name: [tuple(r) for r, s in zip(rows, splits) if s == i]
