@@ -143,7 +143,8 @@ def generate(model: nn.Module, params: Any, prompt: np.ndarray,
                                float(temperature), int(top_k), float(top_p)))
     out.append(new)
     remaining -= n
-    context = np.concatenate([context, new], axis=1)[:, -(max_length // 2):]
+    keep = max(1, max_length // 2)  # -0 would keep everything
+    context = np.concatenate([context, new], axis=1)[:, -keep:]
   return np.concatenate(out, axis=1)
 
 

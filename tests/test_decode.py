@@ -99,6 +99,20 @@ def test_sampling_is_seeded_and_top_k_one_is_greedy(make_tiny_gpt):
                                 sample(0, temperature=0.0))
 
 
+def test_generate_with_a_one_token_window_equals_greedy_bigram_steps(
+    make_tiny_gpt):
+  """max_length 1: each token is predicted from the one before alone."""
+  model, params = make_tiny_gpt(max_length=4)
+  got = decode.generate(model, params, np.asarray([[3, 5]], np.int32), 4,
+                        jax.random.key(0), max_length=1, temperature=0.0)
+  token, expected = 5, []
+  for _ in range(4):
+    logits = model.apply({'params': params}, np.asarray([[token]], np.int32))
+    token = int(jnp.argmax(logits[0, -1]))
+    expected.append(token)
+  np.testing.assert_array_equal(got, [expected])
+
+
 def test_generate_rejects_empty_prompts(make_tiny_gpt):
   model, params = make_tiny_gpt(max_length=MAX_LENGTH)
   with pytest.raises(ValueError, match='prompt'):

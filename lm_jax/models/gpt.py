@@ -66,6 +66,10 @@ class GPT(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     dot_general = precision.dot_general_for(cfg.matmul_dtype)
     batch, length = tokens.shape
+    if length > cfg.max_length:
+      # Positions past the table would read NaNs (an out-of-range gather).
+      raise ValueError(f'{length} tokens do not fit the model\'s max_length '
+                       f'{cfg.max_length}')
     embed = nn.Embed(cfg.vocab_size, cfg.embed_dim,
                      embedding_init=nn.initializers.normal(0.02),
                      dtype=dtype, name='token_embedding')

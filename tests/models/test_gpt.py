@@ -24,6 +24,12 @@ def test_gpt_returns_float32_logits_over_the_vocabulary(make_tiny_gpt,
   chex.assert_tree_all_finite(logits)
 
 
+def test_gpt_refuses_more_tokens_than_max_length(make_tiny_gpt):
+  model, params = make_tiny_gpt()  # max_length 16
+  with pytest.raises(ValueError, match='max_length'):
+    model.apply({'params': params}, jnp.zeros((1, 17), jnp.int32))
+
+
 def test_gpt_head_is_the_transposed_token_embedding(make_tiny_gpt):
   model, params = make_tiny_gpt()
   assert set(params) == {'token_embedding', 'positions', 'final_norm',
