@@ -67,9 +67,11 @@ class LanguageModelingTask(Task):
                        "'random_windows' or 'contiguous'")
     texts = split_texts(cfg)
     if cfg.tokenizer == 'char':
-      # nanoGPT's vocabulary: every character of the corpus.
+      # nanoGPT's vocabulary: every character of the corpus, test split
+      # included where there is one (a character only it holds would
+      # otherwise make encoding it fail).
       self.tokenizer = tokenizers.CharTokenizer.from_text(
-          texts['train'] + texts['validation'])
+          ''.join(texts.values()))
     elif cfg.tokenizer == 'word' and cfg.corpus in glue_tsv.DATASETS:
       # Padding first, as a classifier fine-tuned from this LM needs it.
       self.tokenizer = tokenizers.WordTokenizer.from_text(
