@@ -40,6 +40,31 @@ def _profile_window(spec: str) -> Optional[tuple[int, int]]:
   return start, stop
 
 
+def _window_sums(pending: list) -> dict:
+  """Host float64 (sum, weight) of each metric over `pending` steps' values
+  (a leaf is one step's value, or several steps' stacked)."""
+  return jax.tree.map(
+      lambda *xs: sum(np.sum(x, dtype=np.float64) for x in xs),
+      *parallel.to_host(pending))
+
+
+def _data_item(iterator_state: dict, window: Optional[dict]) -> dict:
+  """A checkpoint's 'data' item: the input iterator's state and the sums
+  of the metrics logged since the last log line (`window`), so that a run
+  resumed between two log steps logs the window an uninterrupted run logs."""
+  window = {k: [float(v) for v in pair] for k, pair in (window or {}).items()}
+  return {'iterator': iterator_state, 'log_window': window}
+
+
+def _split_data_item(item: dict) -> tuple[dict, Optional[dict]]:
+  """`_data_item`'s inverse; a checkpoint written before it held the
+  iterator's state alone."""
+  if set(item) != {'iterator', 'log_window'}:
+    return item, None
+  window = {k: tuple(pair) for k, pair in item['log_window'].items()}
+  return item['iterator'], window or None
+
+
 def _state_initializer(model, tx, inputs: np.ndarray, carry: Any = ()):
   def init(rng) -> TrainState:
     params = model.init({'params': rng}, inputs)['params']
@@ -151,8 +176,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                  config.async_checkpoint)
   stream = task.train_stream(rows)
   restored = ckpt.restore_latest(_abstract_state(state, mesh))
+  window = None
   if restored is not None:
-    step0, state, data_state = restored
+    step0, state, data_item = restored
+    data_state, window = _split_data_item(data_item)
     stream.set_state(data_state)
     log.info('resumed from the checkpoint at step %d', step0)
   elif ckpt.steps():
@@ -199,7 +226,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   progress = Progress(config.num_train_steps, start)
   profile = _profile_window(config.profile_steps)
   config_dict = json.loads(config.to_json_best_effort())
-  pending = []  # per-step metrics since the last log, still on device
+  # Per-step metrics since the last log, still on device; first the sums
+  # of the steps a resumed run logged before its checkpoint, if any.
+  pending = [window] if window else []
+  # Tokens of those steps: they took no time in this process.
+  carried_tokens = window['loss'][1] if window else 0.0
   log_start = time.perf_counter()
   step = start
   while step < config.num_train_steps:
@@ -231,15 +262,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
     if ((config.log_every and step % config.log_every == 0)
         or step == config.num_train_steps):
-      # A leaf is one step's value, or several steps' stacked.
-      host = jax.tree.map(
-          lambda *xs: sum(np.sum(x, dtype=np.float64) for x in xs),
-          *parallel.to_host(pending))
+      host = _window_sums(pending)
       seconds = progress.rate(step)
       values = {f'train_{k}': v for k, v in
                 task.summarize(averages(host)).items()}
-      values['tokens_per_sec'] = float(host['loss'][1]) / max(
+      values['tokens_per_sec'] = float(host['loss'][1] - carried_tokens) / max(
           time.perf_counter() - log_start, 1e-9)
+      carried_tokens = 0.0
       values['learning_rate'] = float(schedule(step - 1))
       writer.write(step, values)
       log.info(progress.line(step, {
@@ -270,7 +299,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       log_start += paused
       progress.exclude(paused)
     if final or ckpt.is_save_step(step):
-      ckpt.save(step, state, stream.get_state(), config_dict)
+      if pending:  # between two log steps: the window so far goes along
+        pending = [_window_sums(pending)]
+      ckpt.save(step, state,
+                _data_item(stream.get_state(), pending[0] if pending else None),
+                config_dict)
 
   if step == start:  # Nothing left to train: report the finished run.
     params = optim.eval_params(state.params, state.opt_state)

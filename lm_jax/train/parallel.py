@@ -85,8 +85,11 @@ def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh,
 
 
 def to_host(tree: Any) -> Any:
-  """Replicated device values as numpy (works on multi-host meshes too)."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+  """Replicated device values as numpy (works on multi-host meshes too);
+  values already on the host pass through."""
+  return jax.tree.map(
+      lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array)
+                           else x), tree)
 
 
 def put_replicated(tree: Any, mesh: Optional[Mesh]) -> Any:

@@ -234,6 +234,35 @@ def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
   _assert_ends_as_uninterrupted(uninterrupted, tmp_path, config, results)
 
 
+def test_resume_between_two_log_steps_logs_the_uninterrupted_window(
+    make_tiny_config, tmp_path):
+  """Logs every 4 steps, checkpoints every 6, killed fetching step 8's
+  batch: the relaunch from step 6 logs step 8's train loss over steps 5-8,
+  as the uninterrupted run does, not over 7-8 alone."""
+  config = make_tiny_config(log_every=4)
+  reference = tmp_path / 'uninterrupted'
+  _train(config, reference)
+  resumed = tmp_path / 'resumed'
+  crashed, _ = _train(config, resumed, crash_at=8)
+  assert crashed is None
+  _wait_for_checkpoint(str(resumed), 6)
+  _train(config, resumed)
+  expected = _records(reference, 'train_')
+  assert [r['step'] for r in expected] == [4, 8, 12]
+  _assert_records_close(_records(resumed, 'train_'), expected)
+
+
+def test_checkpoint_data_item_round_trips_and_reads_the_old_layout():
+  window = {'loss': (np.float64(12.5), np.float64(64.0))}
+  item = json.loads(json.dumps(loop._data_item({'next_index': 7}, window)))
+  assert loop._split_data_item(item) == ({'next_index': 7},
+                                         {'loss': (12.5, 64.0)})
+  empty = json.loads(json.dumps(loop._data_item({'next_index': 7}, None)))
+  assert loop._split_data_item(empty) == ({'next_index': 7}, None)
+  # Checkpoints written before the window was kept: the iterator alone.
+  assert loop._split_data_item({'next_index': 7}) == ({'next_index': 7}, None)
+
+
 @pytest.mark.parametrize('steps_per_call', [2, 3])
 def test_several_steps_per_call_equal_one_per_call(uninterrupted,
                                                    make_tiny_config,
