@@ -78,8 +78,13 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     if grad_accum_steps == 1:
       grads, metrics, carry = grads_of(state.params, batch, rng, state.carry)
     else:
-      # Micro-batch i is rows [i*b, (i+1)*b) of the batch, and of the carry.
-      split = lambda x: x.reshape(grad_accum_steps, -1, *x.shape[1:])
+      # Micro-batch i is rows i, i + A, i + 2A, ... of the batch and of
+      # the carry (A micro-batches): every device's contiguous block of
+      # rows holds its share of each, so no rows move between devices.
+      # Contiguous blocks of rows put each micro-batch on one device, and
+      # XLA then computed every micro-batch on all of them.
+      split = lambda x: x.reshape(-1, grad_accum_steps,
+                                  *x.shape[1:]).swapaxes(0, 1)
       micro, micro_carry = jax.tree.map(split, (batch, state.carry))
 
       def accumulate(total, inputs):
@@ -95,8 +100,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
       (grads, metrics), rest_carry = jax.lax.scan(
           accumulate, (g0, m0), (jnp.arange(1, grad_accum_steps), *rest))
       carry = jax.tree.map(
-          lambda a, b: jnp.concatenate([a[None], b]).reshape(-1, *a.shape[1:]),
-          c0, rest_carry)
+          lambda a, b: jnp.concatenate([a[None], b]).swapaxes(0, 1).reshape(
+              -1, *a.shape[1:]), c0, rest_carry)
     count = metrics['loss'][1]
     if normalize_by == 'sequence':
       # Zaremba et al.'s loss: summed over time, averaged over sequences.
