@@ -41,6 +41,10 @@ def make_data_mesh(num_devices: int = 0) -> Mesh:
   n = num_devices or len(devices)
   if n > len(devices):
     raise ValueError(f'asked for {n} devices but only {len(devices)} exist')
+  if jax.process_count() > 1 and n != len(devices):
+    # The first n would leave some hosts without a device for their rows.
+    raise ValueError(f'on {jax.process_count()} hosts the data mesh spans '
+                     f'every device: set num_devices to 0, not {n}')
   # Auto axes let the compiler propagate shardings: plain data parallelism
   # needs no per-op annotations.
   return jax.make_mesh((n,), (DATA_AXIS,), devices=devices[:n],

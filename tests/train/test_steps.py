@@ -204,6 +204,18 @@ def test_eval_step_sums_the_task_loss_without_dropout(make_tiny_task):
   _assert_trees_close(metrics, again, rtol=0, atol=0)
 
 
+def test_data_mesh_refuses_a_device_subset_on_several_hosts(monkeypatch):
+  """The first N of several hosts' devices would leave a host without a
+  device for its rows: only the whole set is allowed."""
+  assert parallel.make_data_mesh(2).size == 2  # one host: any subset
+  with pytest.raises(ValueError, match='only'):
+    parallel.make_data_mesh(len(jax.devices()) + 1)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  with pytest.raises(ValueError, match='num_devices to 0'):
+    parallel.make_data_mesh(2)
+  assert parallel.make_data_mesh(0).size == len(jax.devices())
+
+
 def test_averages_divide_sums_by_counts():
   metrics = {'loss': (np.float32(6.0), np.float32(4.0)),
              'accuracy': (np.float32(1.0), np.float32(4.0)),
