@@ -226,7 +226,7 @@ class NGramLM:
     self._logp.append(_log10(np.where(predicted, prob, 0.0)))
     for order in range(2, n + 1):
       alpha, gamma = self._alpha_gamma(order, counts[order], prefix[order],
-                                       len(counts[order - 1]))
+                                       starts_bos[order - 1])
       # Backoff form of the interpolation: a seen n-gram stores the whole
       # interpolated probability, its context stores gamma, so that an
       # unseen one gets gamma * p(lower order) as in the interpolated model.
@@ -276,24 +276,35 @@ class NGramLM:
     return (kept + table[np.minimum(counts, 3)].sum() / outcomes) / counts.sum()
 
   def _alpha_gamma(self, order: int, counts: np.ndarray, prefix: np.ndarray,
-                   num_contexts: int) -> tuple[np.ndarray, np.ndarray]:
+                   context_bos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Interpolation weights: p(w | h) = alpha[hw] + gamma[h] p(w | h').
+
+    Args:
+      order: the n-grams' order.
+      counts: `[num n-grams of order]` (adjusted) counts.
+      prefix: `[num n-grams of order]` row of each one's context h.
+      context_bos: bool `[num_contexts]`, whether a context starts with
+        `<s>` (then it is a whole history, cut short by the sentence start).
 
     Returns:
       alpha: float64 `[num n-grams of order]`.
       gamma: float64 `[num_contexts]`; 1 where a context was never seen, so
         that it falls back to the next shorter one.
     """
+    num_contexts = len(context_bos)
     total = np.bincount(prefix, counts, minlength=num_contexts)
     seen = total > 0
     safe = np.where(seen, total, 1.0)
     if self.smoothing == 'add_k':
-      if order < self.order:
-        return np.zeros(len(counts)), np.ones(num_contexts)
+      # Add-k applies to whole histories: order N's, and shorter ones that
+      # start with `<s>` (a sentence's first words). Other shorter
+      # contexts pass the uniform distribution through.
+      whole = context_bos if order < self.order else np.ones_like(seen)
       outcomes = len(self.vocab) - 1
       denominator = safe + self.k * outcomes
-      gamma = np.where(seen, self.k * outcomes / denominator, 1.0)
-      return counts / denominator[prefix], gamma
+      gamma = np.where(seen & whole, self.k * outcomes / denominator, 1.0)
+      alpha = np.where(whole[prefix], counts / denominator[prefix], 0.0)
+      return alpha, gamma
     if self.smoothing == 'mle':
       return counts / safe[prefix], np.where(seen, 0.0, 1.0)
     table = self._discount_table(order, counts)

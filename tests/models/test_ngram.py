@@ -68,6 +68,25 @@ def test_every_context_sums_to_one(smoothing, order):
     np.testing.assert_allclose(prob.sum(), 1.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize('order', [2, 3, 4])
+def test_add_k_counts_a_sentences_first_word_at_every_order(order):
+  """p(w | <s>) is add-k over the sentences' first words, (c + k) / (n +
+  k V), whatever the order: the history <s> is whole, not a shortened
+  one that falls back to the uniform distribution."""
+  sentences = [['a', 'b']] * 30 + [['c', 'b']] * 20 + [['b', 'd']]
+  model, vocab = _fit(sentences, order, 'add_k', k=0.5)
+  outcomes = len(vocab) - 1  # every word but <s>
+  for word, count in (('a', 30), ('c', 20), ('d', 0)):
+    expected = (count + 0.5) / (51 + 0.5 * outcomes)
+    got = 10 ** model.log10_prob([vocab.bos_id], vocab.encode([word])[0])
+    assert got == pytest.approx(expected, rel=1e-12), word
+  # And the trigram of a sentence's first two words, for order 3 and up.
+  if order >= 3:
+    a, b = vocab.encode(['a', 'b'])
+    got = 10 ** model.log10_prob([vocab.bos_id, a], b)
+    assert got == pytest.approx((30 + 0.5) / (30 + 0.5 * outcomes))
+
+
 def _reference_mkn(sentences, order):
   """Interpolated modified Kneser-Ney, one dict lookup at a time."""
   raw = collections.Counter()
