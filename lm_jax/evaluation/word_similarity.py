@@ -97,6 +97,9 @@ class WordVectors:
     self._folded = {}
     for i, w in enumerate(self.words):
       self._folded.setdefault(w.lower(), i)
+    # Each id's case-folded id: the most frequent spelling of its word.
+    self.folded_ids = np.array([self._folded[w.lower()] for w in self.words],
+                               np.int64)
 
   def lookup(self, word: str, case_insensitive: bool = True
              ) -> Optional[int]:
@@ -175,10 +178,13 @@ def evaluate_analogies(vectors: WordVectors,
     section, a, b, c, d = rows[start:start + chunk].T
     target = vectors.unit[b] - vectors.unit[a] + vectors.unit[c]
     scores = target @ vectors.unit.T  # [chunk, vocab]
-    span = np.arange(len(a))
+    # Case-insensitive as gensim's: no spelling of a question word is an
+    # answer, and any spelling of d is right (question ids are folded).
+    folded = vectors.folded_ids[None, :]
     for question_word in (a, b, c):
-      scores[span, question_word] = -np.inf
-    correct[start:start + chunk] = scores.argmax(axis=1) == d
+      scores[folded == question_word[:, None]] = -np.inf
+    guess = vectors.folded_ids[scores.argmax(axis=1)]
+    correct[start:start + chunk] = guess == d
   out['accuracy'] = float(correct.mean())
   semantic = rows[:, 0] < _SEMANTIC_SECTIONS
   for name, part in (('semantic', semantic), ('syntactic', ~semantic)):

@@ -86,6 +86,24 @@ def test_analogies_never_answer_a_question_word():
   assert result['accuracy'] == 1.0
 
 
+def test_analogies_fold_case_in_candidates_as_in_questions():
+  """gensim's case_insensitive=True: any spelling of the answer is right,
+  and no spelling of a question word is an answer."""
+  words = ['Paris', 'France', 'Berlin', 'Germany', 'paris', 'germany', 'Italy']
+  question = [(0, 'Paris', 'France', 'Berlin', 'Germany')]
+  # France - Paris + Berlin points to (-0.29, 0.71, 1).
+  near, close, far = [-0.29, 0.7, 1.0], [-0.2, 0.8, 0.9], [1.0, 0.0, 0.2]
+  base = [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+  # 'germany' nearest: right, though the answer is spelled 'Germany'.
+  answer_lower = ws.WordVectors(words, np.array(
+      base + [far, [1.0, 0.1, 0.0], near, [0.0, -1.0, 0.0]]))
+  assert ws.evaluate_analogies(answer_lower, question)['accuracy'] == 1.0
+  # 'paris' nearest, a spelling of a question word: skipped for 'germany'.
+  question_lower = ws.WordVectors(words, np.array(
+      base + [far, near, close, [0.0, -1.0, 0.0]]))
+  assert ws.evaluate_analogies(question_lower, question)['accuracy'] == 1.0
+
+
 def test_nearest_neighbours():
   vectors = _vectors()
   top = vectors.nearest(vectors.vectors[4], k=2, exclude=[4])
