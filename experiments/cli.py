@@ -114,14 +114,57 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
                                        'lm_jax'))
 
 
+def _read_run_config(path: str) -> dict:
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    fail(f'{path} is unreadable ({type(e).__name__}: '
+         f'{str(e).splitlines()[0] if str(e) else ""}); restore it or use '
+         'another workdir')
+
+
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was trained with."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     fail(f'{workdir} holds no run (no config.json); train one first with '
          './launch.sh train PRESET --workdir DIR')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(_read_run_config(path))
+
+
+# What makes a run another kind of run: training one of these into a
+# workdir of another would overwrite that run's files.
+_RUN_KIND = ('task', 'model', 'corpus')
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Fails, before anything is written, where `workdir` cannot take a run
+  of `config`: a file, or the workdir of another kind of run."""
+  if not workdir:
+    fail('--workdir is empty; name a run directory')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    fail(f'{workdir} is a file, not a run directory; pick another --workdir')
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  previous = _read_run_config(path)
+  kind = lambda c: tuple(c.get(k) for k in _RUN_KIND)  # noqa: E731
+  if kind(previous) != kind(config):
+    fail(f'{workdir} holds another run ({", ".join(f"{k} {v!r}" for k, v in zip(_RUN_KIND, kind(previous)))}); '
+         'pick another --workdir for this one')
+
+
+def check_sizes(config: ml_collections.ConfigDict) -> None:
+  """Fails on counts that must be positive (a batch of 0 divides by 0)."""
+  for key in ('batch_size', 'grad_accum_steps', 'block_size',
+              'steps_per_call'):
+    if key in config and config[key] < 1:
+      fail(f'{key} must be at least 1, not {config[key]}')
+  for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
+              'log_every', 'checkpoint_every'):
+    if key in config and config[key] < 0:
+      fail(f'{key} must be 0 or more, not {config[key]}')
 
 
 def run_guarded(main: Callable[[], object]) -> object:

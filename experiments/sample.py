@@ -31,6 +31,8 @@ def main(argv):
     cli.fail('--workdir is required (a folder made by ./launch.sh train)')
   if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1 or _TOP_K.value < 0:
     cli.fail('need temperature >= 0, 0 < top_p <= 1 and top_k >= 0')
+  if _NUM_TOKENS.value < 1 or _NUM_SAMPLES.value < 1:
+    cli.fail('need num_tokens >= 1 and num_samples >= 1')
   workdir = _WORKDIR.value
   config = cli.load_run_config(workdir)
   cli.setup_logging()

@@ -276,9 +276,10 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict
   config.optimizer, config.num_train_steps = 'sgd', 0
   config.init_from = ''
   ckpt_dir = os.path.join(workdir, 'checkpoints')
-  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-    raise ValueError(f'{workdir} already holds checkpoints; import into a '
-                     'new workdir')
+  if (os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)) or os.path.exists(
+      os.path.join(workdir, 'config.json')):
+    raise ValueError(f'{workdir} already holds a run; import into a new '
+                     'workdir')
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))

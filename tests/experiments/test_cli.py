@@ -129,6 +129,9 @@ BAD_TRAIN_ARGS = {
     'float_key_given_text': ['--config=' + CPU_PRESET,
                              '--config.learning_rate=fast'],
     'missing_data': ['--config=' + CPU_PRESET],
+    'no_micro_batches': ['--config=' + CPU_PRESET,
+                         '--config.grad_accum_steps=0'],
+    'empty_batch': ['--config=' + CPU_PRESET, '--config.batch_size=0'],
 }
 
 
@@ -154,6 +157,32 @@ def test_missing_data_error_names_the_file_and_the_data_dir(run_cli,
   assert str(empty) in result.stderr
 
 
+@pytest.mark.parametrize('previous', ['another_model', 'corrupt', 'a_file'])
+def test_train_into_another_kind_of_run_is_refused_untouched(
+    run_cli, tiny_corpus_dir, tmp_path, previous):
+  """A GPT launched into an n-gram run's workdir (or one whose config.json
+  is unreadable, or a file) must not overwrite it."""
+  path = tmp_path / 'run'
+  if previous == 'a_file':
+    path.write_text('not a folder')
+  else:
+    path.mkdir()
+    (path / 'config.json').write_text(
+        json.dumps({'task': 'lm', 'model': 'ngram', 'corpus':
+                    'tiny_shakespeare'}) if previous == 'another_model'
+        else '{"task": "lm", "mod')
+    (path / 'metrics.jsonl').write_text('{"step": 1, "eval_loss": 1.5}\n')
+  before = _snapshot(str(path)) if path.is_dir() else path.read_bytes()
+  result = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+                           f'--workdir={path}', *TINY_OVERRIDES),
+                   LM_JAX_DATA=tiny_corpus_dir)
+  _assert_one_error_line(result)
+  if path.is_dir():
+    _assert_unchanged(str(path), before)
+  else:
+    assert path.read_bytes() == before
+
+
 @pytest.mark.parametrize('preset', ['nosuchpreset', 'base'])
 def test_launch_sh_rejects_unknown_presets_before_any_setup(
     run_cli, workdir, preset):
@@ -174,7 +203,8 @@ def _partial_run(path, config):
     f.write(json.dumps({'kind': 'char', 'chars': ['\n', ' ', 'a']}))
 
 
-@pytest.mark.parametrize('state', ['absent', 'empty', 'no_checkpoint'])
+@pytest.mark.parametrize('state', ['absent', 'empty', 'no_checkpoint',
+                                   'corrupt_config'])
 def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     run_cli, make_tiny_config, tmp_path, state):
   path = str(tmp_path / 'run')
@@ -182,6 +212,10 @@ def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     os.makedirs(path)
   elif state == 'no_checkpoint':
     _partial_run(path, make_tiny_config())
+  elif state == 'corrupt_config':
+    _partial_run(path, make_tiny_config())
+    with open(os.path.join(path, 'config.json'), 'w') as f:
+      f.write('{"task": "lm", "mod')
   before = _snapshot(path)
   result = run_cli(_python('experiments.sample', f'--workdir={path}',
                            '--num_tokens=5'))
@@ -190,7 +224,8 @@ def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
 
 
 @pytest.mark.parametrize('args', [['--temperature=-1'], ['--top_p=0'],
-                                  ['--top_k=-2'], ['--num_tokens=x']])
+                                  ['--top_k=-2'], ['--num_tokens=x'],
+                                  ['--num_tokens=0'], ['--num_samples=0']])
 def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
                                                          args):
   result = run_cli(_python('experiments.sample',
