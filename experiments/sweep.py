@@ -105,6 +105,27 @@ def is_finished(records: Sequence[dict], num_train_steps: int) -> bool:
              any(k.startswith('eval_') for k in r) for r in records)
 
 
+def read_run_file(workdir: str) -> dict:
+  """The sweep's notes on a run (`RUN_FILE`); {} if absent or unreadable
+  (the run is then judged by its records)."""
+  try:
+    with open(os.path.join(workdir, RUN_FILE), encoding='utf-8') as f:
+      info = json.load(f)
+    return info if isinstance(info, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def run_is_done(workdir: str, records: Sequence[dict], steps: int) -> bool:
+  """A run the sweep launched is done when its training process exited
+  cleanly ('ok': it trains every step, epochs and counting runs too);
+  one without notes, when its records hold the final evaluation."""
+  info = read_run_file(workdir)
+  if 'status' in info:
+    return info['status'] == 'ok'
+  return is_finished(records, steps)
+
+
 def summarize(records: Sequence[dict]) -> dict[str, float]:
   """One run's final_step, last eval_* figures (of the last record with an
   eval_loss), last train_loss and median tokens_per_sec, where it has them."""
@@ -206,10 +227,23 @@ def main(argv):
 
   sweep_dir = os.path.abspath(_SWEEP_DIR.value or
                               os.path.join(cli.ROOT, 'sweeps', preset))
-  os.makedirs(sweep_dir, exist_ok=True)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       filter(None, (cli.ROOT, os.environ.get('PYTHONPATH')))))
   runs = combinations(grid)
+  names = [run_name(r) for r in runs]
+  for name in set(names):
+    same = [r for r, n in zip(runs, names) if n == name]
+    if len(same) > 1:
+      cli.fail(f'grid values {same[0]} and {same[1]} give one run name '
+               f'{name!r}; make them differ in letters or digits')
+  for name in names:
+    # A run trained with other settings for every run is another run.
+    earlier = read_run_file(os.path.join(sweep_dir, name)).get('overrides')
+    if earlier is not None and sorted(earlier) != sorted(_OVERRIDES):
+      cli.fail(f'{os.path.join(sweep_dir, name)} was trained with '
+               f'{" ".join(earlier) or "no --config settings"}, not '
+               f'{" ".join(_OVERRIDES) or "none"}; use another --sweep_dir')
+  os.makedirs(sweep_dir, exist_ok=True)
   lock, procs, rows = threading.Lock(), set(), [{}] * len(runs)
 
   def say(i, status, wall, note=''):
@@ -222,12 +256,10 @@ def main(argv):
     steps = check_setting(config, 'num_train_steps', {
         'num_train_steps': str(config.num_train_steps), **fixed,
         **settings}['num_train_steps'])
-    records, info = read_metrics(workdir), {}  # info: from earlier launches
-    if os.path.exists(os.path.join(workdir, RUN_FILE)):
-      with open(os.path.join(workdir, RUN_FILE)) as f:
-        info = json.load(f)
+    records = read_metrics(workdir)
+    info = read_run_file(workdir)  # from earlier launches
     status, wall = 'skipped', info.get('wall_s')  # seconds over all launches
-    if is_finished(records, steps):
+    if run_is_done(workdir, records, steps):
       say(i, status, wall, ' (finished earlier)')
     else:
       ckpts = os.path.join(workdir, 'checkpoints')
@@ -240,7 +272,8 @@ def main(argv):
       status, seconds, error = run_one(cmd, workdir, env, procs)
       wall = seconds + (wall or 0.0)
       with open(os.path.join(workdir, RUN_FILE), 'w') as f:
-        json.dump({'settings': settings, 'status': status, 'wall_s': wall}, f)
+        json.dump({'settings': settings, 'overrides': _OVERRIDES,
+                   'status': status, 'wall_s': wall}, f)
       say(i, status, wall, f': {error}' if error else '')
       records = read_metrics(workdir)
     rows[i] = {**settings, 'status': status, **summarize(records),

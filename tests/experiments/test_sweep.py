@@ -106,6 +106,24 @@ def test_is_finished_needs_the_final_eval(tmp_path):
   assert not sweep.is_finished([], 4)
 
 
+def test_a_run_with_notes_is_done_when_its_process_exited_cleanly(tmp_path):
+  """The notes decide, not the preset's step count: an epoch or n-gram
+  run ends at another step, and a failed run may have logged an eval."""
+  workdir = str(tmp_path)
+  final = [{'step': 4, 'eval_loss': 1.0}]
+  assert sweep.run_is_done(workdir, final, 4)  # no notes: the records
+  assert not sweep.run_is_done(workdir, final, 5)
+  for status, done in (('ok', True), ('failed', False)):
+    with open(os.path.join(workdir, sweep.RUN_FILE), 'w') as f:
+      json.dump({'status': status}, f)
+    assert sweep.run_is_done(workdir, [{'step': 1, 'eval_loss': 1.0}],
+                             4) is done
+  with open(os.path.join(workdir, sweep.RUN_FILE), 'w') as f:
+    f.write('{"status": "o')  # cut short: as if there were no notes
+  assert sweep.read_run_file(workdir) == {}
+  assert sweep.run_is_done(workdir, final, 4)
+
+
 def test_read_metrics_skips_a_line_cut_short(tmp_path):
   _write_metrics(str(tmp_path), _records(2.0))
   with open(tmp_path / 'metrics.jsonl', 'a') as f:
@@ -168,6 +186,8 @@ def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
     (['--preset=shakespeare_char_cpu', '--grid=seed'], 'malformed --grid'),
     (['--preset=shakespeare_char_cpu', '--grid=seed=1',
       '--config.num_layers=two'], 'not a int'),
+    (['--preset=shakespeare_char_cpu', '--grid=data_dir=/d/x,/d_x'],
+     'give one run name'),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
   result = _sweep(*args, f'--sweep_dir={tmp_path / "sweep"}')
@@ -221,3 +241,8 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
                 if line.startswith('[')) == [['skipped', n] for n in names]
   with open(tmp_path / 'sweep' / 'summary.csv') as f:
     assert [r['status'] for r in csv.DictReader(f)] == ['skipped'] * 2
+
+  # Other settings for every run make other runs: not these.
+  third = _sweep(*args, '--config.embed_dim=64', env=env)
+  assert third.returncode == 2, third.stdout + third.stderr
+  assert 'use another --sweep_dir' in third.stderr
