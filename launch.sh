@@ -15,6 +15,7 @@
 #   ./launch.sh import-hf --hf_dir DIR --workdir OUT   a Hugging Face BERT folder -> a workdir
 #   ./launch.sh encode --workdir DIR --text "..." [--text ...] --out FILE.npz
 #                      BERT's last hidden states and sentence embeddings
+#   ./launch.sh neighbors --workdir DIR --word W   a word-vector run's nearest neighbours
 #   ./launch.sh bench                          the speed benchmarks (benchmarks/RESULTS.md)
 #   ./launch.sh setup                          only create/refresh .venv
 set -euo pipefail
@@ -112,6 +113,7 @@ case "$verb" in
     setup
     exec "$PY" -m experiments.sweep --preset="$1" "${@:2}" ;;
   quickstart)
+    [ $# -eq 0 ] || die "quickstart takes no arguments; for your own settings use ./launch.sh train shakespeare_char_cpu --workdir DIR --config.KEY=VALUE"
     setup
     workdir="$ROOT/runs/quickstart"
     # The whole nanoGPT CPU recipe: about 1.5 minutes on 2 cores.
@@ -128,7 +130,7 @@ case "$verb" in
       "$ROOT/.venv-bench/bin/python" benchmarks/nanogpt_reference.py --max_iters 300 --eval_interval 1000
     fi ;;
   ""|-h|--help|help)
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
-    die "unknown command '$verb'; commands: quickstart test test-slow train sample translate self-attention import-hf encode sweep bench setup" ;;
+    die "unknown command '$verb'; commands: quickstart test test-slow train sample translate self-attention import-hf encode neighbors sweep bench setup" ;;
 esac

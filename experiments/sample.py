@@ -35,6 +35,10 @@ def main(argv):
     cli.fail('need num_tokens >= 1 and num_samples >= 1')
   workdir = _WORKDIR.value
   config = cli.load_run_config(workdir)
+  if config.get('task') not in ('lm', 'ngram'):
+    cli.fail(f'{workdir} is a {config.get("task")!r} run; sample needs a '
+             "language model run (task 'lm' or 'ngram'; for a translation "
+             'run use ./launch.sh translate)')
   cli.setup_logging()
 
   def sample_ngram():

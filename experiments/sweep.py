@@ -127,12 +127,14 @@ def run_is_done(workdir: str, records: Sequence[dict], steps: int) -> bool:
 
 
 def summarize(records: Sequence[dict]) -> dict[str, float]:
-  """One run's final_step, last eval_* figures (of the last record with an
-  eval_loss), last train_loss and median tokens_per_sec, where it has them."""
+  """One run's final_step, last eval_* and test_* figures (of the last
+  record with an eval_loss: the final evaluation's, test split included),
+  last train_loss and median tokens_per_sec, where it has them."""
   out = {'final_step': max(r['step'] for r in records)} if records else {}
   evals = [r for r in records if 'eval_loss' in r]
   if evals:
-    out.update((k, v) for k, v in evals[-1].items() if k.startswith('eval_'))
+    out.update((k, v) for k, v in evals[-1].items()
+               if k.startswith(('eval_', 'test_')))
   train = [r['train_loss'] for r in records if 'train_loss' in r]
   if train:
     out['train_loss'] = train[-1]
@@ -145,8 +147,9 @@ def summarize(records: Sequence[dict]) -> dict[str, float]:
 def summary_table(rows: Sequence[dict], keys: Sequence[str]
                   ) -> tuple[list[str], list[dict]]:
   """(columns, rows sorted best eval_loss first, failed and missing last)."""
-  evals = sorted({k for r in rows for k in r if k.startswith('eval_')},
-                 key=lambda k: (k != 'eval_loss', k))
+  evals = sorted({k for r in rows for k in r
+                  if k.startswith(('eval_', 'test_'))},
+                 key=lambda k: (k != 'eval_loss', not k.startswith('eval_'), k))
   def rank(r):
     loss = r.get('eval_loss')
     bad = r['status'] == 'failed' or loss is None or math.isnan(loss)

@@ -204,7 +204,7 @@ def _partial_run(path, config):
 
 
 @pytest.mark.parametrize('state', ['absent', 'empty', 'no_checkpoint',
-                                   'corrupt_config'])
+                                   'corrupt_config', 'classifier_run'])
 def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     run_cli, make_tiny_config, tmp_path, state):
   path = str(tmp_path / 'run')
@@ -212,6 +212,8 @@ def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     os.makedirs(path)
   elif state == 'no_checkpoint':
     _partial_run(path, make_tiny_config())
+  elif state == 'classifier_run':
+    _partial_run(path, make_tiny_config(task='classify'))
   elif state == 'corrupt_config':
     _partial_run(path, make_tiny_config())
     with open(os.path.join(path, 'config.json'), 'w') as f:

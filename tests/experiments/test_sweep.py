@@ -138,6 +138,13 @@ def test_summarize_takes_final_eval_last_train_loss_median_speed():
                      'eval_perplexity': 2.0 ** 2.5, 'train_loss': 3.0,
                      'tokens_per_sec': 20.0}
   assert sweep.summarize([]) == {}
+  # The final evaluation's test-split figures come along.
+  records = _records(2.5, steps=6)
+  records[-1] = dict(records[-1], test_loss=2.75)
+  assert sweep.summarize(records)['test_loss'] == 2.75
+  columns, _ = sweep.summary_table(
+      [{'seed': '0', 'status': 'ok', **sweep.summarize(records)}], ['seed'])
+  assert columns.index('test_loss') > columns.index('eval_perplexity')
 
 
 def test_write_summary_sorts_best_first_failed_last(tmp_path):
