@@ -16,7 +16,7 @@ after 500 warm-up steps, linear decay, batches of 32 sequences, 20,000 steps
 Why this size and length: held-out accuracy stays near a bigram fill-in's
 until the model learns to use word order, a phase transition that here comes
 between steps 5,000 and 14,000. BERT's "mini" size (4 x 256, 128 ids,
-batches of 64) runs 20x slower a step on this CPU and had not reached it
+batches of 64) runs 20-34x slower a step on this CPU and had not reached it
 after 1,000 steps (the README's table has that run).
 
 Reported: masked-token accuracy and loss (`eval_accuracy`, `eval_loss`) on
