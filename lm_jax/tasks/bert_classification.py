@@ -20,10 +20,9 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from lm_jax.data.builders.glue_tsv import load_examples
 from lm_jax.data.wordpiece import cached_wordpiece
 from lm_jax.tasks import masked_lm
-from lm_jax.tasks.classification import ClassificationTask
+from lm_jax.tasks.classification import ClassificationTask, labelled_splits
 
 
 class BertClassificationTask(ClassificationTask):
@@ -38,9 +37,7 @@ class BertClassificationTask(ClassificationTask):
 
   def prepare(self) -> None:
     cfg = self.config
-    splits = {split: load_examples(cfg.corpus, split, cfg.data_dir,
-                                   cfg.cache_dir)
-              for split in ('train', 'validation')}
+    splits = labelled_splits(cfg)
     self.tokenizer = masked_lm.adopt_pretrained(cfg) or cached_wordpiece(
         splits['train'][0], cfg.cache_dir, cfg.corpus,
         cfg.wordpiece_vocab_size, cfg.lower_case)

@@ -24,6 +24,21 @@ from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 _FROM_LM = {'embed': 'token_embedding', 'rnn': 'rnn'}
 
 
+def labelled_splits(cfg) -> dict:
+  """The corpus's 'train' and 'validation' (sentences, labels); with
+  `max_train_examples`, training keeps that many, a fixed random sample
+  (`data_seed`) in file order."""
+  splits = {split: load_examples(cfg.corpus, split, cfg.data_dir,
+                                 cfg.cache_dir)
+            for split in ('train', 'validation')}
+  if cfg.max_train_examples:
+    sentences, labels = splits['train']
+    keep = np.sort(np.random.default_rng(cfg.data_seed).permutation(
+        len(labels))[:cfg.max_train_examples])
+    splits['train'] = [sentences[i] for i in keep], labels[keep]
+  return splits
+
+
 class ClassificationTask(SentenceTask):
   """A recurrent classifier trained on a GLUE single-sentence dataset.
 
@@ -57,14 +72,7 @@ class ClassificationTask(SentenceTask):
     if cfg.model != 'classifier':
       raise ValueError(f"task 'classify' trains model 'classifier' or "
                        f"'bert', not {cfg.model!r}")
-    splits = {split: load_examples(cfg.corpus, split, cfg.data_dir,
-                                   cfg.cache_dir)
-              for split in ('train', 'validation')}
-    if cfg.max_train_examples:
-      sentences, labels = splits['train']
-      keep = np.sort(np.random.default_rng(cfg.data_seed).permutation(
-          len(labels))[:cfg.max_train_examples])
-      splits['train'] = [sentences[i] for i in keep], labels[keep]
+    splits = labelled_splits(cfg)
     elmo = None
     if cfg.pretrained_lm and cfg.elmo_bilm:
       raise ValueError('pretrained_lm and elmo_bilm each bring their own '

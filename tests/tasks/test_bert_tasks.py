@@ -9,6 +9,7 @@ import pytest
 from experiments.configs import bert_mlm_small, sst2_bert_small
 from lm_jax import import_hf, tasks
 from lm_jax.data import tokenizers
+from lm_jax.tasks import classification
 from lm_jax.tasks.masked_lm import load_bert_run
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
@@ -188,6 +189,21 @@ def test_fine_tuning_from_scratch_learns_its_own_vocabulary(raw_dir,
   first = task.examples['train']['inputs'][0]
   assert first[0] == task.tokenizer.cls_id
   assert first[-1] == task.tokenizer.sep_id
+
+
+def test_fine_tuning_keeps_the_sample_of_max_train_examples(raw_dir,
+                                                             tmp_path):
+  """The same fixed sample of training sentences as the recurrent
+  classifier's (ULMFiT's 1,000-sentence setting)."""
+  config = _classify_config(raw_dir, str(tmp_path / 'cache'), init_from='',
+                            num_layers=1, embed_dim=16, num_heads=2,
+                            wordpiece_vocab_size=60, max_train_examples=10)
+  task = tasks.make_task(config)
+  task.prepare()
+  assert len(task.examples['train']['targets']) == 10
+  sample = classification.labelled_splits(config)['train']
+  np.testing.assert_array_equal(task.examples['train']['targets'], sample[1])
+  assert len(task.examples['validation']['targets']) == 20
 
 
 def test_init_from_a_missing_run_is_an_error(raw_dir, tmp_path):
