@@ -149,10 +149,10 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not os.path.exists(path):
     return
   previous = _read_run_config(path)
-  kind = lambda c: tuple(c.get(k) for k in _RUN_KIND)  # noqa: E731
-  if kind(previous) != kind(config):
-    fail(f'{workdir} holds another run ({", ".join(f"{k} {v!r}" for k, v in zip(_RUN_KIND, kind(previous)))}); '
-         'pick another --workdir for this one')
+  if any(previous.get(k) != config.get(k) for k in _RUN_KIND):
+    held = ', '.join(f'{k} {previous.get(k)!r}' for k in _RUN_KIND)
+    fail(f'{workdir} holds another run ({held}); pick another --workdir '
+         'for this one')
 
 
 def check_sizes(config: ml_collections.ConfigDict) -> None:
