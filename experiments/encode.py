@@ -32,6 +32,10 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value or not _OUT.value:
     cli.fail('--workdir and --out are required')
+  if _BATCH_SIZE.value < 1 or (_MAX_LENGTH.value or 1) < 1:
+    cli.fail('need batch_size >= 1 and max_length >= 1 (0: the model\'s)')
+  # np.savez adds the suffix to a name without it; say the name it writes.
+  out = _OUT.value if _OUT.value.endswith('.npz') else _OUT.value + '.npz'
   texts = _TEXT.value or [line.rstrip('\n') for line in sys.stdin]
   if not texts:
     cli.fail('no sentences: give --text, or lines on stdin')
@@ -51,9 +55,9 @@ def main(argv):
     max_length = _MAX_LENGTH.value or model.config.max_positions
     arrays = encode_sentences(encoder, params['encoder'], tokenizer, texts,
                               max_length, _BATCH_SIZE.value)
-    np.savez(_OUT.value, **arrays)
+    np.savez(out, **arrays)
     print(f'# {_WORKDIR.value} at step {step}: {len(texts)} sentences -> '
-          f'{_OUT.value}')
+          f'{out}')
 
   cli.run_guarded(encode)
 

@@ -75,10 +75,12 @@ def test_import_and_encode_commands(tmp_path):
   assert {'config.json', 'tokenizer.json', 'checkpoints'} <= set(
       os.listdir(tmp_path / 'run'))
   texts = ['the film was great !', 'a dull , unlikely story']
+  # Without the suffix, np.savez adds it: the message names the file.
   done = _run(['experiments.encode', '--workdir', str(tmp_path / 'run'),
                '--text', texts[0], '--text', texts[1], '--out',
-               str(tmp_path / 'out.npz')], tmp_path)
+               str(tmp_path / 'out')], tmp_path)
   assert done.returncode == 0, done.stderr
+  assert done.stdout.strip().endswith(str(tmp_path / 'out.npz'))
   with np.load(tmp_path / 'out.npz') as out:
     assert sorted(out) == ['emb_0', 'emb_1', 'hidden_0', 'hidden_1', 'ids_0',
                            'ids_1']
@@ -101,4 +103,9 @@ def test_commands_fail_with_one_error_line(tmp_path):
   done = _run(['experiments.encode', '--workdir', str(tmp_path / 'none'),
                '--text', 'x', '--out', str(tmp_path / 'out.npz')], tmp_path)
   assert done.returncode == 2 and done.stderr.startswith('error: ')
+  assert len(done.stderr.strip().splitlines()) == 1
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'none'),
+               '--text', 'x', '--out', str(tmp_path / 'out.npz'),
+               '--batch_size', '0'], tmp_path)
+  assert done.returncode == 2 and 'batch_size' in done.stderr
   assert len(done.stderr.strip().splitlines()) == 1
