@@ -37,6 +37,27 @@ def test_tiny_shakespeare_splits_are_the_first_90_and_last_10_percent(
   assert splits['train'] + splits['validation'] == text
 
 
+def test_a_changed_raw_file_or_data_dir_prepares_the_dataset_again(tmp_path):
+  """The cache keeps one prepared copy per dataset: it must follow the raw
+  file it was built from, not the first one it saw."""
+  cache = tmp_path / 'cache'
+
+  def corpus(folder, text):
+    (tmp_path / folder / 'tiny_shakespeare').mkdir(parents=True,
+                                                   exist_ok=True)
+    (tmp_path / folder / 'tiny_shakespeare' / 'input.txt').write_text(text)
+    return tmp_path / folder
+
+  first = corpus('a', 'A' * 100)
+  assert _splits('tiny_shakespeare', first, cache)['train'] == 'A' * 90
+  again = _splits('tiny_shakespeare', first, cache)  # unchanged: reused
+  assert again['train'] == 'A' * 90
+  other = corpus('b', 'B' * 100)
+  assert _splits('tiny_shakespeare', other, cache)['train'] == 'B' * 90
+  corpus('b', 'C' * 100)  # the same folder, its file edited
+  assert _splits('tiny_shakespeare', other, cache)['validation'] == 'C' * 10
+
+
 def test_gzipped_raw_file_gives_the_same_splits_as_the_plain_one(
     tiny_corpus_dir, tmp_path):
   with open(os.path.join(tiny_corpus_dir, 'tiny_shakespeare', 'input.txt'),

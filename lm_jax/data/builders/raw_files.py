@@ -5,7 +5,9 @@ A builder's raw files are read from a local data directory
 (`<raw_dir>/<relative path>`, plain or `.gz`) or, where the machine has
 internet and the file is absent, downloaded from its public URL into the
 cache. Missing data fails at once with one line, before tfds starts.
-Building needs no TensorFlow.
+Building needs no TensorFlow. A prepared dataset records the SHA-256 of
+the raw files it was built from and is built again when they change (an
+edited corpus, another data dir).
 """
 
 from __future__ import annotations
@@ -14,13 +16,20 @@ import abc
 import contextlib
 import fcntl
 import gzip
+import hashlib
 import io
+import json
+import logging
 import os
 import shutil
 import urllib.request
 from typing import Optional
 
 import tensorflow_datasets as tfds
+
+
+log = logging.getLogger('lm_jax')
+_SOURCE_FILE = 'raw_files.json'  # in a prepared dataset's folder
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -83,6 +92,29 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
   def _info(self) -> tfds.core.DatasetInfo:
     """The dataset's features."""
 
+  def existing_raw_file(self, key: str) -> Optional[str]:
+    """The raw file for `key` in the data dir or downloaded earlier, or
+    None; never downloads."""
+    relative = self.source.files[key]
+    target = os.path.join(self._download_dir, relative)
+    return local_file(self._raw_dir, relative) or (
+        target if os.path.exists(target) else None)
+
+  def raw_fingerprint(self) -> Optional[dict]:
+    """key -> SHA-256 of each raw file, or None where one is not at hand
+    (a prepared copy is then all there is to go by)."""
+    out = {}
+    for key in sorted(self.source.files):
+      path = self.existing_raw_file(key)
+      if path is None:
+        return None
+      digest = hashlib.sha256()
+      with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+          digest.update(block)
+      out[key] = digest.hexdigest()
+    return out
+
   def raw_file(self, key: str) -> str:
     """The local raw file for `key`, downloading it first if need be."""
     relative = self.source.files[key]
@@ -116,12 +148,32 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
   lock_path = os.path.join(cache_dir, f'.{builder_class.name}.{name}.lock')
   with open(lock_path, 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    builder = builder_class(config=name, raw_dir=raw_dir, data_dir=cache_dir,
-                            file_format='array_record')
+    make = lambda: builder_class(  # noqa: E731
+        config=name, raw_dir=raw_dir, data_dir=cache_dir,
+        file_format='array_record')
+    builder = make()
+    if builder.is_prepared():
+      recorded = _read_json(os.path.join(builder.data_dir, _SOURCE_FILE))
+      current = builder.raw_fingerprint()
+      if current is not None and recorded != current:
+        log.info('%s/%s: the raw files differ from those it was prepared '
+                 'from; preparing it again', builder_class.name, name)
+        shutil.rmtree(builder.data_dir)
+        builder = make()
     if not builder.is_prepared():
       for key in builder.source.files:  # Missing data fails before tfds.
         builder.raw_file(key)
       tfds.disable_progress_bar()
       with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
         builder.download_and_prepare()
+      with open(os.path.join(builder.data_dir, _SOURCE_FILE), 'w') as f:
+        json.dump(builder.raw_fingerprint(), f)
   return builder
+
+
+def _read_json(path: str) -> Optional[dict]:
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
