@@ -159,6 +159,13 @@ def main():
   parser.add_argument('--xla_flags', default='',
                       help='extra XLA flags for every setting')
   args = parser.parse_args()
+  flags = os.environ.get('XLA_FLAGS', '')
+  if args.one and 'xla_force_host_platform_device_count' not in flags:
+    # Run directly (not from the table): XLA reads this once, before jax
+    # is imported below.
+    os.environ['XLA_FLAGS'] = (f'{flags} {args.xla_flags} '
+                               '--xla_force_host_platform_device_count='
+                               f'{args.devices}').strip()
   if args.in_flight is None:
     sys.path.insert(0, ROOT)
     from lm_jax.train import loop
@@ -174,8 +181,9 @@ def main():
     out = subprocess.run(
         [sys.executable, __file__, '--one', '--dtype', dtype, '--devices',
          str(devices), '--steps', str(args.steps), '--warmup',
-         str(args.warmup)] + [f'--set={o}' for o in args.set], env=env, check=True, capture_output=True,
-        text=True).stdout
+         str(args.warmup), '--in_flight', str(args.in_flight)]
+        + [f'--set={o}' for o in args.set],
+        env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     r = rows[-1]
     print(f"{dtype:15s} devices={devices} {r['median_ms_per_step']:6.2f} ms/step "

@@ -34,11 +34,14 @@ sys.path.insert(0, ROOT)
 def _config(preset: str, args):
   import importlib
   from experiments import cli
-  config = importlib.import_module(f'experiments.configs.{preset}').get_config()
-  config.data_dir, config.cache_dir = args.data_dir, args.cache_dir
-  cli.resolve_paths(config)
-  if args.workdir:
+  if args.workdir:  # the run's own settings, with this machine's paths
     config = cli.load_run_config(args.workdir)
+  else:
+    config = importlib.import_module(
+        f'experiments.configs.{preset}').get_config()
+  config.data_dir = args.data_dir or config.data_dir
+  config.cache_dir = args.cache_dir or config.cache_dir
+  cli.resolve_paths(config)
   return config
 
 

@@ -33,9 +33,11 @@ _ATTENTION_PNG = flags.DEFINE_string(
     'here.')
 
 
-def _sentences() -> list[str]:
+def _lines() -> list[str]:
+  """The input lines, stripped; blank ones stay, so that output line i
+  answers input line i."""
   text = _TEXT.value if _TEXT.value is not None else sys.stdin.read()
-  return [line.strip() for line in text.splitlines() if line.strip()]
+  return [line.strip() for line in text.splitlines()]
 
 
 def main(argv):
@@ -68,7 +70,8 @@ def main(argv):
     source_tok, target_tok = (tokenizers.load(p) for p in paths)
     model = translation.build_model(config, source_tok.vocab_size,
                                     target_tok.vocab_size)
-    sentences = _sentences()
+    lines = _lines()
+    sentences = [line for line in lines if line]
     if not sentences:
       raise ValueError('nothing to translate: give --text or lines on '
                        'standard input')
@@ -83,8 +86,9 @@ def main(argv):
     import jax
     ids = translator.translate_ids(params, sentences, beam, alpha,
                                    devices=jax.local_devices())
-    for row in ids:
-      print(target_tok.decode(row))
+    translations = iter(target_tok.decode(row) for row in ids)
+    for line in lines:  # a blank line in, a blank line out
+      print(next(translations) if line else '')
     if _ATTENTION_PNG.value:
       from lm_jax import viz
       weights = translator.attention(params, sentences[0], ids[0])

@@ -183,8 +183,10 @@ def test_translate_command_end_to_end(trained_workdir, tmp_path):
   greedy = _run(['--workdir', workdir, '--beam_size', '1'],
                 stdin='Die kleine katze schläft hier.\n\nDer mann springt.\n')
   assert greedy.returncode == 0, greedy.stderr
-  assert greedy.stdout.splitlines() == _translations(  # blank lines skipped
+  first, second = _translations(
       workdir, ['Die kleine katze schläft hier.', 'Der mann springt.'], 1)
+  # A blank line in, a blank line out: line i answers line i.
+  assert greedy.stdout.splitlines() == [first, '', second]
 
 
 def _one_error_line(result):
