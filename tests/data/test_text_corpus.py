@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from lm_jax.data.builders import text_corpus
+from lm_jax.data.builders import raw_files, text_corpus
 from lm_jax.data.builders.raw_files import DataNotFoundError
 from lm_jax.data.builders.text_corpus import load_text
 
@@ -132,6 +132,19 @@ def test_missing_raw_file_is_downloaded_into_the_cache(monkeypatch, tmp_path):
   leftovers = [f for _, _, files in os.walk(cache) for f in files
                if f.endswith('.partial')]
   assert not leftovers
+
+
+def test_a_download_cut_short_leaves_no_partial_file(monkeypatch, tmp_path):
+  class CutShort(io.BytesIO):
+    def read(self, *args):
+      raise ConnectionResetError('cut short (test)')
+
+  monkeypatch.setattr(urllib.request, 'urlopen',
+                      lambda url, *args, **kwargs: CutShort())
+  target = tmp_path / 'downloads' / 'input.txt'
+  with pytest.raises(ConnectionResetError):
+    raw_files.download('https://example.invalid/input.txt', str(target))
+  assert os.listdir(tmp_path / 'downloads') == []
 
 
 def test_unknown_corpus_and_split_raise_value_error(tiny_corpus_dir,

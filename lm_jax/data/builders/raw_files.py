@@ -48,9 +48,14 @@ def download(url: str, target: str, timeout: float = 30.0) -> None:
   """Fetches `url` to `target` (atomically: no partial file is left)."""
   os.makedirs(os.path.dirname(target), exist_ok=True)
   partial = target + '.partial'
-  with urllib.request.urlopen(url, timeout=timeout) as response, \
-      open(partial, 'wb') as f:
-    shutil.copyfileobj(response, f)
+  try:
+    with urllib.request.urlopen(url, timeout=timeout) as response, \
+        open(partial, 'wb') as f:
+      shutil.copyfileobj(response, f)
+  except BaseException:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise
   os.replace(partial, target)
 
 
