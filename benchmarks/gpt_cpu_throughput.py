@@ -110,7 +110,8 @@ def _measure(args) -> dict:
 
   # Model FLOPs per token as nanoGPT counts them: 6N + 12 L H Q T
   # (N without position embeddings).
-  n = sum(x.size for x in jax.tree.leaves(state.params)) - length * 128
+  n = sum(x.size for x in jax.tree.leaves(state.params)) - sum(
+      x.size for x in jax.tree.leaves(state.params.get('positions', {})))
   flops_per_token = 6 * n + 12 * config.num_layers * config.embed_dim * length
   ms = float(np.median(times) * 1e3)
   tokens_per_sec = batch * length / (ms / 1e3)
