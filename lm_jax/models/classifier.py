@@ -33,7 +33,8 @@ Array = jax.Array
 POOLINGS = ('last', 'max', 'mean', 'concat', 'attention')
 
 
-def drop_words(ids: Array, rate: float, unk_id: int, rng: Array) -> Array:
+def drop_words(ids: Array, rate: float, unk_id: int, rng: Array,
+               kept_ids: tuple[int, ...] = ()) -> Array:
   """Word dropout: each id becomes `unk_id` with probability `rate`, so the
   model learns what to do with unknown words and leans less on any one
   word (Iyyer et al. 2015 drop words from the input the same way).
@@ -43,8 +44,12 @@ def drop_words(ids: Array, rate: float, unk_id: int, rng: Array) -> Array:
     rate: probability of replacing a word.
     unk_id: the unknown word's id.
     rng: a PRNG key.
+    kept_ids: ids that are never replaced (sentence markers, a pre-trained
+      LM's start token): they frame sentences, they are not words.
   """
   drop = ~keep_mask(rng, rate, ids.shape) & (ids != 0)
+  for kept in kept_ids:
+    drop &= ids != kept
   return jnp.where(drop, unk_id, ids)
 
 
@@ -116,6 +121,7 @@ class RecurrentClassifier(nn.Module):
       pooled, as well as on the sentence vector (the flax SST-2 example
       drops both around its attention).
     unk_id: the unknown word's id, for word dropout.
+    kept_ids: ids word dropout leaves alone (`drop_words`).
     forget_bias: the LSTM's forget-gate bias.
     sentence_norm: LayerNorm on the sentence vector before the head, so
       a freshly initialised head reads states of any scale (a random
@@ -140,6 +146,7 @@ class RecurrentClassifier(nn.Module):
   word_dropout_rate: float = 0.0
   pooling_dropout: bool = False
   unk_id: int = 1
+  kept_ids: tuple[int, ...] = ()
   forget_bias: float = 1.0
   sentence_norm: bool = False
   extra_features_dim: int = 0
@@ -169,7 +176,7 @@ class RecurrentClassifier(nn.Module):
       lengths = lengths_of(inputs)
     if train and self.word_dropout_rate > 0:
       inputs = drop_words(inputs, self.word_dropout_rate, self.unk_id,
-                          self.make_rng('dropout'))
+                          self.make_rng('dropout'), self.kept_ids)
     # A small initial scale (the flax SST-2 example's) keeps the LSTM's
     # gates out of saturation at the start.
     x = nn.Embed(self.vocab_size, self.embed_dim,

@@ -112,6 +112,8 @@ class ClassificationTask(SentenceTask):
       # A bi-LSTM's states at the markers have read the whole sentence and
       # no word of it yet, something the attention pooling can pick.
       start, end = SENTENCE_MARKERS[0] + ' ', ' ' + SENTENCE_MARKERS[1]
+    # The framing tokens are no words for word dropout to replace.
+    kept_ids = tuple(int(i) for i in self.tokenizer.encode(start + end))
     self.examples = {
         split: {'inputs': [self.tokenizer.encode(start + s + end)
                            for s in sentences],
@@ -126,7 +128,7 @@ class ClassificationTask(SentenceTask):
         dropout_rate=cfg.dropout_rate,
         word_dropout_rate=cfg.word_dropout_rate,
         pooling_dropout=cfg.pooling_dropout, unk_id=self.tokenizer.unk_id,
-        forget_bias=cfg.forget_bias,
+        kept_ids=kept_ids, forget_bias=cfg.forget_bias,
         sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)

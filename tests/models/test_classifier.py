@@ -107,6 +107,15 @@ def test_drop_words_replaces_words_never_padding():
   assert not np.allclose(train, test)
 
 
+def test_drop_words_leaves_the_kept_ids_alone():
+  """Sentence markers frame a sentence: word dropout never replaces them."""
+  ids = jnp.array([[2, 5, 6, 3, 0]] * 200)
+  dropped = classifier.drop_words(ids, 0.5, 1, jax.random.key(0),
+                                  kept_ids=(2, 3))
+  assert (dropped[:, [0, 3]] == ids[:, [0, 3]]).all()
+  assert 0.4 < float((dropped[:, 1:3] == 1).mean()) < 0.6
+
+
 def test_pooling_dropout_drops_the_states_before_pooling():
   inputs = jnp.array([[3, 4, 5, 6, 7, 8]])
   for flag in (False, True):

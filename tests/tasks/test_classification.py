@@ -95,6 +95,8 @@ def test_sentence_markers_surround_every_sentence(raw_dir, tmp_path):
       assert list(b[[0, -1]]) == [2, 3]
       assert ([plain.tokenizer.words[i] for i in a]
               == [marked.tokenizer.words[i] for i in b[1:-1]])
+  # Word dropout leaves the markers alone; without them it keeps nothing.
+  assert marked.model.kept_ids == (2, 3) and plain.model.kept_ids == ()
 
 
 @pytest.mark.parametrize('key', ['pretrained_lm', 'elmo_bilm'])

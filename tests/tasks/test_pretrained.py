@@ -75,6 +75,7 @@ def test_ulmfit_classifier_starts_from_the_lm(runs, raw_dir):
   for split in task.examples.values():
     assert all(ids[0] == eos and eos not in ids[1:]
                for ids in split['inputs'])
+  assert task.model.kept_ids == (eos,)  # not a word for word dropout
   out = task.pretrained_params(params)
   np.testing.assert_array_equal(out['embed']['embedding'],
                                 lm['token_embedding']['embedding'])
