@@ -122,20 +122,19 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
 
   def raw_file(self, key: str) -> str:
     """The local raw file for `key`, downloading it first if need be."""
+    existing = self.existing_raw_file(key)
+    if existing:
+      return existing
     relative = self.source.files[key]
-    local = local_file(self._raw_dir, relative)
-    if local:
-      return local
     target = os.path.join(self._download_dir, relative)
-    if not os.path.exists(target):
-      try:
-        download(self.source.urls[key], target)
-      except OSError as e:
-        raise DataNotFoundError(
-            f'{relative} is not under the data dir '
-            f'{self._raw_dir or "(unset)"} and could not be downloaded '
-            f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
-            f'at a folder holding {relative}') from None
+    try:
+      download(self.source.urls[key], target)
+    except OSError as e:
+      raise DataNotFoundError(
+          f'{relative} is not under the data dir '
+          f'{self._raw_dir or "(unset)"} and could not be downloaded '
+          f'({type(e).__name__}); point --config.data_dir or LM_JAX_DATA '
+          f'at a folder holding {relative}') from None
     return target
 
 
@@ -157,9 +156,9 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
         config=name, raw_dir=raw_dir, data_dir=cache_dir,
         file_format='array_record')
     builder = make()
+    current = builder.raw_fingerprint()
     if builder.is_prepared():
       recorded = _read_json(os.path.join(builder.data_dir, _SOURCE_FILE))
-      current = builder.raw_fingerprint()
       if current is not None and recorded != current:
         log.info('%s/%s: the raw files differ from those it was prepared '
                  'from; preparing it again', builder_class.name, name)
@@ -171,8 +170,10 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
       tfds.disable_progress_bar()
       with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
         builder.download_and_prepare()
+      if current is None:  # the raw files were downloaded just now
+        current = builder.raw_fingerprint()
       with open(os.path.join(builder.data_dir, _SOURCE_FILE), 'w') as f:
-        json.dump(builder.raw_fingerprint(), f)
+        json.dump(current, f)
   return builder
 
 
