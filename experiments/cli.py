@@ -157,8 +157,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 def check_sizes(config: ml_collections.ConfigDict) -> None:
   """Fails on counts that must be positive (a batch of 0 divides by 0)."""
-  for key in ('batch_size', 'grad_accum_steps', 'block_size',
-              'steps_per_call'):
+  # (steps_per_call is the loop's to check.)
+  for key in ('batch_size', 'grad_accum_steps', 'block_size'):
     if key in config and config[key] < 1:
       fail(f'{key} must be at least 1, not {config[key]}')
   for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',

@@ -116,11 +116,11 @@ def read_run_file(workdir: str) -> dict:
     return {}
 
 
-def run_is_done(workdir: str, records: Sequence[dict], steps: int) -> bool:
-  """A run the sweep launched is done when its training process exited
-  cleanly ('ok': it trains every step, epochs and counting runs too);
-  one without notes, when its records hold the final evaluation."""
-  info = read_run_file(workdir)
+def run_is_done(info: dict, records: Sequence[dict], steps: int) -> bool:
+  """A run the sweep launched (`info`: its `read_run_file` notes) is done
+  when its training process exited cleanly ('ok': it trains every step,
+  epochs and counting runs too); one without notes, when its records hold
+  the final evaluation."""
   if 'status' in info:
     return info['status'] == 'ok'
   return is_finished(records, steps)
@@ -234,11 +234,12 @@ def main(argv):
       filter(None, (cli.ROOT, os.environ.get('PYTHONPATH')))))
   runs = combinations(grid)
   names = [run_name(r) for r in runs]
-  for name in set(names):
-    same = [r for r, n in zip(runs, names) if n == name]
-    if len(same) > 1:
-      cli.fail(f'grid values {same[0]} and {same[1]} give one run name '
-               f'{name!r}; make them differ in letters or digits')
+  first_of = {}
+  for settings, name in zip(runs, names):
+    if name in first_of:
+      cli.fail(f'grid values {first_of[name]} and {settings} give one run '
+               f'name {name!r}; make them differ in letters or digits')
+    first_of[name] = settings
   for name in names:
     # A run trained with other settings for every run is another run.
     earlier = read_run_file(os.path.join(sweep_dir, name)).get('overrides')
@@ -262,7 +263,7 @@ def main(argv):
     records = read_metrics(workdir)
     info = read_run_file(workdir)  # from earlier launches
     status, wall = 'skipped', info.get('wall_s')  # seconds over all launches
-    if run_is_done(workdir, records, steps):
+    if run_is_done(info, records, steps):
       say(i, status, wall, ' (finished earlier)')
     else:
       ckpts = os.path.join(workdir, 'checkpoints')

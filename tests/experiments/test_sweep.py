@@ -111,17 +111,18 @@ def test_a_run_with_notes_is_done_when_its_process_exited_cleanly(tmp_path):
   run ends at another step, and a failed run may have logged an eval."""
   workdir = str(tmp_path)
   final = [{'step': 4, 'eval_loss': 1.0}]
-  assert sweep.run_is_done(workdir, final, 4)  # no notes: the records
-  assert not sweep.run_is_done(workdir, final, 5)
+  notes = lambda: sweep.read_run_file(workdir)  # noqa: E731
+  assert sweep.run_is_done(notes(), final, 4)  # no notes: the records
+  assert not sweep.run_is_done(notes(), final, 5)
   for status, done in (('ok', True), ('failed', False)):
     with open(os.path.join(workdir, sweep.RUN_FILE), 'w') as f:
       json.dump({'status': status}, f)
-    assert sweep.run_is_done(workdir, [{'step': 1, 'eval_loss': 1.0}],
+    assert sweep.run_is_done(notes(), [{'step': 1, 'eval_loss': 1.0}],
                              4) is done
   with open(os.path.join(workdir, sweep.RUN_FILE), 'w') as f:
     f.write('{"status": "o')  # cut short: as if there were no notes
   assert sweep.read_run_file(workdir) == {}
-  assert sweep.run_is_done(workdir, final, 4)
+  assert sweep.run_is_done(notes(), final, 4)
 
 
 def test_read_metrics_skips_a_line_cut_short(tmp_path):
