@@ -126,6 +126,21 @@ def layer_groups(params: Any) -> Any:
   return jax.tree.map(lambda g: top if g < 0 else g, groups)
 
 
+def _depths(params: Any) -> Any:
+  """Each parameter's distance from the top of `layer_groups` (0: the
+  head), a pytree like `params` of ints."""
+  groups = layer_groups(params)
+  top = max(jax.tree.leaves(groups))
+  return jax.tree.map(lambda g: top - g, groups)
+
+
+def _unfrozen(count: jax.Array, depth: int, every: int,
+              steps_per_epoch: int) -> jax.Array:
+  """Gradual unfreezing: whether depth `depth` trains at step `count`
+  (from its `depth * every`-th epoch on)."""
+  return count >= depth * every * steps_per_epoch
+
+
 def _layerwise_scaling(config: ml_collections.ConfigDict,
                        steps_per_epoch: int) -> optax.GradientTransformation:
   """ULMFiT's discriminative fine-tuning and gradual unfreezing.
@@ -141,18 +156,15 @@ def _layerwise_scaling(config: ml_collections.ConfigDict,
     raise ValueError('unfreeze_every_epochs needs a task with epochs')
 
   def labels(params):
-    # A parameter's label is its distance from the top group.
-    groups = layer_groups(params)
-    top = max(jax.tree.leaves(groups))
-    return jax.tree.map(lambda g: str(top - g), groups)
+    return jax.tree.map(str, _depths(params))
 
   def scaling(depth: int) -> optax.GradientTransformation:
     def schedule(count):
       scale = (decay or 1.0) ** -depth
       if not every:
         return jnp.float32(scale)
-      start = depth * every * steps_per_epoch
-      return jnp.where(count >= start, scale, 0.0).astype(jnp.float32)
+      return jnp.where(_unfrozen(count, depth, every, steps_per_epoch),
+                       scale, 0.0).astype(jnp.float32)
     return optax.scale_by_schedule(schedule)
 
   # Transforms are fixed before the parameters are seen: one per depth up
@@ -171,19 +183,15 @@ def _trainable(config: ml_collections.ConfigDict, steps_per_epoch: int):
     return None
 
   def weights(updates, count):
-    groups = layer_groups(updates)
-    top = max(jax.tree.leaves(groups))
-
-    def weight(group, is_frozen):
+    def weight(depth, is_frozen):
       if is_frozen:
         return jnp.float32(0.0)
       if not every:
         return jnp.float32(1.0)
-      # As `_layerwise_scaling` unfreezes: depth (top - group) after
-      # that many times `every` epochs.
-      start = (top - group) * every * steps_per_epoch
-      return (count >= start).astype(jnp.float32)
-    return jax.tree.map(weight, groups, frozen_mask(frozen)(updates))
+      return _unfrozen(count, depth, every, steps_per_epoch).astype(
+          jnp.float32)
+    return jax.tree.map(weight, _depths(updates),
+                        frozen_mask(frozen)(updates))
   return weights
 
 
