@@ -42,8 +42,15 @@ class BertClassificationTask(ClassificationTask):
         splits['train'][0], cfg.cache_dir, cfg.corpus,
         cfg.wordpiece_vocab_size, cfg.lower_case)
     # Cut to the model's positions too (a small imported model may have
-    # fewer than block_size).
-    max_length = min(cfg.block_size, cfg.max_positions)
+    # fewer than block_size), and to a multiple of length_multiple: batches
+    # are padded up to one, which must not pass the last position.
+    fitting = cfg.max_positions - cfg.max_positions % cfg.length_multiple
+    if not fitting:
+      raise ValueError(
+          f'length_multiple {cfg.length_multiple} exceeds the model\'s '
+          f'{cfg.max_positions} positions; pass a smaller '
+          '--config.length_multiple')
+    max_length = min(cfg.block_size, fitting)
     self.examples = {
         split: {'inputs': [self.tokenizer.encode_sentence(s, max_length)
                            for s in sentences],

@@ -211,3 +211,40 @@ def test_init_from_a_missing_run_is_an_error(raw_dir, tmp_path):
                             init_from=str(tmp_path / 'nothing'))
   with pytest.raises(FileNotFoundError, match='no config.json'):
     tasks.make_task(config).prepare()
+
+
+def _few_positions_import(tmp_path):
+  """Data with one 30-piece sentence, and an imported model of 20
+  positions."""
+  root = tmp_path / 'data'
+  (root / 'sst2').mkdir(parents=True)
+  rows = 'sentence\tlabel\n' + f'{" ".join(["the film"] * 15)} \t1\nfun \t0\n' * 4
+  for name in ('train.tsv', 'dev.tsv'):
+    (root / 'sst2' / name).write_text(rows)
+  (root / 'sst2' / 'test.tsv').write_text('index\tsentence\n0\tfun\n')
+  fake_hf_bert.write_folder(tmp_path / 'hf', seed=1,
+                            max_position_embeddings=20)
+  import_hf.import_hf(str(tmp_path / 'hf'), str(tmp_path / 'imported'),
+                      bert_mlm_small.get_config())
+  return str(root), str(tmp_path / 'imported')
+
+
+def test_sentences_are_cut_so_padded_batches_fit_the_positions(tmp_path):
+  """Batches pad up to a multiple of length_multiple (8): sentences are
+  cut to 16 ids, since 20 would pad to 24, past the model's 20."""
+  raw, imported = _few_positions_import(tmp_path)
+  config = _classify_config(raw, str(tmp_path / 'cache'), init_from=imported,
+                            length_multiple=8)
+  results = loop.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert np.isfinite(results['eval_loss'])
+  task = tasks.make_task(config)
+  task.prepare()
+  assert max(map(len, task.examples['validation']['inputs'])) == 16
+
+
+def test_length_multiple_beyond_the_positions_is_an_error(tmp_path):
+  raw, imported = _few_positions_import(tmp_path)
+  config = _classify_config(raw, str(tmp_path / 'cache'), init_from=imported,
+                            length_multiple=32)
+  with pytest.raises(ValueError, match='exceeds the model.s 20 positions'):
+    tasks.make_task(config).prepare()
