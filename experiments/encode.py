@@ -32,8 +32,9 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value or not _OUT.value:
     cli.fail('--workdir and --out are required')
-  if _BATCH_SIZE.value < 1 or (_MAX_LENGTH.value or 1) < 1:
-    cli.fail('need batch_size >= 1 and max_length >= 1 (0: the model\'s)')
+  if _BATCH_SIZE.value < 1 or (_MAX_LENGTH.value or 2) < 2:
+    cli.fail('need batch_size >= 1 and max_length >= 2, room for [CLS] and '
+             '[SEP] (0: the model\'s positions)')
   # np.savez adds the suffix to a name without it; say the name it writes.
   out = _OUT.value if _OUT.value.endswith('.npz') else _OUT.value + '.npz'
   texts = _TEXT.value or [line.rstrip('\n') for line in sys.stdin]
@@ -53,6 +54,9 @@ def main(argv):
     _, tokenizer, model, step, params = load_bert_run(_WORKDIR.value)
     encoder = BertEncoder(model.config)
     max_length = _MAX_LENGTH.value or model.config.max_positions
+    if max_length > model.config.max_positions:
+      cli.fail(f'--max_length {max_length} exceeds the model\'s '
+               f'{model.config.max_positions} positions')
     arrays = encode_sentences(encoder, params['encoder'], tokenizer, texts,
                               max_length, _BATCH_SIZE.value)
     np.savez(out, **arrays)

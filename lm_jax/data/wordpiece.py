@@ -1,7 +1,9 @@
 """WordPiece, BERT's tokenizer (Schuster & Nakajima 2012; Devlin et al. 2019).
 
 Text becomes ids in two stages, as in Google's BERT and Hugging Face's
-`BertTokenizerFast` (whose output this module reproduces id for id):
+`BertTokenizerFast` (whose output this module reproduces id for id, except
+on characters that Python's `unicodedata` and the Rust library's older
+Unicode tables classify differently; none occur in SST-2's dev text):
 
   1. basic tokenisation: control characters are dropped, white space becomes
      a space, CJK ideographs get spaces around them, accents are stripped
@@ -47,8 +49,10 @@ CONTINUATION = '##'
 
 # Hugging Face's "Chinese character" blocks: the CJK Unified Ideographs and
 # their extensions, and the compatibility ideographs (not Hangul, not kana).
+# Extension E starts at 0x2B920 as in the Rust `BertNormalizer`, not at
+# 0x2B820 as in Google's and the Python tokenizer.
 _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
-               (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF),
+               (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF),
                (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
 
@@ -243,7 +247,8 @@ class WordPieceTokenizer(Tokenizer):
   def train(cls, sentences: Iterable[str], vocab_size: int,
             lower_case: bool = True, min_frequency: int = 2,
             limit_alphabet: int = 1000) -> 'WordPieceTokenizer':
-    """Learns a vocabulary of (at most) `vocab_size` pieces.
+    """Learns a vocabulary of (at most) `vocab_size` pieces, or of the
+    specials and the alphabet alone where those are more.
 
     Args:
       sentences: the training text.

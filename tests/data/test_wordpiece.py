@@ -36,6 +36,10 @@ def tok():
     ("the cafe's", ['the', 'cafe', "'", 's']),
     ('a\x00b\ufffdc\x07d\u200be', ['abcde']),  # control/format chars dropped
     ('中文abc', ['中', '文', 'abc']),  # CJK ideographs split, not Hangul
+    # CJK Extension E from 0x2B920 as in BertTokenizerFast (the Python
+    # tokenizer's 0x2B820 splits 256 more ideographs).
+    ('a\U0002B920b', ['a', '\U0002B920', 'b']),
+    ('a\U0002B820b', ['a\U0002B820b']),
     ('안녕', [JAMO]),
     ('$5.00', ['$', '5', '.', '00']),
     ('ΣΑΣ straße', ['σασ', 'straße']),

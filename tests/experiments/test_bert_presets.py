@@ -90,6 +90,11 @@ def test_import_and_encode_commands(tmp_path):
     mean = out['hidden_0'].mean(0)
     np.testing.assert_allclose(out['emb_0'], mean / np.linalg.norm(mean),
                                rtol=1e-5, atol=1e-6)
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'run'),
+               '--text', texts[0], '--out', str(tmp_path / 'long.npz'),
+               '--max_length', '65'], tmp_path)
+  assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+      "error: --max_length 65 exceeds the model's 64 positions"]
 
 
 def test_commands_fail_with_one_error_line(tmp_path):
@@ -108,4 +113,9 @@ def test_commands_fail_with_one_error_line(tmp_path):
                '--text', 'x', '--out', str(tmp_path / 'out.npz'),
                '--batch_size', '0'], tmp_path)
   assert done.returncode == 2 and 'batch_size' in done.stderr
+  assert len(done.stderr.strip().splitlines()) == 1
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'none'),
+               '--text', 'x', '--out', str(tmp_path / 'out.npz'),
+               '--max_length', '1'], tmp_path)
+  assert done.returncode == 2 and 'max_length >= 2' in done.stderr
   assert len(done.stderr.strip().splitlines()) == 1
