@@ -325,6 +325,9 @@ class NGramLM:
       prev[1:] = idx[order - 1][:-1]
       keys = prev * vocab_size + tokens
       table = self._keys[order]
+      if not len(table):
+        idx.append(np.full(len(tokens), -1, np.int64))
+        continue
       pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
       found = (span >= order) & (prev >= 0) & (table[pos] == keys)
       idx.append(np.where(found, pos, -1))
@@ -339,12 +342,18 @@ class NGramLM:
     longest = np.minimum(len(self._logp) - 1, span[targets])
     matched = np.ones_like(longest)
     logp = self._logp[1][tokens[targets]]
+    # An order without n-grams (training sentences all too short for it)
+    # matches nothing, and its rows could not be indexed.
     for order in range(2, len(self._logp)):
       row = idx[order][targets]
+      if not len(self._logp[order]):
+        continue
       logp = np.where(row >= 0, self._logp[order][np.maximum(row, 0)], logp)
       matched = np.where(row >= 0, order, matched)
     for length in range(1, len(self._logp) - 1):
       row = idx[length][targets - 1]
+      if not len(self._bow[length]):
+        continue
       use = (length >= matched) & (length < longest) & (row >= 0)
       logp = logp + np.where(use, self._bow[length][np.maximum(row, 0)], 0.0)
     return logp

@@ -68,6 +68,20 @@ def test_every_context_sums_to_one(smoothing, order):
     np.testing.assert_allclose(prob.sum(), 1.0, rtol=1e-12)
 
 
+@pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k', 'mle'])
+def test_an_order_without_ngrams_matches_nothing(smoothing):
+  """One-word sentences hold no 4-gram ('<s> a </s>'): a 4-gram model
+  still scores, sums to one and samples."""
+  sentences = [['a'], ['b'], ['a']]
+  model, vocab = _fit(sentences, 4, smoothing, k=0.5)
+  assert model.ngram_counts[-1] == 0
+  for context in ([vocab.bos_id], vocab.encode(['a', 'b', 'a'])):
+    prob = 10 ** model.next_log10_probs(context)
+    np.testing.assert_allclose(prob.sum(), 1.0, rtol=1e-12)
+  assert np.isfinite(model.perplexity([vocab.encode(['b'])]))
+  assert len(model.sample(np.random.default_rng(0), max_length=5)) <= 5
+
+
 @pytest.mark.parametrize('order', [2, 3, 4])
 def test_add_k_counts_a_sentences_first_word_at_every_order(order):
   """p(w | <s>) is add-k over the sentences' first words, (c + k) / (n +
