@@ -49,7 +49,8 @@ def main(argv):
     path = os.path.join(workdir, MODEL_FILE)
     if not os.path.exists(path):
       raise FileNotFoundError(f'no {MODEL_FILE} in {workdir}; train it first')
-    model = NGramLM.from_arpa(path)
+    model = NGramLM.from_arpa(
+        path, nltk_padding=config.get('ngram_smoothing') == 'kn_nltk')
     rng = np.random.default_rng(_SEED.value)
     joiner = '' if config.tokenizer == 'char' else ' '
     print(f'# {workdir} ({config.ngram_order}-gram)')

@@ -32,6 +32,7 @@ import numpy as np
 from lm_jax.models import ngram_nltk
 
 BOS, EOS, UNK = '<s>', '</s>', '<unk>'
+NLTK_UNK = '<UNK>'  # NLTK's unknown word ('kn_nltk' models)
 # KenLM's log10 probability of the never-predicted `<s>` and of log10(0).
 _LOG_ZERO = -99.0
 _SMOOTHINGS = ('mle', 'add_k', 'kn', 'mkn', 'kn_nltk')
@@ -129,6 +130,7 @@ class NGramLM:
       discount = 0.1 if discount is None else discount
     self.vocab, self.order, self.smoothing = vocab, order, smoothing
     self.k, self.discount = k, discount
+    self.nltk_padding = smoothing == 'kn_nltk'
     # Per order k (index 0 unused): sorted keys (None for 1-grams, whose
     # index is the word id), log10 probabilities and log10 backoffs.
     self._keys: list = []
@@ -144,7 +146,7 @@ class NGramLM:
   @property
   def _num_bos(self) -> int:
     """How many `<s>` precede a sentence: N - 1 the NLTK way, else one."""
-    return self.order - 1 if self.smoothing == 'kn_nltk' else 1
+    return self.order - 1 if self.nltk_padding else 1
 
   # --- Estimation. ----------------------------------------------------------
 
@@ -455,8 +457,14 @@ class NGramLM:
       f.write('\n\\end\\\n')
 
   @classmethod
-  def from_arpa(cls, path: str) -> 'NGramLM':
-    """Reads an ARPA file; the 1-grams, in file order, form the vocabulary."""
+  def from_arpa(cls, path: str, nltk_padding: bool = False) -> 'NGramLM':
+    """Reads an ARPA file; the 1-grams, in file order, form the vocabulary.
+
+    Args:
+      path: the file.
+      nltk_padding: the model was 'kn_nltk': its sentences start with N - 1
+        `<s>` and unknown words are NLTK's `<UNK>` (ARPA records neither).
+    """
     sections: dict = {}
     with open(path, encoding='utf-8') as f:
       order = 0
@@ -472,8 +480,10 @@ class NGramLM:
         elif order:
           sections[order].append(line.split())
     n = max(sections)
-    vocab = Vocabulary([fields[1] for fields in sections[1]])
+    vocab = Vocabulary([fields[1] for fields in sections[1]],
+                       unk=NLTK_UNK if nltk_padding else UNK)
     model = cls(vocab, n)
+    model.nltk_padding = nltk_padding
     # Only the probabilities survive in ARPA, not how they were smoothed.
     model.smoothing = 'arpa'
     model._keys, model._logp, model._bow = [None], [None], [None]

@@ -12,7 +12,7 @@ import math
 import os
 
 from lm_jax.data.builders.text_corpus import CORPORA, load_text
-from lm_jax.models.ngram import UNK, NGramLM, Vocabulary
+from lm_jax.models.ngram import NLTK_UNK, UNK, NGramLM, Vocabulary
 from lm_jax.tasks.base import CountingTask
 
 MODEL_FILE = 'model.arpa'
@@ -55,7 +55,7 @@ class NGramTask(CountingTask):
         for split in splits}
     nltk = cfg.ngram_smoothing == 'kn_nltk'
     self.vocab = Vocabulary.from_sentences(self.sentences['train'],
-                                           unk='<UNK>' if nltk else UNK)
+                                           unk=NLTK_UNK if nltk else UNK)
     self.model = NGramLM(self.vocab, cfg.ngram_order, cfg.ngram_smoothing,
                          k=cfg.ngram_k, discount=cfg.ngram_discount or None)
 

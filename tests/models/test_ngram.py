@@ -160,17 +160,30 @@ def test_vectorised_scores_equal_a_slow_reference(order):
   np.testing.assert_allclose(singles, ours[:len(s) + 1], atol=1e-12)
 
 
-@pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k'])
+@pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k', 'kn_nltk'])
 def test_arpa_round_trip_scores_identically(tmp_path, smoothing):
+  """'kn_nltk' reloads with NLTK's padding (N - 1 `<s>`, `<UNK>`)."""
+  nltk = smoothing == 'kn_nltk'
   train, test = _corpus(seed=0), _corpus(seed=1, num_sentences=50)
-  model, vocab = _fit(train, 3, smoothing)
+  vocab = Vocabulary.from_sentences(train, unk='<UNK>' if nltk else '<unk>')
+  model = NGramLM(vocab, 3, smoothing).fit([vocab.encode(s) for s in train])
   path = str(tmp_path / 'model.arpa')
   model.to_arpa(path)
-  loaded = NGramLM.from_arpa(path)
+  loaded = NGramLM.from_arpa(path, nltk_padding=nltk)
+  assert loaded.vocab.words == vocab.words
+
+  def assert_same(theirs, ours):
+    # ARPA writes log10(0) (NLTK's unknown word's) as -99.
+    np.testing.assert_array_equal(theirs > -90, ours > -90)
+    np.testing.assert_array_equal(theirs[ours > -90], ours[ours > -90])
+
   for sentences in (train, test + [['never', 'seen', 'words']]):
-    np.testing.assert_array_equal(
+    assert_same(
         loaded.token_log10_probs([loaded.vocab.encode(s) for s in sentences]),
         model.token_log10_probs([vocab.encode(s) for s in sentences]))
+  context = [vocab.bos_id] * 2
+  assert_same(loaded.next_log10_probs(context),
+              model.next_log10_probs(context))
 
 
 @pytest.mark.parametrize('order', [2, 3, 5])
