@@ -57,7 +57,17 @@ def use_scale(uses: Array, max_uses: float) -> Array:
   return jnp.minimum(1.0, max_uses / jnp.maximum(uses, 1.0))
 
 
-def gather_rows(table: Array, ids: Array, max_uses: float = 0.0) -> Array:
+def count_uses(num_rows: int, ids: Array,
+               weights: Optional[Array] = None) -> Array:
+  """float32 `[num_rows]`: the uses of each row that int `ids` make, each
+  counted with its `weights` entry (default 1)."""
+  weights = jnp.ones(ids.shape) if weights is None else weights
+  return jnp.zeros(num_rows, jnp.float32).at[ids.reshape(-1)].add(
+      weights.reshape(-1).astype(jnp.float32))
+
+
+def gather_rows(table: Array, ids: Array, max_uses: float = 0.0,
+                uses: Optional[Array] = None) -> Array:
   """`table[ids]`, whose gradient per row sums at most `max_uses` uses.
 
   A row used n times in a batch gets its summed gradient scaled by
@@ -71,6 +81,9 @@ def gather_rows(table: Array, ids: Array, max_uses: float = 0.0) -> Array:
     table: `[rows, dim]`.
     ids: int `[...]` row ids.
     max_uses: the cap on the number of summed uses; 0 for none.
+    uses: `[rows]` the uses to cap (`count_uses`), where they are not one
+      per entry of `ids`: masked entries, rows shared by several examples
+      or gathered by another call in the same loss. None: one per entry.
 
   Returns:
     `[..., dim]` rows.
@@ -78,7 +91,8 @@ def gather_rows(table: Array, ids: Array, max_uses: float = 0.0) -> Array:
   rows = table[ids]
   if not max_uses:
     return rows
-  uses = jnp.zeros(table.shape[0], rows.dtype).at[ids.reshape(-1)].add(1.0)
+  if uses is None:
+    uses = count_uses(table.shape[0], ids)
   return scale_gradient(rows, use_scale(uses, max_uses)[ids][..., None])
 
 
@@ -123,9 +137,17 @@ def candidate_scores(hidden: Array, output_vectors: Array, targets: Array,
   """
   batch, dim = hidden.shape
   groups = negatives.shape[0]
-  true = jnp.sum(hidden * gather_rows(output_vectors, targets, max_uses), -1)
+  uses = None
+  if max_uses:
+    # A group's noise row serves each of its batch // groups examples, and
+    # a row can be a true word and a noise word of one batch: one tally.
+    num_rows = output_vectors.shape[0]
+    uses = (count_uses(num_rows, targets) +
+            count_uses(num_rows, negatives) * (batch // groups))
+  true = jnp.sum(
+      hidden * gather_rows(output_vectors, targets, max_uses, uses), -1)
   noise = jnp.einsum('rgd,rkd->rgk', hidden.reshape(groups, -1, dim),
-                     gather_rows(output_vectors, negatives, max_uses))
+                     gather_rows(output_vectors, negatives, max_uses, uses))
   return true, noise.reshape(batch, -1)
 
 
@@ -161,11 +183,14 @@ class Word2Vec(nn.Module):
       inputs: int `[batch]` words (skip-gram), or `[batch, window]` (CBOW).
       input_mask: CBOW only: `[batch, window]`, 1 for real context words.
     """
-    vectors = gather_rows(self.input_vectors, inputs, self.max_row_uses)
+    if self.cbow and input_mask is None:
+      input_mask = jnp.ones(inputs.shape, jnp.float32)
+    # A CBOW window's padding slots are not uses.
+    uses = (count_uses(self.vocab_size, inputs, input_mask)
+            if self.cbow and self.max_row_uses else None)
+    vectors = gather_rows(self.input_vectors, inputs, self.max_row_uses, uses)
     if not self.cbow:
       return vectors
-    if input_mask is None:
-      input_mask = jnp.ones(inputs.shape, jnp.float32)
     total = jnp.einsum('bw,bwd->bd', input_mask, vectors)
     return mean_with_summed_gradient(total, input_mask.sum(-1))
 

@@ -130,6 +130,56 @@ def test_gather_rows_caps_the_summed_uses_of_a_row():
   np.testing.assert_allclose(w2v.gather_rows(table + 1, ids, 2.0), 1.0)
 
 
+def _grads(model, inputs, targets, negatives, mask=None, output_key=1):
+  params = model.init(jax.random.key(0), inputs, targets, negatives,
+                      mask)['params']
+  params = dict(params, output_vectors=jax.random.normal(
+      jax.random.key(output_key), params['output_vectors'].shape))
+
+  def loss(p):
+    true, noise = model.apply({'params': p}, inputs, targets, negatives, mask)
+    return w2v.negative_sampling_loss(true, noise).sum()
+
+  return jax.grad(loss)(params)
+
+
+def test_cbow_padding_slots_are_not_uses_of_the_id_they_hold():
+  """Word 0 is used once; the windows' padding slots hold id 0 or id 9,
+  and must not count as its uses under the cap."""
+  model = w2v.Word2Vec(vocab_size=10, dim=4, cbow=True, max_row_uses=1.0)
+  mask = jnp.array([[1., 1., 0., 0.], [1., 1., 0., 0.]])
+  targets, negatives = jnp.array([5, 6]), jnp.array([[7], [8]])
+  grads = [
+      _grads(model, jnp.array([[0, 1, pad, pad], [2, 3, pad, pad]]), targets,
+             negatives, mask)['input_vectors'][0] for pad in (9, 0)]
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
+  assert np.abs(grads[0]).max() > 0.1
+
+
+def test_a_shared_noise_row_counts_one_use_per_example_it_serves():
+  """Noise word 7 drawn once for a group of four examples gets the same
+  capped gradient as when each example draws it itself."""
+  model = w2v.Word2Vec(vocab_size=10, dim=4, max_row_uses=1.0)
+  inputs, targets = jnp.array([0, 1, 2, 3]), jnp.array([4, 5, 6, 8])
+  shared, own = (_grads(model, inputs, targets, negatives)['output_vectors'][7]
+                 for negatives in (jnp.array([[7]]), jnp.array([[7]] * 4)))
+  np.testing.assert_allclose(shared, own, rtol=1e-6)
+  uncapped = _grads(w2v.Word2Vec(vocab_size=10, dim=4), inputs, targets,
+                    jnp.array([[7]]))['output_vectors'][7]
+  np.testing.assert_allclose(own, uncapped / 4, rtol=1e-6)
+
+
+def test_a_row_both_true_and_noise_word_is_capped_once():
+  """Word 7 is example 0's true word and example 1's noise word: two uses
+  in one tally, so at a cap of 1 it gets half its summed gradient."""
+  inputs, targets = jnp.array([0, 1]), jnp.array([7, 5])
+  negatives = jnp.array([[3], [7]])
+  capped, plain = (
+      _grads(w2v.Word2Vec(vocab_size=10, dim=4, max_row_uses=cap), inputs,
+             targets, negatives)['output_vectors'][7] for cap in (1.0, 0.0))
+  np.testing.assert_allclose(capped, plain / 2, rtol=1e-6)
+
+
 def test_sgd_on_the_loss_separates_true_from_noise_words():
   # A few full-batch SGD steps on one example raise the true word's score
   # and lower the noise words'.
