@@ -112,36 +112,51 @@ def workdir(request, tmp_path):
     (path / 'checkpoints' / '6' / 'state').mkdir(parents=True)
     (path / 'checkpoints' / '6' / 'state' / 'manifest.ocdbt').write_bytes(
         b'\x00\x01 earlier run')
-    (path / 'config.json').write_text(json.dumps({'num_train_steps': 6}))
+    (path / 'config.json').write_text(json.dumps(
+        {'task': 'lm', 'model': 'gpt', 'corpus': 'tiny_shakespeare',
+         'num_train_steps': 6}))
     (path / 'tokenizer.json').write_text(
         json.dumps({'kind': 'char', 'chars': ['\n', ' ', 'a', 'b']}))
     (path / 'metrics.jsonl').write_text('{"step": 6, "train_loss": 3.2}\n')
   return str(path)
 
 
+# Each case's arguments and a fragment of its message. The corpus is
+# there (but for 'missing_data'), so each error is the one its case is
+# about, not the missing data's.
 BAD_TRAIN_ARGS = {
-    'unknown_preset': ['--config=' + os.path.join(CONFIG_DIR,
-                                                  'nosuchpreset.py')],
-    'unknown_config_key': ['--config=' + CPU_PRESET,
-                           '--config.no_such_key=1'],
-    'int_key_given_text': ['--config=' + CPU_PRESET,
-                           '--config.num_layers=abc'],
-    'float_key_given_text': ['--config=' + CPU_PRESET,
-                             '--config.learning_rate=fast'],
-    'missing_data': ['--config=' + CPU_PRESET],
-    'no_micro_batches': ['--config=' + CPU_PRESET,
-                         '--config.grad_accum_steps=0'],
-    'empty_batch': ['--config=' + CPU_PRESET, '--config.batch_size=0'],
+    'unknown_preset': (['--config=' + os.path.join(CONFIG_DIR,
+                                                   'nosuchpreset.py')],
+                       'cannot load the preset file'),
+    'unknown_config_key': (['--config=' + CPU_PRESET,
+                            '--config.no_such_key=1'],
+                           "unknown config key 'no_such_key'"),
+    'int_key_given_text': (['--config=' + CPU_PRESET,
+                            '--config.num_layers=abc'],
+                           '--config.num_layers=abc'),
+    'float_key_given_text': (['--config=' + CPU_PRESET,
+                              '--config.learning_rate=fast'],
+                             '--config.learning_rate=fast'),
+    'missing_data': (['--config=' + CPU_PRESET],
+                     'tiny_shakespeare/input.txt is not under the data dir'),
+    'no_micro_batches': (['--config=' + CPU_PRESET,
+                          '--config.grad_accum_steps=0'],
+                         'grad_accum_steps must be at least 1'),
+    'empty_batch': (['--config=' + CPU_PRESET, '--config.batch_size=0'],
+                    'batch_size must be at least 1'),
 }
 
 
 @pytest.mark.parametrize('case', sorted(BAD_TRAIN_ARGS))
 def test_train_bad_input_is_one_error_line_and_leaves_workdir_alone(
-    run_cli, workdir, case):
+    run_cli, tiny_corpus_dir, workdir, case):
+  args, message = BAD_TRAIN_ARGS[case]
   before = _snapshot(workdir)
-  result = run_cli(_python('experiments.train', *BAD_TRAIN_ARGS[case],
-                           f'--workdir={workdir}'))
+  env = {} if case == 'missing_data' else {'LM_JAX_DATA': tiny_corpus_dir}
+  result = run_cli(_python('experiments.train', *args,
+                           f'--workdir={workdir}'), **env)
   _assert_one_error_line(result)
+  assert message in result.stderr, result.stderr
   _assert_unchanged(workdir, before)
 
 
