@@ -107,7 +107,8 @@ def test_analogies_fold_case_in_candidates_as_in_questions():
 def test_nearest_neighbours():
   vectors = _vectors()
   top = vectors.nearest(vectors.vectors[4], k=2, exclude=[4])
-  assert [w for w, _ in top] == ['car', 'king'] or top[0][0] == 'car'
+  # 'car' is nearest; five words tie for second place.
+  assert len(top) == 2 and top[0][0] == 'car'
   assert top[0][1] == pytest.approx(
       1 / np.linalg.norm([0.0, 0.3, 1.0]), rel=1e-6)
   assert len(vectors.nearest(vectors.vectors[0], k=100)) == 7

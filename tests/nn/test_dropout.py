@@ -78,7 +78,7 @@ def test_the_module_drops_only_in_training_and_by_its_rng():
   chex.assert_trees_all_equal(a, b)
   assert not np.array_equal(a, c)
   assert set(np.unique(np.asarray(a))) <= {0.0, 2.0}
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match='deterministic'):
     layer.apply({}, x)  # deterministic given nowhere
 
 

@@ -2,6 +2,7 @@
 BPTT): the carried state is checkpointed, so a relaunch equals an
 uninterrupted run; epochs set the run length and the learning rate."""
 
+import logging
 import os
 
 import jax
@@ -35,12 +36,14 @@ def _params(workdir, config):
 
 
 def test_relaunch_equals_uninterrupted_with_the_state_carried(
-    make_rnn_config, tmp_path):
+    make_rnn_config, tmp_path, caplog):
   config = make_rnn_config()
   whole = loop.train_and_evaluate(config, str(tmp_path / 'whole'))
   short = make_rnn_config(num_train_steps=6)
   loop.train_and_evaluate(short, str(tmp_path / 'split'))
+  caplog.set_level(logging.INFO, logger='lm_jax')
   again = loop.train_and_evaluate(config, str(tmp_path / 'split'))
+  assert 'resumed from the checkpoint at step 6' in caplog.text
   for key in whole:
     np.testing.assert_allclose(again[key], whole[key], rtol=1e-5, err_msg=key)
   a = _params(str(tmp_path / 'whole'), config)
