@@ -24,6 +24,7 @@ import hashlib
 import os
 import pathlib
 import platform
+import shlex
 import subprocess
 import tempfile
 from typing import Callable, Mapping, Sequence, Union
@@ -43,29 +44,34 @@ def _cpu_signature() -> str:
   """What the compiled code depends on besides its source (-march=native)."""
   try:
     with open('/proc/cpuinfo') as f:
-      lines = [l for l in f if l.startswith(('model name', 'flags'))]
+      # x86's model and flags; ARM's features and part numbers.
+      lines = [l for l in f if l.startswith((
+          'model name', 'flags', 'Features', 'CPU implementer', 'CPU part'))]
     return ''.join(sorted(set(lines)))
   except OSError:
     return platform.processor()
 
 
 def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
-  compiler = os.environ.get('CXX', 'c++')
+  compiler = shlex.split(os.environ.get('CXX') or 'c++')  # 'ccache g++'
   library.parent.mkdir(parents=True, exist_ok=True)
   # Written beside the target and renamed: concurrent builds never see a
   # half-written library.
   fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
   os.close(fd)
-  command = [compiler, *_FLAGS, f'-I{jax.ffi.include_dir()}', f'-I{_HERE}',
+  command = [*compiler, *_FLAGS, f'-I{jax.ffi.include_dir()}', f'-I{_HERE}',
              str(source), '-o', partial]
   try:
-    result = subprocess.run([*command[:1], '-march=native', *command[1:]],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*compiler, '-march=native', *command[len(compiler):]],
+        capture_output=True, text=True)
     if result.returncode != 0:  # a compiler without -march=native
       result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
       raise RuntimeError(result.stderr.strip().splitlines()[-1]
                          if result.stderr.strip() else 'compiler failed')
+    # mkstemp made it private (0600); other users of a shared cache load it.
+    os.chmod(partial, 0o755)
     os.replace(partial, library)
   finally:
     if os.path.exists(partial):
@@ -91,18 +97,21 @@ class Kernel:
   @functools.cache
   def available(self) -> bool:
     """Compiles (once per machine) and registers the handlers; False, with
-    a warning, when that is not possible."""
+    a warning, when that is not possible (off Linux, quietly: XLA's own
+    path is the expected one there)."""
     if platform.system() != 'Linux':  # sched_getaffinity in the C++
       return False
-    key = hashlib.sha256(b'\0'.join([
-        self._source.read_bytes(),
-        *((_HERE / h).read_bytes() for h in _HEADERS),
-        ' '.join(_FLAGS).encode(), jaxlib.__version__.encode(),
-        _cpu_signature().encode()])).hexdigest()
-    cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
-                         pathlib.Path.home() / '.cache' / 'lm_jax')
-    library = cache / f'{self._source.stem}-{key[:16]}.so'
     try:
+      key = hashlib.sha256(b'\0'.join([
+          self._source.read_bytes(),
+          *((_HERE / h).read_bytes() for h in _HEADERS),
+          ' '.join(_FLAGS).encode(), jaxlib.__version__.encode(),
+          _cpu_signature().encode()])).hexdigest()
+      # Absolute: dlopen reads a bare file name as a library to search for.
+      cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
+                           pathlib.Path.home() / '.cache' /
+                           'lm_jax').expanduser().resolve()
+      library = cache / f'{self._source.stem}-{key[:16]}.so'
       if not library.exists():
         _compile(self._source, library)
       lib = ctypes.cdll.LoadLibrary(str(library))

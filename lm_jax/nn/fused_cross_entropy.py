@@ -87,7 +87,8 @@ def softmax_cross_entropy(logits: Array, targets: Array
 
   Equal, to float32 rounding, to `lm_jax.losses.softmax_cross_entropy`
   and to `lm_jax.losses.accuracy`'s test (the target's logit is the row's
-  largest, ties counting as correct).
+  largest, ties counting as correct), for finite logits; a row with a NaN
+  or infinite logit has a NaN loss and counts as wrong.
 
   Args:
     logits: float32 `[..., vocab]`.
@@ -97,6 +98,8 @@ def softmax_cross_entropy(logits: Array, targets: Array
     (losses `[...]` float32, correct `[...]` float32 0 or 1).
   """
   shape = targets.shape
+  if shape != logits.shape[:-1]:  # the kernel reads one target a row
+    raise ValueError(f'targets {shape} do not match logits {logits.shape}')
   flat = logits.reshape(-1, logits.shape[-1])
   loss, correct = _loss_and_correct(flat, targets.reshape(-1).astype(jnp.int32))
   return loss.reshape(shape), correct.reshape(shape)

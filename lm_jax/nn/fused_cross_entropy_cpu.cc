@@ -88,7 +88,9 @@ void Forward(ffi::ThreadPool& pool, const float* logits,
       const float target = valid ? row[t] : 0.0f;
       lse[r] = log_sum;
       loss[r] = log_sum - target;
-      correct[r] = valid && target >= m ? 1.0f : 0.0f;
+      // A row with a NaN logit (its sum of exponentials is NaN, though the
+      // maximum skips NaN) counts as wrong, as in lm_jax.losses.accuracy.
+      correct[r] = valid && target >= m && log_sum == log_sum ? 1.0f : 0.0f;
     }
   });
 }

@@ -75,6 +75,21 @@ def _calls(forget_bias: float):
               ('b t g', 'b h', 'b h')))
 
 
+def _check_shapes(projected, kernel, c0, h0, lengths) -> None:
+  """The kernel trusts its buffers' sizes: a mismatch would read out of
+  bounds, not fail."""
+  batch, _, gates = projected.shape
+  hidden = gates // 4
+  want = {'kernel': (hidden, gates), 'c0': (batch, hidden),
+          'h0': (batch, hidden), 'lengths': (batch,)}
+  got = {'kernel': kernel.shape, 'c0': c0.shape, 'h0': h0.shape,
+         'lengths': lengths.shape}
+  wrong = [f'{k} {got[k]} (want {want[k]})' for k in want if got[k] != want[k]]
+  if gates % 4 or wrong:
+    raise ValueError(f'lstm_recurrence: projected {projected.shape} does not '
+                     f'fit {", ".join(wrong) or "four gates"}')
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def lstm_recurrence(projected: Array, kernel: Array, c0: Array, h0: Array,
                     lengths: Array, forget_bias: float = 0.0
@@ -96,12 +111,14 @@ def lstm_recurrence(projected: Array, kernel: Array, c0: Array, h0: Array,
   Returns:
     ((c, h) after each row's last real step, outputs `[batch, length, H]`).
   """
+  _check_shapes(projected, kernel, c0, h0, lengths)
   outputs, c, h, _, _ = _calls(float(forget_bias))[0](
       projected, kernel, c0, h0, lengths)
   return (c, h), outputs
 
 
 def _fwd(projected, kernel, c0, h0, lengths, forget_bias):
+  _check_shapes(projected, kernel, c0, h0, lengths)
   outputs, c, h, activations, cells = _calls(float(forget_bias))[0](
       projected, kernel, c0, h0, lengths)
   residuals = (kernel, c0, h0, lengths, activations, cells, outputs)

@@ -65,6 +65,23 @@ def test_a_tie_with_the_largest_logit_counts_as_correct():
   _close(correct, jnp.array([1.0, 0.0, 1.0]), atol=0.0)
 
 
+def test_a_row_with_a_nan_logit_counts_as_wrong():
+  """The row maximum skips NaN; the row must not count as correct."""
+  logits = jnp.array([[jnp.nan, 0.0, 1.0], [0.0, 0.0, 1.0]])
+  targets = jnp.array([2, 2])
+  loss, correct = fused_cross_entropy.softmax_cross_entropy(logits, targets)
+  assert np.isnan(loss[0]) and np.isfinite(loss[1])
+  _close(correct, jnp.array([0.0, 1.0]), atol=0.0)
+  assert losses.accuracy(logits, targets)[0] == 1.0  # XLA's agrees
+
+
+def test_targets_of_another_shape_are_refused():
+  """The kernel reads one target a row: fewer would read out of bounds."""
+  with pytest.raises(ValueError, match='do not match'):
+    fused_cross_entropy.softmax_cross_entropy(jnp.zeros((6, 10)),
+                                              jnp.array([3]))
+
+
 def test_large_logits_do_not_overflow():
   logits, targets = _inputs((6,), 40, seed=3, scale=1000.0)
   loss, _ = fused_cross_entropy.softmax_cross_entropy(logits, targets)

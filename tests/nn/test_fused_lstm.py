@@ -137,6 +137,36 @@ def test_layers_use_the_scan_when_the_kernel_is_unavailable(monkeypatch):
   assert not calls
 
 
+@pytest.mark.parametrize('wrong', ['c0', 'lengths', 'kernel'])
+def test_operands_that_do_not_fit_are_refused(wrong):
+  """The kernel trusts the buffers' sizes: a carry of one row for a batch
+  of four would read past its end."""
+  batch, hidden = 4, 8
+  operands = dict(projected=jnp.zeros((batch, 3, 4 * hidden)),
+                  kernel=jnp.zeros((hidden, 4 * hidden)),
+                  c0=jnp.zeros((batch, hidden)), h0=jnp.zeros((batch, hidden)),
+                  lengths=jnp.full((batch,), 3, jnp.int32))
+  operands[wrong] = operands[wrong][:1]
+  with pytest.raises(ValueError, match=wrong):
+    fused_lstm.lstm_recurrence(**operands)
+
+
+def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
+  code = ('from lm_jax.nn import fused_cross_entropy as f; '
+          'print("AVAILABLE", f.available())')
+  # '.': the library's path, unresolved, would be a bare file name, which
+  # dlopen looks for on the library path instead.
+  env = dict(os.environ, LM_JAX_KERNEL_CACHE='.', JAX_PLATFORMS='cpu',
+             PYTHONPATH=os.path.dirname(os.path.dirname(
+                 os.path.dirname(os.path.abspath(__file__)))))
+  out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  assert 'AVAILABLE True' in out.stdout, out.stderr
+  (library,) = tmp_path.glob('*.so')
+  assert library.stat().st_mode & 0o755 == 0o755
+
+
 def test_unavailable_compiler_is_a_warning_not_an_error(tmp_path):
   code = ('from lm_jax.nn import fused_lstm; '
           'print("AVAILABLE", fused_lstm.available())')
