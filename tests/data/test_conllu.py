@@ -37,6 +37,7 @@ TRICKY = '\n'.join([
     '',
     _line('1', 'New York', 'PROPN') + '\r',  # a form with a space; CRLF
     _line('2', '#', 'SYM'),  # a token that looks like a comment is not one
+    _line('3', 'a\u2028b\x0cc', 'X'),  # line ends only at '\n'
     # no blank line at the end of the file
 ])
 
@@ -46,7 +47,7 @@ def test_tricky_lines_give_words_and_tags_of_syntactic_words_only():
   assert sentences == [
       (['I', 'do', "n't", 'know', '.'],
        ['PRON', 'AUX', 'PART', 'VERB', 'PUNCT']),
-      (['New York', '#'], ['PROPN', 'SYM']),
+      (['New York', '#', 'a\u2028b\x0cc'], ['PROPN', 'SYM', 'X']),
   ]
 
 
@@ -98,8 +99,9 @@ def test_text_of_a_split_is_one_sentence_a_line_without_tags(tmp_path):
                                      'test': one})
   text = conllu.load_text('ud_english_atis', 'train', str(tmp_path / 'raw'),
                           str(tmp_path / 'cache'))
-  # A form with a space stays one word, as the tagger's vocabulary has it.
-  assert text == "I do n't know .\nNew_York #\n"
+  # A form with a space (or another white space) stays one word, as the
+  # tagger's vocabulary has it.
+  assert text == "I do n't know .\nNew_York # a_b_c\n"
 
 
 def test_missing_file_offline_raises_data_not_found_quickly(offline,

@@ -41,6 +41,8 @@ def test_unlabelled_lines_split_at_the_first_tab():
 @pytest.mark.parametrize('text, message', [
     ('sentence\tlabel\ngood film\t2\n', "x.tsv:2: label '2' is not one of"),
     ('sentence\tlabel\ngood film\tpos\n', "x.tsv:2: label 'pos'"),
+    ('sentence\tlabel\ngood film\t\u00b2\n', "x.tsv:2: label '\u00b2'"),
+    ('sentence\tlabel\ngood film\t\u0661\n', "x.tsv:2: label '\u0661'"),
     ('sentence\tlabel\ngood film\n', 'x.tsv:2: no tab'),
     ('good film\t1\n', 'x.tsv:1: expected the header'),
     ('', 'x.tsv:1: expected the header'),
@@ -48,6 +50,13 @@ def test_unlabelled_lines_split_at_the_first_tab():
 def test_malformed_files_raise_an_error_naming_file_and_line(text, message):
   with pytest.raises(ValueError, match=message):
     list(glue_tsv.parse_tsv(text, True, 2, 'x.tsv'))
+
+
+def test_lines_end_only_at_newlines():
+  """A form feed or a line separator inside a sentence is text."""
+  text = 'sentence\tlabel\r\na\x0cb\t1\r\nc\u2028d\t0\n'
+  assert list(glue_tsv.parse_tsv(text, True, 2)) == [('a\x0cb', 1),
+                                                      ('c\u2028d', 0)]
 
 
 def _write_sst2(root, train=TRAIN, dev=TRAIN, test=TEST):

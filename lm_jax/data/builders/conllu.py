@@ -79,7 +79,8 @@ def parse_conllu(text: str, source: str = '<string>'
       the message names `source` and the line number.
   """
   words, tags = [], []
-  for number, line in enumerate(text.splitlines(), 1):
+  # Lines end at '\n' only (splitlines() also cuts at '\x0c', '\u2028'...).
+  for number, line in enumerate(text.split('\n'), 1):
     line = line.rstrip('\r')
     if not line.strip():
       if words:

@@ -1,12 +1,12 @@
 """A tfds builder for GLUE-style single-sentence classification TSV files
-(SST-2, CoLA), written as array_record: one example per line, its sentence
-and its label.
+(SST-2's layout), written as array_record: one example per line, its
+sentence and its label.
 
 Raw files are read from `<raw_dir>/<dataset>/...` (plain or `.gz`) or,
 where the machine has internet and a file is absent, downloaded from a
 public copy of the GLUE files. Building needs no TensorFlow.
 
-GLUE's files have a header line and no quoting. Labelled splits are
+SST-2's files have a header line and no quoting. Labelled splits are
 `sentence<TAB>label` (the sentence split off at the last tab); GLUE's test
 splits are unlabelled, `index<TAB>sentence`, and get the label -1.
 """
@@ -14,6 +14,7 @@ splits are unlabelled, `index<TAB>sentence`, and get the label -1.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Iterator
 
 import numpy as np
@@ -75,7 +76,9 @@ def parse_tsv(text: str, labelled: bool, num_classes: int,
     ValueError: a missing header, a line without a tab, or a bad label;
       the message names `source` and the line number.
   """
-  lines = text.splitlines()
+  # Lines end at '\n' only: splitlines() would also cut a sentence at
+  # '\x0c', '\x85' or '\u2028'.
+  lines = text.split('\n')
   expected = ('sentence', 'label') if labelled else ('index', 'sentence')
   if not lines or tuple(lines[0].rstrip('\r').split('\t')) != expected:
     raise ValueError(f'{source}:1: expected the header '
@@ -89,7 +92,9 @@ def parse_tsv(text: str, labelled: bool, num_classes: int,
     if labelled:
       # GLUE has no quoting; the label is after the last tab.
       sentence, label = line.rsplit('\t', 1)
-      if not label.strip().isdigit() or int(label) >= num_classes:
+      # ASCII digits only: isdigit() passes '²' and reads '١' as 1.
+      if not re.fullmatch(r'[0-9]+', label.strip()) or (
+          int(label) >= num_classes):
         raise ValueError(f'{source}:{number}: label {label!r} is not one of '
                          f'0..{num_classes - 1}')
       yield sentence.strip(), int(label)
