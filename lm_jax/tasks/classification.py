@@ -48,9 +48,9 @@ class ClassificationTask(SentenceTask):
   With `pretrained_lm`, the workdir of a recurrent LM trained on the
   dataset's unlabelled sentences (Dai & Le 2015; ULMFiT), the classifier
   takes that LM's vocabulary, embeddings and recurrent layers, so its
-  embed_dim, hidden_size, num_layers and cell must be the LM's and it must
-  be one-directional; each sentence starts with the LM's end-of-line word,
-  as it did in the LM's stream. `max_train_examples` keeps a fixed random
+  embed_dim, hidden_size, num_layers, cell and forget_bias must be the LM's
+  and it must be one-directional; each sentence starts with the LM's
+  end-of-line word, as it did in the LM's stream. `max_train_examples` keeps a fixed random
   sample of the training split (drawn with `data_seed`, the same for every
   run): how pre-training pays when labels are few.
 
@@ -91,6 +91,14 @@ class ClassificationTask(SentenceTask):
         raise ValueError('a classifier fine-tuned from a one-directional LM '
                          'must be one-directional: set '
                          '--config.bidirectional=False')
+      # A constant, not a weight: the transplant's shape check cannot see
+      # it, and another would change what the copied LSTM computes.
+      lm_bias = pretrained.load_run_config(cfg.pretrained_lm).get(
+          'forget_bias', 0.0)
+      if lm_bias != cfg.forget_bias:
+        raise ValueError(f'the LM in {cfg.pretrained_lm} was trained with '
+                         f'forget_bias {lm_bias}: set '
+                         f'--config.forget_bias={lm_bias}')
       self.tokenizer = pretrained.load_tokenizer(cfg.pretrained_lm)
       if getattr(self.tokenizer, 'words', [None])[0] != SPECIALS[0]:
         raise ValueError(f'the LM in {cfg.pretrained_lm} has no padding word '

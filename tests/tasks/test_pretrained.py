@@ -93,8 +93,13 @@ def test_ulmfit_rejects_a_mismatched_or_missing_lm(runs, raw_dir, tmp_path):
   task, params = _prepared(config)
   with pytest.raises(ValueError, match='does not fit'):
     task.pretrained_params(params)
+  # The forget-gate bias is no weight, so no shape tells it apart.
+  config.embed_dim = config.hidden_size = SIZE
+  config.forget_bias = 0.0
+  with pytest.raises(ValueError, match='forget_bias 1.0'):
+    tasks.make_task(config).prepare()
   config.pretrained_lm = str(tmp_path / 'nowhere')
-  with pytest.raises(FileNotFoundError, match='tokenizer.json is missing'):
+  with pytest.raises(FileNotFoundError, match='config.json is missing'):
     tasks.make_task(config).prepare()
   assert not (tmp_path / 'nowhere').exists()
 
