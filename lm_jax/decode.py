@@ -35,7 +35,8 @@ def filter_logits(logits: Array, temperature: float = 1.0, top_k: int = 0,
   Args:
     logits: `[batch, vocab]`.
     temperature: > 0; lower is greedier.
-    top_k: keep the k most likely tokens (0: all).
+    top_k: keep the k most likely tokens and any tied with the k-th (0, or
+      more than the vocabulary: all).
     top_p: keep the smallest set of most likely tokens whose probability
       reaches p (1.0: all).
 
@@ -43,7 +44,7 @@ def filter_logits(logits: Array, temperature: float = 1.0, top_k: int = 0,
     `[batch, vocab]` logits, removed tokens at -inf.
   """
   logits = logits.astype(jnp.float32) / temperature
-  if top_k:
+  if 0 < top_k < logits.shape[-1]:
     kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if top_p < 1.0:

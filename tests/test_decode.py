@@ -130,7 +130,8 @@ def _kept(logits) -> set[int]:
 
 
 @pytest.mark.parametrize('top_k,expected', [
-    (1, {1}), (2, {1, 3}), (3, {0, 1, 3}), (4, {0, 1, 2, 3}), (0, {0, 1, 2, 3})])
+    (1, {1}), (2, {1, 3}), (3, {0, 1, 3}), (4, {0, 1, 2, 3}), (0, {0, 1, 2, 3}),
+    (100, {0, 1, 2, 3})])  # more than the vocabulary: all
 def test_filter_logits_top_k_keeps_the_k_most_likely(top_k, expected):
   assert _kept(decode.filter_logits(_LOGITS, top_k=top_k)) == expected
 

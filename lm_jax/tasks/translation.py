@@ -187,6 +187,13 @@ class TranslationTask(Task):
     if cfg.tokenizer != 'sentencepiece':
       raise ValueError(f"task 'translate' needs tokenizer 'sentencepiece', "
                        f'not {cfg.tokenizer!r}')
+    if (cfg.model == 'transformer_seq2seq' and not cfg.spm_joint
+        and cfg.share_embeddings == 'all'):
+      # Two vocabularies of one size would pass the model's own check,
+      # tying unrelated pieces of the two languages to one row.
+      raise ValueError("share_embeddings='all' needs one joint vocabulary: "
+                       'set --config.spm_joint=True or '
+                       "--config.share_embeddings=decoder")
     self.raw = {split: load_pairs(cfg.corpus, split, cfg.source_lang,
                                   cfg.target_lang, cfg.data_dir,
                                   cfg.cache_dir) for split in SPLITS}

@@ -115,6 +115,13 @@ def test_unknown_tokenizer_or_model_is_an_error(make_config):
     tasks.make_task(make_config(tokenizer='char')).prepare()
   with pytest.raises(ValueError, match='no model'):
     tasks.make_task(make_config(model='gpt')).prepare()
+  # Two vocabularies of one size cannot share one embedding table.
+  with pytest.raises(ValueError, match='one joint vocabulary'):
+    tasks.make_task(make_config(spm_joint=False)).prepare()
+  separate = tasks.make_task(make_config(spm_joint=False,
+                                         share_embeddings='decoder'))
+  separate.prepare()
+  assert separate.source_tokenizer is not separate.target_tokenizer
 
 
 @pytest.fixture(scope='module')
