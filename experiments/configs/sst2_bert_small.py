@@ -6,7 +6,8 @@ First pre-train it (its workdir is where this preset looks):
   ./launch.sh train sst2_bert_small       # or --config.init_from=DIR
 
 The run takes the pre-trained run's WordPiece vocabulary and architecture
-(2 post-LN blocks, 128 wide) and starts from its encoder and pooler; the
+(2 post-LN blocks, 128 wide) and starts from its encoder and pooler (the
+pooler untrained: masked LM alone sends it no gradient); the
 classifier (pooled [CLS] -> dropout 0.1 -> linear) starts fresh. Recipe of
 Devlin et al. (2019) for small data sets, with the highest rate of Turc et
 al.'s (2019) grid for small BERTs: AdamW (weight decay 0.01), peak rate 3e-4

@@ -9,7 +9,9 @@ loss and `eval_accuracy` are those of every sentence task
 
 With `init_from` (a BERT workdir: a masked-LM run or a Hugging Face import),
 the run takes that run's tokenizer and architecture, and its first step
-starts from its encoder and pooler; the classifier layer starts fresh.
+starts from its encoder and pooler (a masked-LM run's pooler is its
+random start shrunk by weight decay: without next-sentence prediction no
+gradient reaches it); the classifier layer starts fresh.
 Without it, BERT trains from scratch on a WordPiece vocabulary of the
 training sentences.
 """
