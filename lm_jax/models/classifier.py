@@ -119,7 +119,8 @@ class RecurrentClassifier(nn.Module):
     word_dropout_rate: word dropout (see `drop_words`) in training.
     pooling_dropout: dropout on the last layer's states before they are
       pooled, as well as on the sentence vector (the flax SST-2 example
-      drops both around its attention).
+      drops both around its attention); 'last' (and concat's last part)
+      reads the final carries, which it leaves alone.
     unk_id: the unknown word's id, for word dropout.
     kept_ids: ids word dropout leaves alone (`drop_words`).
     forget_bias: the LSTM's forget-gate bias.

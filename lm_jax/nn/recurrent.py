@@ -193,8 +193,9 @@ class RNN(nn.Module):
     reverse: read each sequence from its last real token to its first.
     unroll: time steps per scan iteration (XLA loop unrolling).
     fused: run a float32 LSTM on XLA's CPU backend through
-      `lm_jax.nn.fused_lstm`, one custom call per sequence (where it cannot
-      be compiled, and for other cells, dtypes and backends, the scan).
+      `lm_jax.nn.fused_lstm`, one custom call for the whole batch's
+      sequences (where it cannot be compiled, and for other cells, dtypes
+      and backends, the scan).
   """
 
   cell: _Cell

@@ -44,8 +44,8 @@ def encode_words(tokenizer: WordTokenizer, words: Sequence[str]
 
 def word_chars(chars: WordTokenizer, word: str, width: int) -> np.ndarray:
   """int32 `[width]` character ids of `word`, 0-padded; a longer word
-  keeps its first and last `width // 2` characters (prefix and suffix are
-  what tell a word's class)."""
+  keeps its first `width // 2` characters and its last `width - width //
+  2` (prefix and suffix are what tell a word's class)."""
   ids = chars.encode(' '.join(word))
   if len(ids) > width:
     head = width // 2
