@@ -240,6 +240,75 @@ def _padded_ngrams(sentences, order, every=False):
   return grams
 
 
+class _NltkKneserNeyByHand:
+  """NLTK 3's `KneserNeyInterpolated.score`, written out over plain
+  dictionaries (its recursion, continuation counts and padding), so the
+  'kn_nltk' mode is checked where NLTK is not installed."""
+
+  def __init__(self, train, order, discount=0.1):
+    self.order, self.discount = order, discount
+    self.follow = collections.defaultdict(collections.Counter)
+    self.words = set()
+    for s in train:
+      padded = ['<s>'] * (order - 1) + s + ['</s>'] * (order - 1)
+      self.words.update(padded)
+      for n in range(1, order + 1):
+        for i in range(len(padded) - n + 1):
+          gram = tuple(padded[i:i + n])
+          self.follow[gram[:-1]][gram[-1]] += 1
+
+  def _continuation(self, word, context=()):
+    """(contexts one longer than `context`, ending in it, followed by
+    `word`; the word types following all such contexts)."""
+    hits = total = 0
+    for prefix, counts in self.follow.items():
+      if len(prefix) == len(context) + 1 and prefix[1:] == context:
+        hits += counts[word] > 0
+        total += sum(1 for c in counts.values() if c > 0)
+    return hits, total
+
+  def score(self, word, context):
+    known = lambda w: w if w in self.words else '<UNK>'  # noqa: E731
+    return self._score(known(word), tuple(map(known, context)))
+
+  def _score(self, word, context):
+    if not context:
+      hits, total = self._continuation(word)
+      return hits / total
+    counts = self.follow.get(context)
+    if not counts:
+      return self._score(word, context[1:])
+    if len(context) + 1 == self.order:
+      hits, total = counts[word], sum(counts.values())
+    else:
+      hits, total = self._continuation(word, context)
+    alpha = max(hits - self.discount, 0.0) / total
+    gamma = self.discount * sum(1 for c in counts.values() if c > 0) / total
+    return alpha + gamma * self._score(word, context[1:])
+
+
+@pytest.mark.parametrize('order', [2, 3, 4])
+def test_kn_nltk_equals_nltk_kneser_ney_written_out(order):
+  train = [s.split() for s in LECTURE] + [[], ['I', 'like', 'I'],
+                                          ['snails', 'like', 'snails']]
+  vocab = Vocabulary.from_sentences(train, unk='<UNK>')
+  model = NGramLM(vocab, order, 'kn_nltk').fit([vocab.encode(s)
+                                                for s in train])
+  reference = _NltkKneserNeyByHand(train, order)
+  test = [s.split() for s in LECTURE] + [
+      [], ['like', 'I', 'like'], ['snails', 'I', "don't", 'turtles'],
+      ['I', 'like', 'cats']]  # an unknown word: no unigram mass
+  grams = []
+  for s in test:
+    padded = ['<s>'] * (order - 1) + s + ['</s>'] * (order - 1)
+    grams += [tuple(padded[i:i + n]) for n in range(1, order + 1)
+              for i in range(len(padded) - n + 1)]
+  want = np.array([reference.score(g[-1], g[:-1]) for g in grams])
+  assert (want == 0).any() and (want > 0).sum() > 40
+  np.testing.assert_allclose(_probs(model, vocab, grams), want, rtol=1e-9,
+                             atol=0)
+
+
 @pytest.mark.parametrize('order', [2, 3, 4])
 def test_kn_nltk_equals_nltk_kneser_ney_on_a_few_sentences(order):
   train = [s.split() for s in LECTURE] + [[], ['I', 'like', 'I'],
