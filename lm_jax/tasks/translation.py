@@ -284,10 +284,12 @@ class TranslationTask(Task):
     test split (`beam_size`, `length_penalty`) against its references.
 
     With `final_eval_full` off (smoke runs), only the first `eval_steps`
-    batches of the test split are scored and translated.
+    batches of the test split are scored and translated (0: all, as for
+    every evaluation).
     """
     cfg = self.config
-    limit = None if cfg.final_eval_full else cfg.eval_steps
+    limit = None if cfg.final_eval_full or not cfg.eval_steps else (
+        cfg.eval_steps)
     out = {f'test_{k}': v
            for k, v in evaluate(self._batches('test', rows, limit)).items()}
     sources, references = self.raw['test']

@@ -269,3 +269,15 @@ def test_attention_of_a_context_vector_model_is_an_error(make_config):
   source = with_attention.translator.source_ids('Ein hund.')
   assert weights.shape == (1, 3, int((source != 0).sum()))
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_eval_steps_zero_translates_the_whole_test_split(make_config,
+                                                         tmp_path):
+  """0 batches means the whole split, for BLEU too (it had no sentence)."""
+  config = make_config(num_train_steps=2, eval_every=0, eval_steps=0,
+                       checkpoint_every=0, final_eval_full=False)
+  results = loop.train_and_evaluate(config, str(tmp_path))
+  task = tasks.make_task(config)
+  task.prepare()
+  assert len(task.raw['test'][0]) > config.batch_size
+  assert 0 <= results['eval_bleu'] <= 100
