@@ -87,8 +87,8 @@ def softmax_cross_entropy(logits: Array, targets: Array
 
   Equal, to float32 rounding, to `lm_jax.losses.softmax_cross_entropy`
   and to `lm_jax.losses.accuracy`'s test (the target's logit is the row's
-  largest, ties counting as correct), for finite logits; a row with a NaN
-  or infinite logit has a NaN loss and counts as wrong.
+  largest, ties counting as correct), for logits that are finite or -inf;
+  a row with a NaN or +inf logit has a NaN loss and counts as wrong.
 
   Args:
     logits: float32 `[..., vocab]`.
