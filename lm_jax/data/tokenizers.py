@@ -160,7 +160,8 @@ class SentencePieceTokenizer(Tokenizer):
   """Subwords from a SentencePiece model (Kudo & Richardson 2018): unigram
   LM (Kudo 2018) or BPE (Sennrich et al. 2016) pieces, learnt from raw
   text, so the vocabulary needs no language-specific pre-tokeniser and
-  decoding restores the spacing (detokenised text, as sacreBLEU wants).
+  decoding restores the spacing (detokenised text, as sacreBLEU wants) of
+  the normalised text: NFKC, runs of white space as one space.
 
   Ids 0-3 are fixed: `PAD_ID` (what batches pad with), `UNK_ID`, `BOS_ID`
   (the decoder's first input) and `EOS_ID` (the last target). `encode`
@@ -266,7 +267,9 @@ def cached_sentencepiece(sentences: Sequence[str], cache_dir: str, name: str,
   digest = hashlib.sha256(json.dumps(
       [vocab_size, model_type, character_coverage]).encode())
   for sentence in sentences:
-    digest.update(sentence.encode('utf-8') + b'\n')
+    # Length first: ['a\nb'] and ['a', 'b'] are different corpora.
+    data = sentence.encode('utf-8')
+    digest.update(len(data).to_bytes(8, 'little') + data)
   folder = os.path.join(cache_dir, 'sentencepiece')
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, f'{name}-{digest.hexdigest()[:16]}.model')

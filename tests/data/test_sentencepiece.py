@@ -89,6 +89,9 @@ def test_cache_returns_the_stored_model_and_retrains_for_new_data(tmp_path):
   assert again.proto == first.proto
   tokenizers.cached_sentencepiece(SENTENCES[:60], cache, 'toy', 120)
   tokenizers.cached_sentencepiece(SENTENCES, cache, 'toy', 100)
+  # The same characters cut into other sentences are other data.
+  joined = ['\n'.join(SENTENCES[i:i + 2]) for i in range(0, 60, 2)]
+  tokenizers.cached_sentencepiece(joined, cache, 'toy', 120)
   stored = [f for f in os.listdir(tmp_path / 'sentencepiece')
             if f.endswith('.model')]
-  assert len(stored) == 3
+  assert len(stored) == 4

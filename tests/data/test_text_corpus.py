@@ -87,6 +87,21 @@ def test_corpus_with_split_files_reads_each_split_from_its_file(tmp_path):
   assert _splits('ptb', raw, tmp_path / 'cache', tuple(texts)) == texts
 
 
+@pytest.mark.parametrize('corpus, text', [('tiny_shakespeare', 'A'),
+                                           ('ptb', '')])
+def test_a_raw_file_too_short_for_its_splits_is_a_clear_error(tmp_path,
+                                                              corpus, text):
+  raw = tmp_path / 'raw'
+  files = text_corpus.CORPORA[corpus].files
+  for relative in files.values():
+    (raw / relative).parent.mkdir(parents=True, exist_ok=True)
+    (raw / relative).write_text(text if relative.endswith(('input.txt',
+                                                           'train.txt'))
+                                else ' a b \n')
+  with pytest.raises(ValueError, match='too short'):
+    load_text(corpus, 'train', str(raw), str(tmp_path / 'cache'))
+
+
 def test_missing_raw_file_offline_raises_data_not_found_quickly(
     offline, tmp_path):
   empty = tmp_path / 'empty'

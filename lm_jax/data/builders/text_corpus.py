@@ -71,14 +71,18 @@ class TextCorpus(RawFileBuilder):
     del dl_manager  # Its retrying downloader stalls for minutes offline.
     corpus = self.source
     if corpus.train_fraction is None:
-      return {split: self._generate_examples(read_text(self.raw_file(split)))
+      return {split: self._generate_examples(self.raw_file(split))
               for split in corpus.files}
-    text = read_text(self.raw_file('all'))
+    path = self.raw_file('all')
+    text = read_text(path)
     cut = int(len(text) * corpus.train_fraction)
-    return {'train': self._generate_examples(text[:cut]),
-            'validation': self._generate_examples(text[cut:])}
+    return {'train': self._generate_examples(path, text[:cut]),
+            'validation': self._generate_examples(path, text[cut:])}
 
-  def _generate_examples(self, text: str):
+  def _generate_examples(self, path: str, text: Optional[str] = None):
+    text = read_text(path) if text is None else text
+    if not text:  # tfds cannot write a split without examples
+      raise ValueError(f'{path} is too short: a split of it has no text')
     for i, start in enumerate(range(0, len(text), _CHUNK_CHARS)):
       yield i, {'text': text[start:start + _CHUNK_CHARS]}
 
