@@ -133,7 +133,7 @@ def generate(model: nn.Module, params: Any, prompt: np.ndarray,
     raise ValueError('prompt must be [batch, length] with length >= 1')
   batch = prompt.shape[0]
   context = prompt[:, -max_length:]
-  out = []
+  out = [np.zeros((batch, 0), np.int32)]  # num_tokens may be 0
   remaining = num_tokens
   while remaining > 0:
     cache = empty_cache(model, batch, max_length)

@@ -118,6 +118,9 @@ def test_generate_rejects_empty_prompts(make_tiny_gpt):
   with pytest.raises(ValueError, match='prompt'):
     decode.generate(model, params, np.zeros((2, 0), np.int32), 3,
                     jax.random.key(0), max_length=MAX_LENGTH)
+  none = decode.generate(model, params, np.ones((2, 3), np.int32), 0,
+                         jax.random.key(0), max_length=MAX_LENGTH)
+  assert none.shape == (2, 0) and none.dtype == np.int32
 
 
 # Probabilities 0.5, 0.3, 0.15, 0.05 in a shuffled vocabulary order.

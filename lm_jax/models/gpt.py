@@ -30,6 +30,8 @@ class GPTConfig:
   embed_dim: int = 128
   mlp_ratio: int = 4
   max_length: int = 64
+  # On the embeddings, the attention weights and each block's residual
+  # branches, as nanoGPT's one `dropout`.
   dropout_rate: float = 0.0
   positional: str = 'learned'
   use_bias: bool = True
@@ -93,7 +95,8 @@ class GPT(nn.Module):
     for i in range(cfg.num_layers):
       x = TransformerBlock(
           num_heads=cfg.num_heads, mlp_dim=cfg.mlp_ratio * cfg.embed_dim,
-          dropout_rate=cfg.dropout_rate, pre_norm=True,
+          dropout_rate=cfg.dropout_rate,
+          attention_dropout_rate=cfg.dropout_rate, pre_norm=True,
           activation=cfg.activation, use_bias=cfg.use_bias,
           num_layers=cfg.num_layers, dtype=dtype, dot_general=dot_general,
           fused_attention=cfg.fused_attention,

@@ -261,7 +261,10 @@ class MultiHeadAttention(nn.Module):
     """Appends `key`/`value` (`[batch, new, heads, head_dim]`) to the cache.
 
     The cache's length is fixed by the shapes seen at initialisation (call
-    `init` with a `[batch, max_length]` input and `decode=True`).
+    `init` with a `[batch, max_length]` input and `decode=True`). Tokens
+    that do not fit get NaN keys and values, so NaN outputs: the index is
+    traced, so this cannot raise, and `dynamic_update_slice` would
+    otherwise overwrite the last cached tokens silently.
 
     Returns:
       All cached keys and values `[batch, max_length, heads, head_dim]` and
@@ -287,4 +290,7 @@ class MultiHeadAttention(nn.Module):
     index.value = start + new
     query_pos = start + jnp.arange(new)
     mask = jnp.arange(max_length)[None, :] <= query_pos[:, None]
-    return cached_key.value, cached_value.value, mask[None, None]
+    overflow = start + new > max_length
+    keys, values = (jnp.where(overflow, jnp.nan, c.value).astype(c.value.dtype)
+                    for c in (cached_key, cached_value))
+    return keys, values, mask[None, None]

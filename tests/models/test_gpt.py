@@ -78,6 +78,25 @@ def test_gpt_dropout_only_in_train_mode_and_seeded(make_tiny_gpt):
   assert np.abs(train_a - train_c).max() > 1e-4
 
 
+def test_gpt_dropout_drops_attention_weights_too(make_tiny_gpt):
+  """As nanoGPT's one `dropout`: some causal weights are zeroed in
+  training, none at evaluation."""
+  model, params = make_tiny_gpt(dropout_rate=0.5)
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 13)
+  causal = np.tril(np.ones((9, 9), bool))
+
+  def weights(train):
+    _, state = model.apply({'params': params}, tokens, train=train,
+                           rngs={'dropout': jax.random.key(1)},
+                           mutable=['intermediates'])
+    (w,) = state['intermediates']['block_0']['self_attention'][
+        'attention_weights']
+    return np.asarray(w)
+
+  assert (weights(True)[..., causal] == 0).any()
+  assert (weights(False)[..., causal] > 0).all()
+
+
 def test_gpt_bfloat16_compute_keeps_float32_params_and_logits(make_tiny_gpt):
   model, params = make_tiny_gpt(dtype='bfloat16')
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))

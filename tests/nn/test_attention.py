@@ -135,6 +135,10 @@ def test_multi_head_attention_kv_cache_matches_full_causal_attention():
   np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, rtol=1e-5,
                              atol=1e-6)
   assert int(cache['index']) == 6
+  # The cache is full: a seventh token gets NaN, not the last slot
+  # overwritten.
+  out, _ = step({'params': params, 'cache': cache}, x[:, :1])
+  assert np.isnan(np.asarray(out)).all()
 
 
 def test_kv_cache_rejects_cross_attention():
