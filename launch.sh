@@ -78,16 +78,19 @@ case "$verb" in
     [ $# -ge 1 ] || die "usage: ./launch.sh train PRESET [--workdir DIR] [--config.KEY=VALUE ...]"
     preset="$1"; shift
     file="$(preset_file "$preset")"
-    setup
     workdir="$ROOT/runs/$preset"
     args=()
     while [ $# -gt 0 ]; do
       case "$1" in
-        --workdir) [ $# -ge 2 ] || die "--workdir needs a value"; workdir="$2"; shift 2 ;;
+        --workdir)
+          # A flag in its place means the value was forgotten.
+          [ $# -ge 2 ] && [[ "$2" != --* ]] || die "--workdir needs a value"
+          workdir="$2"; shift 2 ;;
         --workdir=*) workdir="${1#--workdir=}"; shift ;;
         *) args+=("$1"); shift ;;
       esac
     done
+    setup
     exec "$PY" -m experiments.train --config="$file" --workdir="$workdir" "${args[@]}" ;;
   sample)
     setup

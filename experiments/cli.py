@@ -45,6 +45,14 @@ def presets() -> list[str]:
 def flags_parser(argv: list[str]) -> list[str]:
   """absl's parser, with flag errors (an unknown preset or config key, a
   value of the wrong type) reduced to one line and exit code 2."""
+  for arg in argv[1:]:
+    # The presets are flat: a key is a plain name (ml_collections would
+    # read 'a.b' or 'a[0]' as a path into it and fail obscurely).
+    if arg.startswith('--config.'):
+      key = arg[len('--config.'):].split('=', 1)[0]
+      if not re.fullmatch(r'[A-Za-z_]\w*', key):
+        fail(f'{arg.split("=", 1)[0]}: a config key is a plain name (see '
+             'experiments/configs/base.py for the keys)')
   try:
     remaining = flags.FLAGS(argv)
     if 'config' in flags.FLAGS and flags.FLAGS['config'].value is not None:
@@ -145,6 +153,12 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     fail('--workdir is empty; name a run directory')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     fail(f'{workdir} is a file, not a run directory; pick another --workdir')
+  ancestor = os.path.dirname(os.path.abspath(workdir))
+  while not os.path.exists(ancestor):
+    ancestor = os.path.dirname(ancestor)
+  if not os.path.isdir(ancestor):
+    fail(f'{ancestor} is a file, so {workdir} cannot be made; pick another '
+         '--workdir')
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
@@ -155,16 +169,40 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
          'for this one')
 
 
-def check_sizes(config: ml_collections.ConfigDict) -> None:
-  """Fails on counts that must be positive (a batch of 0 divides by 0)."""
+# Values a run's settings may take, where a wrong one would otherwise
+# surface as a traceback deep in the model, or after a relaunch had
+# rewritten the workdir's config.json.
+_CHOICES = {
+    'compute_dtype': ('float32', 'bfloat16', 'float16'),
+    'activation': ('gelu', 'gelu_tanh', 'relu'),  # lm_jax.nn.transformer's
+    'normalize_loss_by': ('token', 'sequence'),
+}
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Fails, before anything is written, on settings no run can use: sizes
+  below 1 (a batch of 0 divides by 0), negative counts, rates outside
+  [0, 1), unknown names and a malformed profile window."""
   # (steps_per_call is the loop's to check.)
-  for key in ('batch_size', 'grad_accum_steps', 'block_size'):
+  for key in ('batch_size', 'grad_accum_steps', 'block_size', 'num_layers',
+              'num_heads', 'embed_dim', 'mlp_ratio', 'hidden_size'):
     if key in config and config[key] < 1:
       fail(f'{key} must be at least 1, not {config[key]}')
   for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
-              'log_every', 'checkpoint_every'):
+              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices'):
     if key in config and config[key] < 0:
       fail(f'{key} must be 0 or more, not {config[key]}')
+  for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):
+    if config.get(key) is not None and not 0 <= config[key] < 1:
+      fail(f'{key} must be in [0, 1), not {config[key]}')
+  for key, choices in _CHOICES.items():
+    if key in config and config[key] not in choices:
+      fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
+  window = config.get('profile_steps') or ''
+  if window and not re.fullmatch(r'(\d+):(\d+)', window) or (
+      window and int(window.split(':')[0]) >= int(window.split(':')[1])):
+    fail(f'profile_steps is START:STOP with START < STOP (steps to trace), '
+         f'not {window!r}')
 
 
 def run_guarded(main: Callable[[], object]) -> object:

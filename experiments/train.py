@@ -21,7 +21,7 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     cli.fail('--config and --workdir are required')
   config = _CONFIG.value
-  cli.check_sizes(config)
+  cli.check_values(config)
   cli.check_workdir(config, _WORKDIR.value)
   cli.resolve_paths(config)
   cli.set_cpu_devices(cli.cpu_device_count(

@@ -225,6 +225,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   writer = MetricWriter(workdir, resume_step=start)
   progress = Progress(config.num_train_steps, start)
   profile = _profile_window(config.profile_steps)
+  if profile and profile[0] <= start:
+    log.info('profile_steps %s began before step %d, where this run '
+             'resumes: no trace', config.profile_steps, start)
+    profile = None
   config_dict = json.loads(config.to_json_best_effort())
   # Per-step metrics since the last log, still on device; first the sums
   # of the steps a resumed run logged before its checkpoint, if any.

@@ -144,6 +144,19 @@ BAD_TRAIN_ARGS = {
                          'grad_accum_steps must be at least 1'),
     'empty_batch': (['--config=' + CPU_PRESET, '--config.batch_size=0'],
                     'batch_size must be at least 1'),
+    'no_heads': (['--config=' + CPU_PRESET, '--config.num_heads=0'],
+                 'num_heads must be at least 1'),
+    'dropout_rate_past_one': (['--config=' + CPU_PRESET,
+                               '--config.dropout_rate=1.5'],
+                              'dropout_rate must be in [0, 1)'),
+    'unknown_activation': (['--config=' + CPU_PRESET,
+                            '--config.activation=foo'],
+                           "activation is one of gelu, gelu_tanh, relu, not"),
+    'backwards_profile_window': (['--config=' + CPU_PRESET,
+                                  '--config.profile_steps=5:2'],
+                                 'profile_steps is START:STOP'),
+    'key_with_a_path': (['--config=' + CPU_PRESET, '--config.seed.x=1'],
+                        '--config.seed.x: a config key is a plain name'),
 }
 
 
@@ -172,13 +185,16 @@ def test_missing_data_error_names_the_file_and_the_data_dir(run_cli,
   assert str(empty) in result.stderr
 
 
-@pytest.mark.parametrize('previous', ['another_model', 'corrupt', 'a_file'])
+@pytest.mark.parametrize('previous', ['another_model', 'corrupt', 'a_file',
+                                      'under_a_file'])
 def test_train_into_another_kind_of_run_is_refused_untouched(
     run_cli, tiny_corpus_dir, tmp_path, previous):
   """A GPT launched into an n-gram run's workdir (or one whose config.json
-  is unreadable, or a file) must not overwrite it."""
+  is unreadable, or a file, or a folder below a file) must not overwrite
+  it."""
   path = tmp_path / 'run'
-  if previous == 'a_file':
+  workdir = path / 'sub' if previous == 'under_a_file' else path
+  if previous in ('a_file', 'under_a_file'):
     path.write_text('not a folder')
   else:
     path.mkdir()
@@ -189,13 +205,24 @@ def test_train_into_another_kind_of_run_is_refused_untouched(
     (path / 'metrics.jsonl').write_text('{"step": 1, "eval_loss": 1.5}\n')
   before = _snapshot(str(path)) if path.is_dir() else path.read_bytes()
   result = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
-                           f'--workdir={path}', *TINY_OVERRIDES),
+                           f'--workdir={workdir}', *TINY_OVERRIDES),
                    LM_JAX_DATA=tiny_corpus_dir)
   _assert_one_error_line(result)
   if path.is_dir():
     _assert_unchanged(str(path), before)
   else:
     assert path.read_bytes() == before
+
+
+def test_launch_sh_refuses_a_flag_for_the_workdir(run_cli, tmp_path):
+  """`--workdir --config.x=1` forgot the value: it must not train into a
+  folder named after the flag."""
+  flag = '--config.num_train_steps=3'
+  result = run_cli(['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'train',
+                    'shakespeare_char_cpu', '--workdir', flag])
+  _assert_one_error_line(result)
+  assert '--workdir needs a value' in result.stderr
+  assert not os.path.exists(os.path.join(REPO_ROOT, flag))
 
 
 @pytest.mark.parametrize('preset', ['nosuchpreset', 'base'])

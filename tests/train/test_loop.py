@@ -516,3 +516,19 @@ def test_with_a_param_average_evaluations_and_checkpoints_use_it(
   np.testing.assert_allclose(
       results['eval_loss'], _validation_loss(tiny_task, config, average)[0],
       rtol=1e-5)
+
+
+def test_profile_steps_write_a_trace_and_a_resume_past_them_skips_it(
+    make_tiny_config, tmp_path, caplog):
+  """Steps 2-3 traced; a relaunch after step 6 with a window that began
+  before it trains on, without a trace (stopping one never started
+  failed)."""
+  caplog.set_level(logging.INFO, logger='lm_jax')
+  loop.train_and_evaluate(
+      make_tiny_config(num_train_steps=6, profile_steps='2:3'), str(tmp_path))
+  traces = [f for _, _, files in os.walk(tmp_path / 'profile') for f in files]
+  assert any(f.endswith('.xplane.pb') for f in traces), traces
+  results = loop.train_and_evaluate(
+      make_tiny_config(profile_steps='4:8'), str(tmp_path))
+  assert np.isfinite(results['eval_loss'])
+  assert 'profile_steps 4:8 began before step 6' in caplog.text
