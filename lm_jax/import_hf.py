@@ -47,6 +47,12 @@ def architecture(hf_config: dict) -> dict:
   if hf_config.get('position_embedding_type', 'absolute') != 'absolute':
     raise ValueError('only absolute position embeddings are supported, not '
                      f"{hf_config['position_embedding_type']!r}")
+  missing = [k for k in ('num_hidden_layers', 'num_attention_heads',
+                         'hidden_size', 'intermediate_size')
+             if k not in hf_config]
+  if missing:
+    raise ValueError(f'config.json lacks {", ".join(missing)}: not a BERT '
+                     'config')
   act = hf_config.get('hidden_act', 'gelu')
   if act not in _ACTIVATIONS:
     raise ValueError(f'unsupported hidden_act {act!r}; known: '
@@ -243,8 +249,11 @@ def load_hf_folder(hf_dir: str, config: ml_collections.ConfigDict
       raise FileNotFoundError(f'{hf_dir} has no {name}; a Hugging Face BERT '
                               'folder holds config.json, model.safetensors '
                               'and vocab.txt')
-  with open(os.path.join(hf_dir, 'config.json'), encoding='utf-8') as f:
-    hf_config = json.load(f)
+  try:
+    with open(os.path.join(hf_dir, 'config.json'), encoding='utf-8') as f:
+      hf_config = json.load(f)
+  except ValueError as e:
+    raise ValueError(f'{hf_dir}/config.json is not JSON ({e})') from e
   tokenizer = read_tokenizer(hf_dir)
   if hf_config.get('vocab_size', tokenizer.vocab_size) != tokenizer.vocab_size:
     raise ValueError(f"config.json's vocab_size {hf_config['vocab_size']} "
@@ -256,8 +265,12 @@ def load_hf_folder(hf_dir: str, config: ml_collections.ConfigDict
   model = BertPretraining(cfg)
   fresh = jax.jit(model.init)(jax.random.key(config.seed),
                               jnp.zeros((1, 8), jnp.int32))['params']
-  params = params_from_hf(load_file(os.path.join(hf_dir, WEIGHTS)), cfg,
-                          fresh)
+  try:
+    tensors = load_file(os.path.join(hf_dir, WEIGHTS))
+  except Exception as e:  # noqa: BLE001 - safetensors' own error type
+    raise ValueError(f'{hf_dir}/{WEIGHTS} is unreadable '
+                     f'({type(e).__name__}: {e})') from e
+  params = params_from_hf(tensors, cfg, fresh)
   return config, tokenizer, params
 
 
@@ -272,14 +285,16 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict
   Returns:
     The run config written to `workdir/config.json`.
   """
-  config, tokenizer, params = load_hf_folder(hf_dir, config)
-  config.optimizer, config.num_train_steps = 'sgd', 0
-  config.init_from = ''
   ckpt_dir = os.path.join(workdir, 'checkpoints')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'{workdir} is a file; import into a new workdir')
   if (os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)) or os.path.exists(
       os.path.join(workdir, 'config.json')):
     raise ValueError(f'{workdir} already holds a run; import into a new '
                      'workdir')
+  config, tokenizer, params = load_hf_folder(hf_dir, config)
+  config.optimizer, config.num_train_steps = 'sgd', 0
+  config.init_from = ''
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2, sort_keys=True))

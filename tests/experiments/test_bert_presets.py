@@ -9,6 +9,7 @@ every other preset.)
 """
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,30 @@ def test_commands_fail_with_one_error_line(tmp_path):
                '--max_length', '1'], tmp_path)
   assert done.returncode == 2 and 'max_length >= 2' in done.stderr
   assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('workdir_is_a_file', 'is a file'),
+    ('truncated_weights', 'model.safetensors is unreadable'),
+    ('config_without_layers', 'lacks num_hidden_layers'),
+    ('config_not_json', 'config.json is not JSON'),
+])
+def test_a_bad_folder_or_workdir_is_one_value_error(tmp_path, damage,
+                                                     message):
+  """What the command turns into one error line, before writing anything."""
+  hf, workdir = tmp_path / 'hf', tmp_path / 'run'
+  fake_hf_bert.write_folder(hf, seed=4)
+  if damage == 'workdir_is_a_file':
+    workdir.write_text('a file')
+  elif damage == 'truncated_weights':
+    weights = (hf / 'model.safetensors').read_bytes()
+    (hf / 'model.safetensors').write_bytes(weights[:100])
+  else:
+    config = json.loads((hf / 'config.json').read_text())
+    del config['num_hidden_layers']
+    (hf / 'config.json').write_text(
+        json.dumps(config) if damage == 'config_without_layers' else '{"a')
+  with pytest.raises(ValueError, match=message):
+    import_hf.import_hf(str(hf), str(workdir), bert_mlm_small.get_config())
+  assert workdir.is_file() if damage == 'workdir_is_a_file' else (
+      not workdir.exists())
