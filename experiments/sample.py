@@ -90,7 +90,12 @@ def main(argv):
         temperature=_TEMPERATURE.value, top_k=_TOP_K.value, top_p=_TOP_P.value)
     print(f'# {workdir} at step {step}')
     for row in tokens:
-      print(_PROMPT.value + tokenizer.decode(row))
+      text = tokenizer.decode(row)
+      # Words are spaced by decode, but not from the prompt's last one.
+      if (isinstance(tokenizer, tokenizers.WordTokenizer) and _PROMPT.value
+          and not _PROMPT.value[-1].isspace() and text[:1] != '\n'):
+        text = ' ' + text
+      print(_PROMPT.value + text)
       print('---')
 
   cli.run_guarded(sample_ngram if config.task == 'ngram' else sample)
