@@ -121,6 +121,8 @@ class NGramLM:
                        f'{list(_SMOOTHINGS)}')
     if order < 1:
       raise ValueError(f'order must be >= 1, got {order}')
+    if smoothing == 'add_k' and not k > 0:
+      raise ValueError(f'add-k needs k > 0, got {k}')
     if discount is not None and not 0 < discount <= 1:
       raise ValueError(f'discount must be in (0, 1], got {discount}')
     if smoothing == 'kn_nltk':
@@ -466,11 +468,16 @@ class NGramLM:
         `<s>` and unknown words are NLTK's `<UNK>` (ARPA records neither).
     """
     sections: dict = {}
+    declared: dict = {}
     with open(path, encoding='utf-8') as f:
       order = 0
       for line in f:
         line = line.strip()
-        if not line or line.startswith('ngram ') or line == '\\data\\':
+        if line.startswith('ngram ') and '=' in line:
+          key, count = line[len('ngram '):].split('=', 1)
+          declared[int(key)] = int(count)
+          continue
+        if not line or line == '\\data\\':
           continue
         if line.endswith('-grams:'):
           order = int(line[1:line.index('-')])
@@ -479,6 +486,10 @@ class NGramLM:
           break
         elif order:
           sections[order].append(line.split())
+    got = {k: len(v) for k, v in sections.items()}
+    if not declared or got != declared:
+      raise ValueError(f'{path} is not a whole ARPA file: its header '
+                       f'declares n-grams {declared}, its sections hold {got}')
     n = max(sections)
     vocab = Vocabulary([fields[1] for fields in sections[1]],
                        unk=NLTK_UNK if nltk_padding else UNK)

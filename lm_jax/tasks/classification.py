@@ -93,8 +93,13 @@ class ClassificationTask(SentenceTask):
                          '--config.bidirectional=False')
       # A constant, not a weight: the transplant's shape check cannot see
       # it, and another would change what the copied LSTM computes.
-      lm_bias = pretrained.load_run_config(cfg.pretrained_lm).get(
-          'forget_bias', 0.0)
+      lm_config = pretrained.load_run_config(cfg.pretrained_lm)
+      if (lm_config.get('task'), lm_config.get('model')) != ('lm', 'rnn_lm'):
+        raise ValueError(f'{cfg.pretrained_lm} is a {lm_config.get("task")!r} '
+                         f'run of model {lm_config.get("model")!r}, not a '
+                         "recurrent LM ('rnn_lm'): train "
+                         'experiments/configs/sst2_lm.py')
+      lm_bias = lm_config.get('forget_bias', 0.0)
       if lm_bias != cfg.forget_bias:
         raise ValueError(f'the LM in {cfg.pretrained_lm} was trained with '
                          f'forget_bias {lm_bias}: set '

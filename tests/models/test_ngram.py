@@ -186,6 +186,21 @@ def test_arpa_round_trip_scores_identically(tmp_path, smoothing):
               model.next_log10_probs(context))
 
 
+def test_a_truncated_arpa_file_or_a_bad_k_is_a_value_error(tmp_path):
+  model, _ = _fit(_corpus(), 3, 'mkn')
+  path = tmp_path / 'model.arpa'
+  model.to_arpa(str(path))
+  text = path.read_text()
+  path.write_text(text[:len(text) // 2])
+  with pytest.raises(ValueError, match='not a whole ARPA file'):
+    NGramLM.from_arpa(str(path))
+  path.write_text('garbage\n')
+  with pytest.raises(ValueError, match='not a whole ARPA file'):
+    NGramLM.from_arpa(str(path))
+  with pytest.raises(ValueError, match='k > 0'):
+    _fit(_corpus(), 2, 'add_k', k=-1.0)
+
+
 @pytest.mark.parametrize('order', [2, 3, 5])
 def test_kenlm_scores_our_arpa_like_we_do(tmp_path, order):
   kenlm = pytest.importorskip('kenlm')

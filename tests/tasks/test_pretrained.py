@@ -98,6 +98,9 @@ def test_ulmfit_rejects_a_mismatched_or_missing_lm(runs, raw_dir, tmp_path):
   config.forget_bias = 0.0
   with pytest.raises(ValueError, match='forget_bias 1.0'):
     tasks.make_task(config).prepare()
+  config.forget_bias, config.pretrained_lm = 1.0, runs['bilm']
+  with pytest.raises(ValueError, match="'bilm' run of model"):
+    tasks.make_task(config).prepare()
   config.pretrained_lm = str(tmp_path / 'nowhere')
   with pytest.raises(FileNotFoundError, match='config.json is missing'):
     tasks.make_task(config).prepare()

@@ -272,6 +272,10 @@ def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
   assert float(jnp.abs(updates['head']['bias']).max()) == 0.0
   assert float(jnp.abs(updates['elmo']['mix']['weights']).min()) > 0.0
   assert float(jnp.abs(updates['head']['kernel']).min()) > 0.0
+  # A misspelt prefix would freeze nothing.
+  typo = optim.make_optimizer(make_tiny_config(frozen_params='head/bais'))
+  with pytest.raises(ValueError, match="'head/bais' names no parameters"):
+    typo.init(params)
 
 
 @pytest.mark.parametrize('frozen', ['unfreezing', 'frozen_params'])
