@@ -6,7 +6,7 @@
 #   ./launch.sh test-slow                      the slow tests (full recipes)
 #   ./launch.sh train PRESET [--workdir DIR] [--config.KEY=VALUE ...]
 #   ./launch.sh sample --workdir DIR [--prompt TEXT] [--num_tokens N] [--temperature T]
-#                      [--top_k K] [--top_p P] [--seed S]
+#                      [--top_k K] [--top_p P] [--seed S] [--num_samples N]
 #   ./launch.sh sweep PRESET --grid KEY=v1,v2 [--grid ...] [--parallel N] [--sweep_dir DIR]
 #                     [--config.KEY=VALUE ...]
 #   ./launch.sh translate --workdir DIR [--beam_size B] [--length_penalty A] [--text "..."]
@@ -14,8 +14,10 @@
 #   ./launch.sh self-attention                 self-attention by hand on "I study at school"
 #   ./launch.sh import-hf --hf_dir DIR --workdir OUT   a Hugging Face BERT folder -> a workdir
 #   ./launch.sh encode --workdir DIR --text "..." [--text ...] --out FILE.npz
+#                      [--max_length L] [--batch_size B]
 #                      BERT's last hidden states and sentence embeddings
-#   ./launch.sh neighbors --workdir DIR --word W   a word-vector run's nearest neighbours
+#   ./launch.sh neighbors --workdir DIR --word W [--k K] [--export FILE]
+#                      a word-vector run's nearest neighbours
 #   ./launch.sh bench                          the speed benchmarks (benchmarks/RESULTS.md)
 #   ./launch.sh setup                          only create/refresh .venv
 set -euo pipefail
@@ -34,7 +36,11 @@ setup() {
     return
   fi
   echo "setting up $VENV ..." >&2
-  [ -x "$PY" ] || "${PYTHON:-python3}" -m venv "$VENV"
+  if [ ! -x "$PY" ]; then
+    "${PYTHON:-python3}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+      || die "the pinned packages need Python 3.11 or newer; set PYTHON=/path/to/python3.11"
+    "${PYTHON:-python3}" -m venv "$VENV"
+  fi
   "$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints.txt" \
     -e "$ROOT[test]" >&2
   touch "$STAMP"
