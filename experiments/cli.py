@@ -17,8 +17,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
 
 
+def _quiet_closed_loop_errors() -> None:
+  """Orbax reads a checkpoint inside `asyncio.run`; when a corrupt one fails
+  the restore, tensorstore's reads still in flight call back into the
+  closed loop from their threads, and each 'Event loop is closed' goes to
+  `sys.unraisablehook` as a traceback, after or amid the one error line."""
+  previous = sys.unraisablehook
+
+  def hook(info):
+    if str(info.exc_value) != 'Event loop is closed':
+      previous(info)
+
+  sys.unraisablehook = hook
+
+
 def setup_logging() -> None:
   """lm_jax's progress lines on stderr; other libraries' INFO chatter off."""
+  _quiet_closed_loop_errors()
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)
   log = logging.getLogger('lm_jax')
