@@ -174,151 +174,173 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                  config.checkpoint_every,
                                  config.async_checkpoint)
-  stream = task.train_stream(rows)
-  restored = ckpt.restore_latest(_abstract_state(state, mesh))
-  window = None
-  if restored is not None:
-    step0, state, data_item = restored
-    data_state, window = _split_data_item(data_item)
-    stream.set_state(data_state)
-    log.info('resumed from the checkpoint at step %d', step0)
-  elif ckpt.steps():
-    raise ValueError(f'no checkpoint in {ckpt.directory} is readable (the '
-                     'warnings above say why; one written with another '
-                     'optimizer layout, e.g. optimizer_flatten, does not fit '
-                     'either): relaunch with the run\'s own settings, or move '
-                     'that folder away to start the run afresh')
-  else:
-    pretrained = task.pretrained_params(state.params)
-    if pretrained is not state.params:
-      # Replicated first: the pretrained parts come from one device. The
-      # optimizer state afresh too: a parameter average starts there.
-      params = jax.device_put(pretrained, replicated)
-      state = state.replace(params=params, opt_state=jax.device_put(
-          tx.init(params), replicated))
-  # Only now, with the checkpoints known to fit: a relaunch refused above
-  # must leave the run's config and assets as they were.
-  _write_config(config, workdir)
-  if jax.process_index() == 0:
-    task.save_assets(workdir)
-  start = int(parallel.to_host(state.step))
-
-  batch_sharding = parallel.batch_sharded(mesh)
-  one_step = make_train_step(task, tx, config.grad_accum_steps,
-                             config.get('normalize_loss_by', 'token'))
-  train_step = jax.jit(
-      one_step,
-      in_shardings=(state_sharding(mesh), batch_sharding, replicated),
-      out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
-  multi_step = jax.jit(
-      make_multi_step(one_step, steps_per_call),
-      in_shardings=(state_sharding(mesh),
-                    parallel.batch_sharded(mesh, leading=1), replicated),
-      out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(task),
-                      in_shardings=(replicated, batch_sharding, batch_sharding),
-                      out_shardings=(replicated, batch_sharding))
-  evaluate_batches = lambda params, batches: task.summarize(
-      evaluate(eval_step, params, batches, mesh, task))
-  rng = jax.random.key(config.seed + 1)
-
-  writer = MetricWriter(workdir, resume_step=start)
-  progress = Progress(config.num_train_steps, start)
-  profile = _profile_window(config.profile_steps)
-  if profile and profile[0] <= start:
-    log.info('profile_steps %s began before step %d, where this run '
-             'resumes: no trace', config.profile_steps, start)
-    profile = None
-  config_dict = json.loads(config.to_json_best_effort())
-  # Per-step metrics since the last log, still on device; first the sums
-  # of the steps a resumed run logged before its checkpoint, if any.
-  pending = [window] if window else []
-  # Tokens of those steps: they took no time in this process.
-  carried_tokens = window['loss'][1] if window else 0.0
-  log_start = time.perf_counter()
-  step = start
-  while step < config.num_train_steps:
-    if profile and step + 1 == profile[0]:
-      jax.profiler.start_trace(os.path.join(workdir, 'profile'))
-    if steps_per_call > 1 and _steps_to_next_event(
-        step, config, profile) >= steps_per_call:
-      batches = [next(stream) for _ in range(steps_per_call)]
-      stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
-      state, metrics = multi_step(
-          state, parallel.to_global(stacked, mesh, leading=1), rng)
-      step += steps_per_call
+  writer = None
+  try:
+    stream = task.train_stream(rows)
+    restored = ckpt.restore_latest(_abstract_state(state, mesh))
+    window = None
+    if restored is not None:
+      step0, state, data_item = restored
+      data_state, window = _split_data_item(data_item)
+      stream.set_state(data_state)
+      log.info('resumed from the checkpoint at step %d', step0)
+    elif ckpt.steps():
+      raise ValueError(
+          f'no checkpoint in {ckpt.directory} is readable (the warnings '
+          'above say why; one written with another optimizer layout, e.g. '
+          'optimizer_flatten, does not fit either): relaunch with the '
+          'run\'s own settings, or move that folder away to start the run '
+          'afresh')
     else:
-      batch = parallel.to_global(next(stream), mesh)
-      state, metrics = train_step(state, batch, rng)
-      step += 1
-    # Summed on the host at log time: adding on device would dispatch a
-    # few tiny ops every step.
-    pending.append(metrics)
-    if len(pending) > _MAX_STEPS_IN_FLIGHT:
-      # Dispatch stays a few steps ahead, not hundreds: with hundreds of
-      # multi-device steps queued, XLA's CPU backend has left one device
-      # out of a gradient all-reduce until its rendezvous timed out and
-      # aborted the run (with log_every=500, never with 250 or less).
-      jax.block_until_ready(pending[-1 - _MAX_STEPS_IN_FLIGHT])
-    if profile and step == profile[1]:
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
+      pretrained = task.pretrained_params(state.params)
+      if pretrained is not state.params:
+        # Replicated first: the pretrained parts come from one device. The
+        # optimizer state afresh too: a parameter average starts there.
+        params = jax.device_put(pretrained, replicated)
+        state = state.replace(params=params, opt_state=jax.device_put(
+            tx.init(params), replicated))
+    # Only now, with the checkpoints known to fit: a relaunch refused above
+    # must leave the run's config and assets as they were.
+    _write_config(config, workdir)
+    if jax.process_index() == 0:
+      task.save_assets(workdir)
+    start = int(parallel.to_host(state.step))
 
-    if ((config.log_every and step % config.log_every == 0)
-        or step == config.num_train_steps):
-      host = _window_sums(pending)
-      seconds = progress.rate(step)
-      values = {f'train_{k}': v for k, v in
-                task.summarize(averages(host)).items()}
-      values['tokens_per_sec'] = float(host['loss'][1] - carried_tokens) / max(
-          time.perf_counter() - log_start, 1e-9)
-      carried_tokens = 0.0
-      values['learning_rate'] = float(schedule(step - 1))
-      writer.write(step, values)
-      log.info(progress.line(step, {
-          'loss': values['train_loss'],
-          'tok/s': values['tokens_per_sec']}, seconds))
-      pending, log_start = [], time.perf_counter()
+    batch_sharding = parallel.batch_sharded(mesh)
+    one_step = make_train_step(task, tx, config.grad_accum_steps,
+                               config.get('normalize_loss_by', 'token'))
+    train_step = jax.jit(
+        one_step,
+        in_shardings=(state_sharding(mesh), batch_sharding, replicated),
+        out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
+    multi_step = jax.jit(
+        make_multi_step(one_step, steps_per_call),
+        in_shardings=(state_sharding(mesh),
+                      parallel.batch_sharded(mesh, leading=1), replicated),
+        out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
+    eval_step = jax.jit(
+        make_eval_step(task),
+        in_shardings=(replicated, batch_sharding, batch_sharding),
+        out_shardings=(replicated, batch_sharding))
+    evaluate_batches = lambda params, batches: task.summarize(
+        evaluate(eval_step, params, batches, mesh, task))
+    rng = jax.random.key(config.seed + 1)
 
-    final = step == config.num_train_steps
-    if (config.eval_every and step % config.eval_every == 0) or final:
-      eval_start = time.perf_counter()
-      # The last evaluation covers the whole split, exactly; with
-      # eval_steps 0 every one does.
-      full = (final and config.final_eval_full) or not config.eval_steps
+    writer = MetricWriter(workdir, resume_step=start)
+    progress = Progress(config.num_train_steps, start)
+    profile = _profile_window(config.profile_steps)
+    if profile and profile[0] <= start:
+      log.info('profile_steps %s began before step %d, where this run '
+               'resumes: no trace', config.profile_steps, start)
+      profile = None
+    config_dict = json.loads(config.to_json_best_effort())
+    # Per-step metrics since the last log, still on device; first the sums
+    # of the steps a resumed run logged before its checkpoint, if any.
+    pending = [window] if window else []
+    # Tokens of those steps: they took no time in this process.
+    carried_tokens = window['loss'][1] if window else 0.0
+    log_start = time.perf_counter()
+    step = start
+    while step < config.num_train_steps:
+      if profile and step + 1 == profile[0]:
+        jax.profiler.start_trace(os.path.join(workdir, 'profile'))
+      if steps_per_call > 1 and _steps_to_next_event(
+          step, config, profile) >= steps_per_call:
+        batches = [next(stream) for _ in range(steps_per_call)]
+        stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+        state, metrics = multi_step(
+            state, parallel.to_global(stacked, mesh, leading=1), rng)
+        step += steps_per_call
+      else:
+        batch = parallel.to_global(next(stream), mesh)
+        state, metrics = train_step(state, batch, rng)
+        step += 1
+      # Summed on the host at log time: adding on device would dispatch a
+      # few tiny ops every step.
+      pending.append(metrics)
+      if len(pending) > _MAX_STEPS_IN_FLIGHT:
+        # Dispatch stays a few steps ahead, not hundreds: with hundreds of
+        # multi-device steps queued, XLA's CPU backend has left one device
+        # out of a gradient all-reduce until its rendezvous timed out and
+        # aborted the run (with log_every=500, never with 250 or less).
+        jax.block_until_ready(pending[-1 - _MAX_STEPS_IN_FLIGHT])
+      if profile and step == profile[1]:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+
+      if ((config.log_every and step % config.log_every == 0)
+          or step == config.num_train_steps):
+        host = _window_sums(pending)
+        seconds = progress.rate(step)
+        values = {f'train_{k}': v for k, v in
+                  task.summarize(averages(host)).items()}
+        values['tokens_per_sec'] = float(
+            host['loss'][1] - carried_tokens) / max(
+                time.perf_counter() - log_start, 1e-9)
+        carried_tokens = 0.0
+        values['learning_rate'] = float(schedule(step - 1))
+        writer.write(step, values)
+        log.info(progress.line(step, {
+            'loss': values['train_loss'],
+            'tok/s': values['tokens_per_sec']}, seconds))
+        pending, log_start = [], time.perf_counter()
+
+      final = step == config.num_train_steps
+      if (config.eval_every and step % config.eval_every == 0) or final:
+        eval_start = time.perf_counter()
+        # The last evaluation covers the whole split, exactly; with
+        # eval_steps 0 every one does.
+        full = (final and config.final_eval_full) or not config.eval_steps
+        params = optim.eval_params(state.params, state.opt_state)
+        results = evaluate_batches(params, task.eval_batches(rows, full=full))
+        evals = {f'eval_{k}': v for k, v in results.items()}
+        if final:
+          evals.update(task.final_evaluation(
+              params, rows, lambda batches: evaluate_batches(params, batches)))
+        writer.write(step, evals)
+        log.info('eval at step %d%s: %s', step,
+                 ' (whole split)' if full else '',
+                 ' '.join(f'{k}={v:.4f}' for k, v in evals.items()))
+        writer.plot()
+        # Evaluation time stays out of tokens/s and ms/step: both clocks
+        # move forward by it.
+        paused = time.perf_counter() - eval_start
+        log_start += paused
+        progress.exclude(paused)
+      if final or ckpt.is_save_step(step):
+        if pending:  # between two log steps: the window so far goes along
+          pending = [_window_sums(pending)]
+        ckpt.save(step, state,
+                  _data_item(stream.get_state(),
+                             pending[0] if pending else None),
+                  config_dict)
+
+    if step == start:  # Nothing left to train: report the finished run.
       params = optim.eval_params(state.params, state.opt_state)
-      results = evaluate_batches(params, task.eval_batches(rows, full=full))
+      results = evaluate_batches(
+          params, task.eval_batches(rows, full=config.final_eval_full))
       evals = {f'eval_{k}': v for k, v in results.items()}
-      if final:
-        evals.update(task.final_evaluation(
-            params, rows, lambda batches: evaluate_batches(params, batches)))
-      writer.write(step, evals)
-      log.info('eval at step %d%s: %s', step,
-               ' (whole split)' if full else '',
-               ' '.join(f'{k}={v:.4f}' for k, v in evals.items()))
-      writer.plot()
-      # Evaluation time stays out of tokens/s and ms/step: both clocks
-      # move forward by it.
-      paused = time.perf_counter() - eval_start
-      log_start += paused
-      progress.exclude(paused)
-    if final or ckpt.is_save_step(step):
-      if pending:  # between two log steps: the window so far goes along
-        pending = [_window_sums(pending)]
-      ckpt.save(step, state,
-                _data_item(stream.get_state(), pending[0] if pending else None),
-                config_dict)
-
-  if step == start:  # Nothing left to train: report the finished run.
-    params = optim.eval_params(state.params, state.opt_state)
-    results = evaluate_batches(
-        params, task.eval_batches(rows, full=config.final_eval_full))
-    evals = {f'eval_{k}': v for k, v in results.items()}
-    evals.update(task.final_evaluation(
-        params, rows, lambda batches: evaluate_batches(params, batches)))
+      evals.update(task.final_evaluation(
+          params, rows, lambda batches: evaluate_batches(params, batches)))
+  except BaseException:
+    # Closed here too: an asynchronous checkpointer left open to the
+    # interpreter's exit can hang it (a failed save did).
+    _close_after_error(ckpt, writer)
+    raise
   ckpt.close()
   writer.close()
   return evals
+
+
+def _close_after_error(ckpt: checkpoint.Checkpointer, writer) -> None:
+  """Closes what a failed run opened; their own errors give way to the
+  one that stopped the run."""
+  for close in (ckpt.close, writer.close if writer else None):
+    try:
+      if close:
+        close()
+    except Exception as e:  # noqa: BLE001 - the run's error is reported
+      log.warning('while stopping: %s: %s', type(e).__name__, e)
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -532,3 +532,23 @@ def test_profile_steps_write_a_trace_and_a_resume_past_them_skips_it(
       make_tiny_config(profile_steps='4:8'), str(tmp_path))
   assert np.isfinite(results['eval_loss'])
   assert 'profile_steps 4:8 began before step 6' in caplog.text
+
+
+def test_a_failed_run_closes_its_checkpointer(make_tiny_config, tmp_path,
+                                              monkeypatch):
+  """An open asynchronous checkpointer left to the interpreter's exit can
+  hang it: the error's way out closes it (and the error still surfaces)."""
+  closed = []
+  original = checkpoint.Checkpointer.close
+
+  def close(self):
+    closed.append(True)
+    original(self)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'close', close)
+  crashed, seen = _train(make_tiny_config(), tmp_path, crash_at=8)
+  assert crashed is None and len(seen) == 7
+  assert closed == [True]
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  assert reader.steps() == [6]  # the save before the crash completed
+  reader.close()
