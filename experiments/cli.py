@@ -25,7 +25,8 @@ def _quiet_closed_loop_errors() -> None:
   previous = sys.unraisablehook
 
   def hook(info):
-    if str(info.exc_value) != 'Event loop is closed':
+    if not (issubclass(info.exc_type, RuntimeError)
+            and str(info.exc_value) == 'Event loop is closed'):
       previous(info)
 
   sys.unraisablehook = hook
@@ -215,9 +216,10 @@ def check_values(config: ml_collections.ConfigDict) -> None:
       fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
   window = config.get('profile_steps') or ''
   if window and not re.fullmatch(r'(\d+):(\d+)', window) or (
-      window and int(window.split(':')[0]) >= int(window.split(':')[1])):
-    fail(f'profile_steps is START:STOP with START < STOP (steps to trace), '
-         f'not {window!r}')
+      window and not 1 <= int(window.split(':')[0]) < int(
+          window.split(':')[1])):
+    fail(f'profile_steps is START:STOP with 1 <= START < STOP (steps to '
+         f'trace, counted from 1), not {window!r}')
 
 
 def run_guarded(main: Callable[[], object]) -> object:

@@ -194,7 +194,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
   c.async_checkpoint = True
-  c.profile_steps = ''  # 'START:STOP' writes a jax.profiler trace
+  c.profile_steps = ''  # 'START:STOP' (from step 1) writes a jax.profiler trace
   # Train steps per jit call (a lax.scan over that many batches), between
   # the steps where the loop logs, evaluates or saves; more than 1 pays
   # where steps take milliseconds (lm_jax.train.steps.make_multi_step).

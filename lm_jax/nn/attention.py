@@ -261,8 +261,9 @@ class MultiHeadAttention(nn.Module):
     """Appends `key`/`value` (`[batch, new, heads, head_dim]`) to the cache.
 
     The cache's length is fixed by the shapes seen at initialisation (call
-    `init` with a `[batch, max_length]` input and `decode=True`). Tokens
-    that do not fit get NaN keys and values, so NaN outputs: the index is
+    `init` with a `[batch, max_length]` input and `decode=True`). A call
+    whose tokens pass the cache's end gets NaN keys and values, so NaN
+    outputs for all its tokens, and so does every later call: the index is
     traced, so this cannot raise, and `dynamic_update_slice` would
     otherwise overwrite the last cached tokens silently.
 

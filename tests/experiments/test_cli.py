@@ -155,6 +155,9 @@ BAD_TRAIN_ARGS = {
     'backwards_profile_window': (['--config=' + CPU_PRESET,
                                   '--config.profile_steps=5:2'],
                                  'profile_steps is START:STOP'),
+    'profile_window_from_step_0': (['--config=' + CPU_PRESET,
+                                    '--config.profile_steps=0:2'],
+                                   'profile_steps is START:STOP'),
     'key_with_a_path': (['--config=' + CPU_PRESET, '--config.seed.x=1'],
                         '--config.seed.x: a config key is a plain name'),
 }
