@@ -50,9 +50,10 @@ class ClassificationTask(SentenceTask):
   takes that LM's vocabulary, embeddings and recurrent layers, so its
   embed_dim, hidden_size, num_layers, cell and forget_bias must be the LM's
   and it must be one-directional; each sentence starts with the LM's
-  end-of-line word, as it did in the LM's stream. `max_train_examples` keeps a fixed random
-  sample of the training split (drawn with `data_seed`, the same for every
-  run): how pre-training pays when labels are few.
+  end-of-line word, as it did in the LM's stream. `max_train_examples`
+  keeps a fixed random sample of the training split (drawn with
+  `data_seed`, the same for every run): how pre-training pays when labels
+  are few.
 
   With `elmo_bilm`, the workdir of a bi-LM (task 'bilm'), the words also
   get ELMo vectors, the learned mix of that bi-LM's frozen layers, beside

@@ -218,7 +218,8 @@ def _few_positions_import(tmp_path):
   positions."""
   root = tmp_path / 'data'
   (root / 'sst2').mkdir(parents=True)
-  rows = 'sentence\tlabel\n' + f'{" ".join(["the film"] * 15)} \t1\nfun \t0\n' * 4
+  long = ' '.join(['the film'] * 15)
+  rows = 'sentence\tlabel\n' + f'{long} \t1\nfun \t0\n' * 4
   for name in ('train.tsv', 'dev.tsv'):
     (root / 'sst2' / name).write_text(rows)
   (root / 'sst2' / 'test.tsv').write_text('index\tsentence\n0\tfun\n')
