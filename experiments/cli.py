@@ -187,7 +187,8 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 # Values a run's settings may take, where a wrong one would otherwise
 # surface as a traceback deep in the model, or after a relaunch had
-# rewritten the workdir's config.json.
+# rewritten the workdir's config.json. Copies of the library's lists, as
+# this runs before jax may be imported; a test keeps them equal.
 _CHOICES = {
     'compute_dtype': ('float32', 'bfloat16', 'float16'),
     'activation': ('gelu', 'gelu_tanh', 'relu'),  # lm_jax.nn.transformer's
@@ -215,9 +216,8 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     if key in config and config[key] not in choices:
       fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
   window = config.get('profile_steps') or ''
-  if window and not re.fullmatch(r'(\d+):(\d+)', window) or (
-      window and not 1 <= int(window.split(':')[0]) < int(
-          window.split(':')[1])):
+  steps = re.fullmatch(r'(\d+):(\d+)', window)
+  if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):
     fail(f'profile_steps is START:STOP with 1 <= START < STOP (steps to '
          f'trace, counted from 1), not {window!r}')
 

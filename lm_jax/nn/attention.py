@@ -283,6 +283,11 @@ class MultiHeadAttention(nn.Module):
     new = key.shape[1]
     max_length = cached_key.value.shape[1]
     start = index.value
+    # Past the end, dynamic_update_slice moves the write back over the last
+    # cached tokens: they are overwritten with NaN, so that every output
+    # from here on is NaN (a select over the new tokens only, not the cache).
+    overflow = start + new > max_length
+    key, value = (jnp.where(overflow, jnp.nan, x) for x in (key, value))
     cached_key.value = jax.lax.dynamic_update_slice(
         cached_key.value, key.astype(cached_key.value.dtype), (0, start, 0, 0))
     cached_value.value = jax.lax.dynamic_update_slice(
@@ -291,7 +296,4 @@ class MultiHeadAttention(nn.Module):
     index.value = start + new
     query_pos = start + jnp.arange(new)
     mask = jnp.arange(max_length)[None, :] <= query_pos[:, None]
-    overflow = start + new > max_length
-    keys, values = (jnp.where(overflow, jnp.nan, c.value).astype(c.value.dtype)
-                    for c in (cached_key, cached_value))
-    return keys, values, mask[None, None]
+    return cached_key.value, cached_value.value, mask[None, None]

@@ -229,21 +229,18 @@ def frozen_mask(prefixes: str):
                  if p.strip())
 
   def mask(params):
-    names = ['/'.join(str(getattr(k, 'key', k)) for k in path)
-             for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+    names = jax.tree_util.tree_map_with_path(
+        lambda path, _: '/'.join(str(getattr(k, 'key', k)) for k in path),
+        params)
     under = lambda name, p: name == p or name.startswith(p + '/')  # noqa
     # A misspelt prefix would freeze nothing, silently.
     for p in wanted:
-      if not any(under(name, p) for name in names):
-        top = sorted({name.split('/')[0] for name in names})
+      if not any(under(name, p) for name in jax.tree.leaves(names)):
+        top = sorted({name.split('/')[0] for name in jax.tree.leaves(names)})
         raise ValueError(f'frozen_params {p!r} names no parameters; the '
                          f'model\'s start with {", ".join(top)}')
-
-    def frozen(path, _):
-      name = '/'.join(str(getattr(k, 'key', k)) for k in path)
-      return any(under(name, p) for p in wanted)
-
-    return jax.tree_util.tree_map_with_path(frozen, params)
+    return jax.tree.map(lambda name: any(under(name, p) for p in wanted),
+                        names)
   return mask
 
 

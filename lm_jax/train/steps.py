@@ -43,6 +43,10 @@ def _add(a: Metrics, b: Metrics) -> Metrics:
   return jax.tree.map(jnp.add, a, b)
 
 
+# What `make_train_step` divides the summed loss by (`normalize_by`).
+NORMALIZE_BY = ('token', 'sequence')
+
+
 def make_train_step(task: Task, tx: optax.GradientTransformation,
                     grad_accum_steps: int = 1, normalize_by: str = 'token'
                     ) -> Callable[[TrainState, dict, Array],
@@ -62,7 +66,7 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
       'sequence' by the sequences (tokens / length), the loss summed over
       time that Zaremba et al.'s learning rate of 1 and clip of 5 assume.
   """
-  if normalize_by not in ('token', 'sequence'):
+  if normalize_by not in NORMALIZE_BY:
     raise ValueError(f"normalize_by is 'token' or 'sequence', not "
                      f"{normalize_by!r}")
 

@@ -342,3 +342,14 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
                             '--prompt=€uro', '--num_tokens=5'))
   _assert_one_error_line(unknown)
   assert '€' in unknown.stderr
+
+
+def test_the_value_checks_know_the_library_choices():
+  """cli.check_values runs before jax may be imported, so its lists are
+  copies of the library's: they must not drift apart."""
+  # pylint: disable=import-outside-toplevel
+  from experiments import cli
+  from lm_jax.nn.transformer import ACTIVATIONS
+  from lm_jax.train.steps import NORMALIZE_BY
+  assert cli._CHOICES['activation'] == tuple(ACTIVATIONS)
+  assert cli._CHOICES['normalize_loss_by'] == NORMALIZE_BY
