@@ -139,7 +139,8 @@ case "$verb" in
       "$ROOT/.venv-bench/bin/python" benchmarks/nanogpt_reference.py --max_iters 300 --eval_interval 1000
     fi ;;
   ""|-h|--help|help)
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
+    # The comment block at the top, whatever its length.
+    awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0" ;;
   *)
     die "unknown command '$verb'; commands: quickstart test test-slow train sample translate self-attention import-hf encode neighbors sweep bench setup" ;;
 esac

@@ -353,3 +353,12 @@ def test_the_value_checks_know_the_library_choices():
   from lm_jax.train.steps import NORMALIZE_BY
   assert cli._CHOICES['activation'] == tuple(ACTIVATIONS)
   assert cli._CHOICES['normalize_loss_by'] == NORMALIZE_BY
+
+
+def test_launch_sh_help_lists_every_command(run_cli):
+  """The help is the comment block at the top of launch.sh, all of it."""
+  result = run_cli(['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'help'])
+  assert result.returncode == 0
+  for verb in ('quickstart', 'test', 'train', 'sample', 'sweep', 'translate',
+               'import-hf', 'encode', 'neighbors', 'bench', 'setup'):
+    assert f'./launch.sh {verb}' in result.stdout, verb
