@@ -3,9 +3,10 @@ example ("난 널 사랑해") can be tried.
 
 A small Transformer (2 + 2 layers, 256 dims, 4 heads, dropout 0.3) on one
 SentencePiece vocabulary per language (4k pieces each, each covering
-99.95% of its language's characters, for Korean's sake); the splits are cut by groups of pairs linked
-through a shared sentence in either language, so no sentence is in two
-splits (see `lm_jax.data.builders.parallel_corpus`).
+99.95% of its language's characters, for Korean's sake); the splits are
+cut by groups of pairs linked through a shared sentence in either
+language, so no sentence is in two splits (see
+`lm_jax.data.builders.parallel_corpus`).
 """
 
 from experiments.configs import multi30k_transformer
