@@ -201,12 +201,16 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   below 1 (a batch of 0 divides by 0), negative counts, rates outside
   [0, 1), unknown names and a malformed profile window."""
   # (steps_per_call is the loop's to check.)
+  # keep_checkpoints 0 would have Orbax delete every checkpoint, old ones
+  # included.
   for key in ('batch_size', 'grad_accum_steps', 'block_size', 'num_layers',
-              'num_heads', 'embed_dim', 'mlp_ratio', 'hidden_size'):
+              'num_heads', 'embed_dim', 'mlp_ratio', 'hidden_size',
+              'keep_checkpoints'):
     if key in config and config[key] < 1:
       fail(f'{key} must be at least 1, not {config[key]}')
   for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
-              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices'):
+              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
+              'warmup_steps', 'decay_steps'):
     if key in config and config[key] < 0:
       fail(f'{key} must be 0 or more, not {config[key]}')
   for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):

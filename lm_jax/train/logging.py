@@ -16,6 +16,15 @@ METRICS_FILE = 'metrics.jsonl'
 log = logging.getLogger('lm_jax')
 
 
+def write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` through a temporary file beside it: a reader,
+  or a run killed mid-write, sees the old file or the new, never half."""
+  temporary = f'{path}.tmp{os.getpid()}'
+  with open(temporary, 'w') as f:
+    f.write(text)
+  os.replace(temporary, path)
+
+
 class MetricWriter:
   """Appends one JSON object per logged step and mirrors it to TensorBoard.
 
@@ -37,11 +46,16 @@ class MetricWriter:
     if not self.active:
       return
     kept = [r for r in read_metrics(workdir) if r['step'] <= resume_step]
-    with open(self.path, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in kept)
+    # Replaced whole, so that a kill mid-write cannot lose the history.
+    write_atomically(self.path,
+                     ''.join(json.dumps(r) + '\n' for r in kept))
     try:
       from tensorboardX import SummaryWriter  # Optional at run time.
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      # On resume, TensorBoard drops the old events past the restored step
+      # (they are about to be logged again).
+      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
+                               purge_step=resume_step + 1 if resume_step
+                               else None)
     except ImportError:
       log.warning('tensorboardX is not installed: no TensorBoard events')
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from lm_jax import tasks
 from lm_jax.train import checkpoint, optim, parallel
-from lm_jax.train.logging import MetricWriter, Progress
+from lm_jax.train.logging import MetricWriter, Progress, write_atomically
 from lm_jax.train.steps import (TrainState, averages, make_eval_step,
                                 make_multi_step, make_train_step)
 
@@ -174,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                  config.checkpoint_every,
                                  config.async_checkpoint)
-  writer = None
+  writer, tracing = None, False
   try:
     stream = task.train_stream(rows)
     restored = ckpt.restore_latest(_abstract_state(state, mesh))
@@ -233,6 +233,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       log.info('profile_steps %s began before step %d, where this run '
                'resumes: no trace', config.profile_steps, start)
       profile = None
+    if profile and profile[1] > config.num_train_steps:
+      # Cut at the end: a trace never stopped is never written.
+      profile = ((profile[0], config.num_train_steps)
+                 if profile[0] <= config.num_train_steps else None)
     config_dict = json.loads(config.to_json_best_effort())
     # Per-step metrics since the last log, still on device; first the sums
     # of the steps a resumed run logged before its checkpoint, if any.
@@ -244,6 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     while step < config.num_train_steps:
       if profile and step + 1 == profile[0]:
         jax.profiler.start_trace(os.path.join(workdir, 'profile'))
+        tracing = True
       if steps_per_call > 1 and _steps_to_next_event(
           step, config, profile) >= steps_per_call:
         batches = [next(stream) for _ in range(steps_per_call)]
@@ -267,6 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       if profile and step == profile[1]:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()
+        tracing = False
 
       if ((config.log_every and step % config.log_every == 0)
           or step == config.num_train_steps):
@@ -317,25 +323,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
     if step == start:  # Nothing left to train: report the finished run.
       params = optim.eval_params(state.params, state.opt_state)
-      results = evaluate_batches(
-          params, task.eval_batches(rows, full=config.final_eval_full))
+      results = evaluate_batches(params, task.eval_batches(
+          rows, full=config.final_eval_full or not config.eval_steps))
       evals = {f'eval_{k}': v for k, v in results.items()}
       evals.update(task.final_evaluation(
           params, rows, lambda batches: evaluate_batches(params, batches)))
   except BaseException:
     # Closed here too: an asynchronous checkpointer left open to the
     # interpreter's exit can hang it (a failed save did).
-    _close_after_error(ckpt, writer)
+    _close_after_error(ckpt, writer, tracing)
     raise
   ckpt.close()
   writer.close()
   return evals
 
 
-def _close_after_error(ckpt: checkpoint.Checkpointer, writer) -> None:
-  """Closes what a failed run opened; their own errors give way to the
-  one that stopped the run."""
-  for close in (ckpt.close, writer.close if writer else None):
+def _close_after_error(ckpt: checkpoint.Checkpointer, writer,
+                       tracing: bool) -> None:
+  """Closes what a failed run opened (the profiler's trace too, which
+  keeps the steps it has); their own errors give way to the one that
+  stopped the run."""
+  for close in (ckpt.close, writer.close if writer else None,
+                jax.profiler.stop_trace if tracing else None):
     try:
       if close:
         close()
@@ -346,8 +355,8 @@ def _close_after_error(ckpt: checkpoint.Checkpointer, writer) -> None:
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    write_atomically(os.path.join(workdir, 'config.json'),
+                     config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def estimate_and_evaluate(task: tasks.CountingTask,
@@ -364,7 +373,8 @@ def estimate_and_evaluate(task: tasks.CountingTask,
   start = time.perf_counter()
   task.estimate()
   values = {'estimate_seconds': time.perf_counter() - start}
-  task.save_assets(workdir)
+  if jax.process_index() == 0:
+    task.save_assets(workdir)
   for split in task.eval_splits:
     prefix = 'eval' if split == 'validation' else split
     values.update((f'{prefix}_{k}', v) for k, v in task.evaluate(split).items())

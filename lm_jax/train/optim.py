@@ -54,8 +54,9 @@ def make_schedule(config: ml_collections.ConfigDict,
         init_value=first, peak_value=lr, warmup_steps=warmup,
         decay_steps=decay_steps, end_value=config.min_learning_rate)
   if kind == 'inverse_sqrt':
-    def schedule(step):
-      step = jnp.maximum(step, 1).astype(jnp.float32)
+    def schedule(count):
+      # Vaswani et al. count steps from 1; optax counts updates from 0.
+      step = jnp.asarray(count, jnp.float32) + 1
       return lr * jnp.minimum(step / max(warmup, 1),
                               jnp.sqrt(max(warmup, 1) / step))
     return schedule

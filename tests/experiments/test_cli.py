@@ -158,6 +158,12 @@ BAD_TRAIN_ARGS = {
     'profile_window_from_step_0': (['--config=' + CPU_PRESET,
                                     '--config.profile_steps=0:2'],
                                    'profile_steps is START:STOP'),
+    'keep_no_checkpoints': (['--config=' + CPU_PRESET,
+                             '--config.keep_checkpoints=0'],
+                            'keep_checkpoints must be at least 1'),
+    'negative_warmup': (['--config=' + CPU_PRESET,
+                         '--config.warmup_steps=-1'],
+                        'warmup_steps must be 0 or more'),
     'key_with_a_path': (['--config=' + CPU_PRESET, '--config.seed.x=1'],
                         '--config.seed.x: a config key is a plain name'),
 }

@@ -412,6 +412,33 @@ def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
   np.testing.assert_allclose(evals[-1]['eval_loss'], results['eval_loss'])
 
 
+def test_relaunching_a_finished_run_with_eval_steps_0_evaluates_it_whole(
+    make_tiny_config, tmp_path):
+  """eval_steps 0 means the whole split, final_eval_full or not, on the
+  relaunch of a finished run too (it found no batch to score)."""
+  config = make_tiny_config(eval_steps=0, final_eval_full=False)
+  first = loop.train_and_evaluate(config, str(tmp_path))
+  again = loop.train_and_evaluate(config, str(tmp_path))
+  np.testing.assert_allclose(again['eval_loss'], first['eval_loss'],
+                             rtol=1e-6)
+
+
+def test_a_resume_has_tensorboard_purge_the_steps_it_trains_again(
+    make_tiny_config, tmp_path, monkeypatch):
+  import tensorboardX
+  purges = []
+  original = tensorboardX.SummaryWriter.__init__
+
+  def init(self, *args, **kwargs):
+    purges.append(kwargs.get('purge_step'))
+    original(self, *args, **kwargs)
+
+  monkeypatch.setattr(tensorboardX.SummaryWriter, '__init__', init)
+  _train(make_tiny_config(), tmp_path, crash_at=8)
+  _train(make_tiny_config(), tmp_path)
+  assert purges == [None, 7]  # resumed from the checkpoint at step 6
+
+
 def test_training_reduces_the_loss(make_tiny_config, tmp_path):
   """A sanity check no equivalence test can make: the gradient points
   downhill. 48 steps at a high learning rate take the tiny model well
@@ -532,6 +559,15 @@ def test_profile_steps_write_a_trace_and_a_resume_past_them_skips_it(
       make_tiny_config(profile_steps='4:8'), str(tmp_path))
   assert np.isfinite(results['eval_loss'])
   assert 'profile_steps 4:8 began before step 6' in caplog.text
+
+
+def test_a_profile_window_past_the_end_is_traced_to_the_end(make_tiny_config,
+                                                            tmp_path):
+  loop.train_and_evaluate(
+      make_tiny_config(num_train_steps=6, profile_steps='5:100'),
+      str(tmp_path))
+  traces = [f for _, _, files in os.walk(tmp_path / 'profile') for f in files]
+  assert any(f.endswith('.xplane.pb') for f in traces), traces
 
 
 def test_a_failed_run_closes_its_checkpointer(make_tiny_config, tmp_path,

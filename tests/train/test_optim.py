@@ -56,12 +56,15 @@ def test_cosine_schedule_decay_steps_overrides_num_train_steps(
 def test_inverse_sqrt_schedule_peaks_at_the_end_of_warmup(make_tiny_config):
   config = make_tiny_config(schedule='inverse_sqrt', learning_rate=2e-3,
                             warmup_steps=100)
-  lr = _schedule_values(config, range(1, 1001))
-  assert lr.argmax() + 1 == 100
+  # optax's count of updates from 0; the paper's step is count + 1.
+  lr = _schedule_values(config, range(0, 1000))
+  np.testing.assert_allclose(lr[0], 2e-3 / 100, rtol=1e-6)  # step 1
+  assert lr.argmax() == 100 - 1
   np.testing.assert_allclose(lr.max(), 2e-3, rtol=1e-6)
   np.testing.assert_allclose(lr[50 - 1], 1e-3, rtol=1e-6)   # linear warm-up
   np.testing.assert_allclose(lr[400 - 1], 1e-3, rtol=1e-6)  # 1/sqrt(step)
   np.testing.assert_allclose(lr[900 - 1], 2e-3 / 3, rtol=1e-6)
+  assert (np.diff(lr[:100]) > 0).all()
 
 
 def test_constant_schedule_holds_the_rate_after_warmup(make_tiny_config):
