@@ -190,6 +190,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every = 250
   c.eval_steps = 20
   c.final_eval_full = True  # the last evaluation covers the whole split
+  # A recurrent LM read in contiguous streams: how many streams a
+  # whole-split evaluation reads (0: batch_size, as in training); 1 reads
+  # each split as one text, as Zaremba et al. score PTB.
+  c.eval_streams = 0
   c.log_every = 50
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3

@@ -148,8 +148,8 @@ def lm_contiguous_stream(tokens: np.ndarray, length: int, batch_size: int,
 
 
 def lm_contiguous_pass(tokens: np.ndarray, length: int, batch_size: int,
-                       rows: slice = slice(None),
-                       max_batches: int = 0) -> Iterator[dict]:
+                       rows: slice = slice(None), max_batches: int = 0,
+                       num_rows: int = 0) -> Iterator[dict]:
   """Every token of a split predicted once, by `batch_size` streams read in
   order (a recurrent model carries its state from batch to batch).
 
@@ -161,9 +161,12 @@ def lm_contiguous_pass(tokens: np.ndarray, length: int, batch_size: int,
   Args:
     tokens: int32 `[num_tokens]`, the whole split.
     length: tokens per row per batch.
-    batch_size: global batch size (streams).
-    rows: the rows this host keeps.
+    batch_size: streams.
+    rows: the rows (of `num_rows`) this host keeps.
     max_batches: stop after this many batches (0: the whole split).
+    num_rows: rows per global batch, at least `batch_size`; those past the
+      streams are empty (zero weights), to fill every device (0: as many
+      as streams).
   """
   num_targets = len(tokens) - 1
   per_stream = -(-num_targets // batch_size)
@@ -180,6 +183,10 @@ def lm_contiguous_pass(tokens: np.ndarray, length: int, batch_size: int,
   real = (np.arange(width)[None, :] < per_stream) & (
       starts + offsets < num_targets)
   weights = real.astype(np.float32)
+  if num_rows > batch_size:
+    empty = ((0, num_rows - batch_size), (0, 0))
+    inputs, targets, weights = (np.pad(x, empty)
+                                for x in (inputs, targets, weights))
   for b in range(num_batches):
     cut = slice(b * length, (b + 1) * length)
     yield {'inputs': inputs[rows, cut], 'targets': targets[rows, cut],

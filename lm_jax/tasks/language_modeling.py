@@ -159,6 +159,17 @@ class LanguageModelingTask(Task):
 
   def _pass(self, split: str, rows: slice, max_batches: int = 0):
     cfg = self.config
+    streams = cfg.get('eval_streams', 0)
+    if self._carries and streams and not max_batches:
+      # The whole split read by that many streams (1: as one text, as
+      # Zaremba et al. score PTB), with empty rows to fill every device.
+      devices = cfg.num_devices or jax.device_count()
+      total = -(-streams // devices) * devices
+      share = total // jax.process_count()
+      mine = slice(jax.process_index() * share,
+                   (jax.process_index() + 1) * share)
+      return pipelines.lm_contiguous_pass(self.tokens[split], cfg.block_size,
+                                          streams, mine, num_rows=total)
     if cfg.lm_batching == 'contiguous':
       return pipelines.lm_contiguous_pass(self.tokens[split], cfg.block_size,
                                           cfg.batch_size, rows, max_batches)

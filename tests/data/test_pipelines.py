@@ -214,3 +214,18 @@ def test_contiguous_pass_predicts_every_token_once(num_tokens):
       len(batches) - 1)
   assert len(list(pipelines.lm_contiguous_pass(tokens, 4, 3,
                                                max_batches=2))) == 2
+
+
+def test_contiguous_pass_pads_empty_rows_to_fill_the_devices():
+  tokens = np.arange(1, 41, dtype=np.int32)
+  plain = list(pipelines.lm_contiguous_pass(tokens, 4, 1))
+  padded = list(pipelines.lm_contiguous_pass(tokens, 4, 1, num_rows=4))
+  assert len(padded) == len(plain) == 10
+  for a, b in zip(plain, padded):
+    assert b['inputs'].shape == (4, 4) and b['reset'].shape == (4,)
+    np.testing.assert_array_equal(b['inputs'][:1], a['inputs'])
+    np.testing.assert_array_equal(b['weights'][:1], a['weights'])
+    assert not b['weights'][1:].any()
+  host = list(pipelines.lm_contiguous_pass(tokens, 4, 1, slice(2, 4),
+                                           num_rows=4))
+  assert host[0]['inputs'].shape == (2, 4) and not host[0]['weights'].any()

@@ -83,3 +83,22 @@ def test_num_epochs_needs_a_task_with_epochs(make_tiny_config, tmp_path):
   with pytest.raises(ValueError, match='no epochs'):
     loop.train_and_evaluate(make_tiny_config(num_epochs=2), str(tmp_path))
   assert not os.listdir(tmp_path)
+
+
+def test_one_stream_evaluation_reads_the_split_as_one_text(make_rnn_config,
+                                                           tmp_path):
+  """eval_streams=1 (on 4 devices: one stream and three empty rows) scores
+  the validation split as one sequence run from a zero state."""
+  config = make_rnn_config(num_train_steps=3, eval_streams=1)
+  results = loop.train_and_evaluate(config, str(tmp_path / 'one'))
+  task = tasks.make_task(config)
+  task.prepare()
+  tokens = task.tokens['validation']
+  logits = task.model.apply({'params': _params(str(tmp_path / 'one'), config)},
+                            tokens[None, :-1])
+  nll = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits[0])),
+                            tokens[1:, None], axis=-1)
+  np.testing.assert_allclose(results['eval_loss'], nll.mean(), rtol=1e-5)
+  streams = loop.train_and_evaluate(make_rnn_config(num_train_steps=3),
+                                    str(tmp_path / 'streams'))
+  assert abs(streams['eval_loss'] - results['eval_loss']) > 1e-5
