@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import sys
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Sequence
 
 from absl import flags
 import ml_collections
@@ -141,7 +141,10 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
 def _read_run_config(path: str) -> dict:
   try:
     with open(path, encoding='utf-8') as f:
-      return json.load(f)
+      config = json.load(f)
+    if not isinstance(config, dict) or 'task' not in config:
+      raise ValueError('not a run config: no task')
+    return config
   except (OSError, ValueError) as e:
     fail(f'{path} is unreadable ({type(e).__name__}: '
          f'{str(e).splitlines()[0] if str(e) else ""}); restore it or use '
@@ -226,15 +229,30 @@ def check_values(config: ml_collections.ConfigDict) -> None:
          f'trace, counted from 1), not {window!r}')
 
 
+def check_run_length(config: ml_collections.ConfigDict,
+                     args: Sequence[str]) -> None:
+  """Fails if `args` set num_train_steps where num_epochs > 0 sets it: the
+  steps given would be silently replaced."""
+  if config.get('num_epochs') and any(
+      a.split('=', 1)[0] == '--config.num_train_steps' for a in args):
+    fail(f'this run counts epochs (num_epochs={config.num_epochs}), which '
+         'set num_train_steps; set --config.num_epochs instead, or add '
+         '--config.num_epochs=0 to count steps')
+
+
 def run_guarded(main: Callable[[], object]) -> object:
   """Runs `main`, turning expected user errors into one line and exit 2.
 
   Missing data (`DataNotFoundError`) and missing checkpoints are both
-  `FileNotFoundError`s.
+  `FileNotFoundError`s; other `OSError`s are paths that cannot be read or
+  written (a file where a folder should be, no permission, a full disk).
   """
   try:
     return main()
   except FileNotFoundError as e:
     fail(str(e))
+  except OSError as e:
+    where = f'{e.filename}: ' if e.filename else ''
+    fail(f'{where}{e.strerror or e}; check the path and its permissions')
   except ValueError as e:
     fail(str(e).splitlines()[0])

@@ -4,9 +4,11 @@
       [--temperature T] [--top_k K] [--top_p P] [--seed S] [--num_samples M]
 
 n-gram runs sample whole sentences from their chain (up to N tokens each;
-the prompt and the temperature / top-k / top-p settings do not apply).
+the prompt and the temperature / top-k / top-p settings do not apply, and
+giving them is an error).
 """
 
+import math
 import os
 
 from absl import app
@@ -29,8 +31,10 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}')
   if not _WORKDIR.value:
     cli.fail('--workdir is required (a folder made by ./launch.sh train)')
-  if _TEMPERATURE.value < 0 or not 0 < _TOP_P.value <= 1 or _TOP_K.value < 0:
-    cli.fail('need temperature >= 0, 0 < top_p <= 1 and top_k >= 0')
+  # Written so that NaN fails too.
+  if not (_TEMPERATURE.value >= 0 and math.isfinite(_TEMPERATURE.value)
+          and 0 < _TOP_P.value <= 1 and _TOP_K.value >= 0):
+    cli.fail('need a finite temperature >= 0, 0 < top_p <= 1 and top_k >= 0')
   if _NUM_TOKENS.value < 1 or _NUM_SAMPLES.value < 1:
     cli.fail('need num_tokens >= 1 and num_samples >= 1')
   workdir = _WORKDIR.value
@@ -39,6 +43,12 @@ def main(argv):
     cli.fail(f'{workdir} is a {config.get("task")!r} run; sample needs a '
              "language model run (task 'lm' or 'ngram'; for a translation "
              'run use ./launch.sh translate)')
+  if config.task == 'ngram':
+    ignored = [f'--{name}' for name in ('prompt', 'temperature', 'top_k',
+                                        'top_p') if flags.FLAGS[name].present]
+    if ignored:
+      cli.fail(f'{" ".join(ignored)} do not apply to an n-gram run, which '
+               'samples whole sentences from its chain; leave them out')
   cli.setup_logging()
 
   def sample_ngram():

@@ -8,7 +8,8 @@ with its output in `train.log` there; the `--config.KEY=VALUE` flags go to
 every run unchanged. Finished runs are skipped and interrupted ones resume
 from their checkpoints, so an interrupted sweep is simply launched again. At
 the end `summary.csv` and `summary.md` in the sweep directory list the runs,
-best eval_loss first.
+best first (lowest eval_nll where runs report one, as translation does, whose
+eval_loss is label-smoothed; else eval_loss).
 """
 
 from __future__ import annotations
@@ -146,12 +147,15 @@ def summarize(records: Sequence[dict]) -> dict[str, float]:
 
 def summary_table(rows: Sequence[dict], keys: Sequence[str]
                   ) -> tuple[list[str], list[dict]]:
-  """(columns, rows sorted best eval_loss first, failed and missing last)."""
+  """(columns, rows sorted best first by eval_nll where there is one, else
+  eval_loss; failed and missing last)."""
   evals = sorted({k for r in rows for k in r
                   if k.startswith(('eval_', 'test_'))},
                  key=lambda k: (k != 'eval_loss', not k.startswith('eval_'), k))
   def rank(r):
-    loss = r.get('eval_loss')
+    # A label-smoothed loss rises with the smoothing: the true targets'
+    # NLL is what compares runs that differ in it.
+    loss = r.get('eval_nll', r.get('eval_loss'))
     bad = r['status'] == 'failed' or loss is None or math.isnan(loss)
     return bad, math.inf if bad else loss, run_name({k: r[k] for k in keys})
   return ([*keys, 'status', 'final_step', *evals, 'train_loss',
@@ -223,6 +227,16 @@ def main(argv):
     for key, values in [*((k, [v]) for k, v in fixed.items()), *grid.items()]:
       for value in values:
         check_setting(config, key, value)
+    for settings in combinations(grid):
+      given = {**fixed, **settings}
+      epochs = (check_setting(config, 'num_epochs', given['num_epochs'])
+                if 'num_epochs' in given else config.get('num_epochs'))
+      if epochs and 'num_train_steps' in given:
+        # Each run would train num_epochs, whatever its steps say.
+        raise ValueError(
+            f'{preset} counts epochs (num_epochs={epochs}), which set '
+            'num_train_steps; sweep num_epochs instead, or add '
+            '--config.num_epochs=0 to count steps')
   except ValueError as e:
     cli.fail(str(e))
   except Exception as e:  # noqa: BLE001 - a broken preset file
@@ -240,14 +254,30 @@ def main(argv):
       cli.fail(f'grid values {first_of[name]} and {settings} give one run '
                f'name {name!r}; make them differ in letters or digits')
     first_of[name] = settings
-  for name in names:
-    # A run trained with other settings for every run is another run.
-    earlier = read_run_file(os.path.join(sweep_dir, name)).get('overrides')
+  for settings, name in zip(runs, names):
+    workdir = os.path.join(sweep_dir, name)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+      cli.fail(f'{workdir} is a file, where this sweep keeps a run; move it '
+               'away or use another --sweep_dir')
+    # A run of another preset, with other settings for every run, or with
+    # other grid values that give the same folder name is another run.
+    info = read_run_file(workdir)
+    earlier = info.get('overrides')
     if earlier is not None and sorted(earlier) != sorted(_OVERRIDES):
-      cli.fail(f'{os.path.join(sweep_dir, name)} was trained with '
+      cli.fail(f'{workdir} was trained with '
                f'{" ".join(earlier) or "no --config settings"}, not '
                f'{" ".join(_OVERRIDES) or "none"}; use another --sweep_dir')
-  os.makedirs(sweep_dir, exist_ok=True)
+    if info.get('preset', preset) != preset:
+      cli.fail(f'{workdir} is a run of preset {info["preset"]!r}, not '
+               f'{preset!r}; use another --sweep_dir')
+    if info.get('settings', settings) != settings:
+      cli.fail(f'{workdir} was trained with {info["settings"]}, not '
+               f'{settings}; use another --sweep_dir')
+  try:
+    os.makedirs(sweep_dir, exist_ok=True)
+  except OSError as e:
+    cli.fail(f'cannot make the sweep folder {sweep_dir}: {e.strerror}; '
+             'use another --sweep_dir')
   lock, procs, rows = threading.Lock(), set(), [{}] * len(runs)
 
   def say(i, status, wall, note=''):
@@ -276,8 +306,9 @@ def main(argv):
       status, seconds, error = run_one(cmd, workdir, env, procs)
       wall = seconds + (wall or 0.0)
       with open(os.path.join(workdir, RUN_FILE), 'w') as f:
-        json.dump({'settings': settings, 'overrides': _OVERRIDES,
-                   'status': status, 'wall_s': wall}, f)
+        json.dump({'preset': preset, 'settings': settings,
+                   'overrides': _OVERRIDES, 'status': status,
+                   'wall_s': wall}, f)
       say(i, status, wall, f': {error}' if error else '')
       records = read_metrics(workdir)
     rows[i] = {**settings, 'status': status, **summarize(records),

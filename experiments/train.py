@@ -4,6 +4,8 @@ Extra `--config.KEY=VALUE` flags override the preset. A second launch in the
 same workdir resumes from its latest checkpoint.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -22,6 +24,7 @@ def main(argv):
     cli.fail('--config and --workdir are required')
   config = _CONFIG.value
   cli.check_values(config)
+  cli.check_run_length(config, sys.argv[1:])
   cli.check_workdir(config, _WORKDIR.value)
   cli.resolve_paths(config)
   cli.set_cpu_devices(cli.cpu_device_count(

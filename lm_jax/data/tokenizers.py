@@ -292,9 +292,13 @@ _KINDS = {cls.kind: cls
 
 def load(path: str) -> Tokenizer:
   """Reads a tokenizer written by `Tokenizer.save`."""
-  with open(path, encoding='utf-8') as f:
-    state = json.load(f)
-  kind = state.pop('kind')
+  try:
+    with open(path, encoding='utf-8') as f:
+      state = json.load(f)
+    kind = state.pop('kind')
+  except (ValueError, TypeError, AttributeError, KeyError) as e:
+    raise ValueError(f'{path} is not a tokenizer file ({type(e).__name__}: '
+                     f'{e}); restore it, or train the run again') from None
   # WordPiece lives in its own module, which imports this one.
   from lm_jax.data.wordpiece import WordPieceTokenizer
   kinds = {**_KINDS, WordPieceTokenizer.kind: WordPieceTokenizer}

@@ -19,6 +19,8 @@ import textwrap
 
 import pytest
 
+from experiments import cli
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO_ROOT, 'experiments', 'configs')
@@ -161,6 +163,10 @@ BAD_TRAIN_ARGS = {
     'keep_no_checkpoints': (['--config=' + CPU_PRESET,
                              '--config.keep_checkpoints=0'],
                             'keep_checkpoints must be at least 1'),
+    'steps_where_epochs_count': (['--config=' + CPU_PRESET,
+                                  '--config.num_epochs=2',
+                                  '--config.num_train_steps=5'],
+                                 'this run counts epochs (num_epochs=2)'),
     'negative_warmup': (['--config=' + CPU_PRESET,
                          '--config.warmup_steps=-1'],
                         'warmup_steps must be 0 or more'),
@@ -255,7 +261,8 @@ def _partial_run(path, config):
 
 
 @pytest.mark.parametrize('state', ['absent', 'empty', 'no_checkpoint',
-                                   'corrupt_config', 'classifier_run'])
+                                   'corrupt_config', 'config_a_list',
+                                   'corrupt_tokenizer', 'classifier_run'])
 def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     run_cli, make_tiny_config, tmp_path, state):
   path = str(tmp_path / 'run')
@@ -265,15 +272,33 @@ def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     _partial_run(path, make_tiny_config())
   elif state == 'classifier_run':
     _partial_run(path, make_tiny_config(task='classify'))
-  elif state == 'corrupt_config':
+  elif state in ('corrupt_config', 'config_a_list'):
     _partial_run(path, make_tiny_config())
     with open(os.path.join(path, 'config.json'), 'w') as f:
-      f.write('{"task": "lm", "mod')
+      f.write('{"task": "lm", "mod' if state == 'corrupt_config' else '[]')
+  elif state == 'corrupt_tokenizer':
+    _partial_run(path, make_tiny_config())
+    with open(os.path.join(path, 'tokenizer.json'), 'w') as f:
+      f.write('{bad')
   before = _snapshot(path)
   result = run_cli(_python('experiments.sample', f'--workdir={path}',
                            '--num_tokens=5'))
   _assert_one_error_line(result)
+  if state == 'corrupt_tokenizer':
+    assert 'tokenizer.json is not a tokenizer file' in result.stderr
   _assert_unchanged(path, before)
+
+
+def test_sample_refuses_decoding_flags_an_ngram_run_ignores(run_cli,
+                                                            tmp_path):
+  path = tmp_path / 'run'
+  path.mkdir()
+  (path / 'config.json').write_text(json.dumps(
+      {'task': 'ngram', 'model': 'ngram', 'tokenizer': 'char'}))
+  result = run_cli(_python('experiments.sample', f'--workdir={path}',
+                           '--prompt=ROMEO:', '--top_k=1'))
+  _assert_one_error_line(result)
+  assert '--prompt --top_k do not apply to an n-gram run' in result.stderr
 
 
 def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
@@ -303,6 +328,7 @@ def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
 
 
 @pytest.mark.parametrize('args', [['--temperature=-1'], ['--top_p=0'],
+                                  ['--temperature=nan'],
                                   ['--top_k=-2'], ['--num_tokens=x'],
                                   ['--num_tokens=0'], ['--num_samples=0']])
 def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
@@ -310,6 +336,8 @@ def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
   result = run_cli(_python('experiments.sample',
                            f'--workdir={tmp_path / "run"}', *args))
   _assert_one_error_line(result)
+  if args == ['--temperature=nan']:
+    assert 'need a finite temperature' in result.stderr
   assert not os.path.exists(tmp_path / 'run')
 
 
@@ -368,3 +396,13 @@ def test_launch_sh_help_lists_every_command(run_cli):
   for verb in ('quickstart', 'test', 'train', 'sample', 'sweep', 'translate',
                'import-hf', 'encode', 'neighbors', 'bench', 'setup'):
     assert f'./launch.sh {verb}' in result.stdout, verb
+
+
+def test_a_path_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
+  """run_guarded, which every verb runs under: an OSError (here a folder
+  where a file is to be written) names the path instead of a traceback."""
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run_guarded(lambda: open(tmp_path, 'w'))  # pylint: disable=R1732
+  assert exit_info.value.code == 2
+  lines = capsys.readouterr().err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f'error: {tmp_path}: ')

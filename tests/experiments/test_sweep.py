@@ -196,6 +196,8 @@ def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
       '--config.num_layers=two'], 'not a int'),
     (['--preset=shakespeare_char_cpu', '--grid=data_dir=/d/x,/d_x'],
      'give one run name'),
+    (['--preset=ptb_lstm_small', '--grid=num_train_steps=4,8'],
+     'counts epochs (num_epochs=13)'),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
   result = _sweep(*args, f'--sweep_dir={tmp_path / "sweep"}')
@@ -254,3 +256,28 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
   third = _sweep(*args, '--config.embed_dim=64', env=env)
   assert third.returncode == 2, third.stdout + third.stderr
   assert 'use another --sweep_dir' in third.stderr
+  # Nor are they another preset's runs of the same names.
+  other = ['shakespeare_char_lstm' if a == 'shakespeare_char_cpu' else a
+           for a in args]
+  fourth = _sweep(*other, env=env)
+  assert fourth.returncode == 2, fourth.stdout + fourth.stderr
+  assert "is a run of preset 'shakespeare_char_cpu'" in fourth.stderr
+
+
+def test_a_sweep_dir_that_is_a_file_is_one_error_line(tmp_path):
+  (tmp_path / 'afile').write_text('')
+  for sweep_dir in (tmp_path / 'afile', tmp_path / 'afile' / 'sub'):
+    result = _sweep('--preset=shakespeare_char_cpu', '--grid=seed=1,2',
+                    f'--sweep_dir={sweep_dir}')
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), lines
+
+
+def test_runs_that_report_a_true_nll_are_ranked_by_it():
+  """Translation's eval_loss is label-smoothed: more smoothing raises it
+  whatever the model, so its runs compare by eval_nll."""
+  rows = [{'s': '0.0', 'status': 'ok', 'eval_loss': 2.0, 'eval_nll': 2.0},
+          {'s': '0.1', 'status': 'ok', 'eval_loss': 2.5, 'eval_nll': 1.9}]
+  _, ranked = sweep.summary_table(rows, ['s'])
+  assert [r['s'] for r in ranked] == ['0.1', '0.0']
