@@ -252,7 +252,9 @@ def run_guarded(main: Callable[[], object]) -> object:
   except FileNotFoundError as e:
     fail(str(e))
   except OSError as e:
-    where = f'{e.filename}: ' if e.filename else ''
-    fail(f'{where}{e.strerror or e}; check the path and its permissions')
+    if not e.filename:  # not about a path (a timeout, a lost connection)
+      raise
+    fail(f'{e.filename}: {e.strerror or e}; check the path and its '
+         'permissions')
   except ValueError as e:
     fail(str(e).splitlines()[0])

@@ -20,9 +20,14 @@ def write_atomically(path: str, text: str) -> None:
   """Writes `text` to `path` through a temporary file beside it: a reader,
   or a run killed mid-write, sees the old file or the new, never half."""
   temporary = f'{path}.tmp{os.getpid()}'
-  with open(temporary, 'w') as f:
-    f.write(text)
-  os.replace(temporary, path)
+  try:
+    with open(temporary, 'w') as f:
+      f.write(text)
+    os.replace(temporary, path)
+  except OSError as e:
+    if os.path.isfile(temporary):
+      os.remove(temporary)
+    raise OSError(e.errno, e.strerror, path) from None
 
 
 class MetricWriter:

@@ -406,3 +406,12 @@ def test_a_path_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
   assert exit_info.value.code == 2
   lines = capsys.readouterr().err.splitlines()
   assert len(lines) == 1 and lines[0].startswith(f'error: {tmp_path}: ')
+
+
+def test_an_oserror_about_no_path_is_not_blamed_on_one(tmp_path):
+  """A timeout is an OSError too, with no file name: it keeps its
+  traceback instead of a misleading 'check the path' line."""
+  def timeout():
+    raise TimeoutError('the other hosts did not answer')
+  with pytest.raises(TimeoutError):
+    cli.run_guarded(timeout)

@@ -588,3 +588,14 @@ def test_a_failed_run_closes_its_checkpointer(make_tiny_config, tmp_path,
   reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
   assert reader.steps() == [6]  # the save before the crash completed
   reader.close()
+
+
+def test_an_unwritable_config_json_names_it_and_leaves_no_temporary_file(
+    tmp_path):
+  from lm_jax.train.logging import write_atomically
+  target = tmp_path / 'config.json'
+  target.mkdir()  # a folder where the file should go
+  with pytest.raises(OSError) as error:
+    write_atomically(str(target), '{}')
+  assert error.value.filename == str(target)
+  assert os.listdir(tmp_path) == ['config.json']
