@@ -11,8 +11,10 @@ benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --matmul_dtype bfloat16
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --recurrence scan
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --cross_entropy fused
+  python benchmarks/lstm_ptb_throughput.py --set 1:1 --output dense
 
---recurrence and --cross_entropy default to the preset's own choices.
+--recurrence, --cross_entropy and --output default to the preset's own
+choices.
 
 Each setting runs in its own process: XLA reads the device count at start.
 """
@@ -50,6 +52,8 @@ def _measure(args) -> dict:
     config.fused_lstm = args.recurrence == 'fused'
   if args.cross_entropy:
     config.fused_cross_entropy = args.cross_entropy == 'fused'
+  if args.output:
+    config.folded_output = args.output == 'folded'
   os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
                                                     'data'))
   from experiments import cli
@@ -82,6 +86,9 @@ def _measure(args) -> dict:
   return {'devices': args.devices, 'unroll': args.unroll,
           'recurrence': 'fused' if config.fused_lstm else 'scan',
           'cross_entropy': 'fused' if config.fused_cross_entropy else 'xla',
+          # As rnn_lm decides: bfloat16 matmuls keep flax's Dense.
+          'output': 'folded' if config.folded_output and config.matmul_dtype
+                    in ('', 'float32') else 'dense',
           'matmul_dtype': args.matmul_dtype or 'float32',
           'median_ms_per_batch': round(ms, 2),
           'tokens_per_sec': round(tokens / ms * 1e3),
@@ -105,6 +112,10 @@ def main() -> None:
                       help="'fused': lm_jax.nn.fused_cross_entropy; 'xla': "
                            'log-sum-exp differentiated by JAX (default: the '
                            "preset's)")
+  parser.add_argument('--output', choices=('folded', 'dense'),
+                      help="'folded': lm_jax.nn.folded_dense for the softmax "
+                           "layer; 'dense': flax's Dense (default: the "
+                           "preset's)")
   parser.add_argument('--steps', type=int, default=60)
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--set', nargs='*', default=['1:1', '1:5', '2:1'],
@@ -125,7 +136,8 @@ def main() -> None:
          '--matmul_dtype', args.matmul_dtype]
         + [f'--{flag}={value}' for flag, value in (
             ('recurrence', args.recurrence),
-            ('cross_entropy', args.cross_entropy)) if value],
+            ('cross_entropy', args.cross_entropy),
+            ('output', args.output)) if value],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)

@@ -61,6 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   # float32 LSTMs on CPU run as one fused custom call per sequence
   # (lm_jax.nn.fused_lstm); False keeps the scan over lm_jax's LSTMCell.
   c.fused_lstm = True
+  # An RNN LM's untied float32 softmax layer through lm_jax.nn.folded_dense
+  # (the bias folded into the product, the kernel's gradient in a faster
+  # form on XLA's CPU backend); False keeps flax's Dense.
+  c.folded_output = False
   # 'random_windows' (nanoGPT) or 'contiguous' (batch_size parallel streams
   # read in order, truncated BPTT; recurrent models carry their state).
   c.lm_batching = 'random_windows'

@@ -24,6 +24,8 @@ def build_model(config, vocab_size: int):
         forget_bias=config.forget_bias,
         tie_embeddings=config.tie_embeddings, unroll=config.rnn_unroll,
         fused_lstm=config.get('fused_lstm', True),
+        # absent from runs saved before it
+        folded_output=config.get('folded_output', False),
         dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype))
   raise ValueError(f"unknown model {config.model!r}; known: "
                    "['gpt', 'rnn_lm']")

@@ -93,3 +93,26 @@ def test_dropout_only_in_training():
   b = model.apply({'params': params}, tokens, train=True,
                   rngs={'dropout': jax.random.key(1)})
   assert not np.allclose(a, b)
+
+
+def test_the_folded_output_layer_is_the_dense_one_in_other_forms():
+  """folded_output: the same parameters (initial values included) and,
+  up to rounding, the same logits and gradients."""
+  tokens, targets = _tokens(), _tokens(seed=1)
+  dense, folded = _model(), _model(folded_output=True)
+  params = dense.init(jax.random.key(0), tokens)['params']
+  jax.tree.map(np.testing.assert_array_equal, params,
+               folded.init(jax.random.key(0), tokens)['params'])
+  params['output']['bias'] = params['output']['bias'] + 0.3
+
+  def loss(model):
+    def fn(params):
+      logits = model.apply({'params': params}, tokens)
+      return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                           targets[..., None], -1))
+    return jax.jit(jax.value_and_grad(fn))
+
+  (a, grads_a), (b, grads_b) = loss(dense)(params), loss(folded)(params)
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6),
+               grads_a, grads_b)
