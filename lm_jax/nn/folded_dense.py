@@ -62,8 +62,6 @@ def _folded_dense_bwd(residuals, g):
 folded_dense.defvjp(_folded_dense_fwd, _folded_dense_bwd)
 
 
-
-
 class FoldedDense(nn.Module):
   """`flax.linen.Dense` (float32, with a bias) through `folded_dense` on
   CPUs: the same parameters (`kernel` `[K, N]`, `bias` `[N]`), so
