@@ -222,6 +222,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key, choices in _CHOICES.items():
     if key in config and config[key] not in choices:
       fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
+  if config.get('eval_streams') and not (
+      config.get('model') == 'rnn_lm'
+      and config.get('lm_batching') == 'contiguous'):
+    fail('eval_streams applies to a recurrent LM read in contiguous streams '
+         "(model 'rnn_lm', lm_batching 'contiguous'); leave it at 0")
   window = config.get('profile_steps') or ''
   steps = re.fullmatch(r'(\d+):(\d+)', window)
   if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):
