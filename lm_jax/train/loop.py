@@ -30,6 +30,9 @@ from lm_jax.train.steps import (TrainState, averages, make_eval_step,
 log = logging.getLogger('lm_jax')
 # Training steps dispatched ahead of the one the host waits for.
 _MAX_STEPS_IN_FLIGHT = 4
+# Steps' metrics kept on device between two logs at most; beyond, the older
+# ones are summed on the host (log_every=0 would keep every step's).
+_MAX_PENDING = 1000
 
 
 def _profile_window(spec: str) -> Optional[tuple[int, int]]:
@@ -269,6 +272,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         # out of a gradient all-reduce until its rendezvous timed out and
         # aborted the run (with log_every=500, never with 250 or less).
         jax.block_until_ready(pending[-1 - _MAX_STEPS_IN_FLIGHT])
+      if len(pending) > _MAX_PENDING:
+        pending = [_window_sums(pending)]
       if profile and step == profile[1]:
         jax.block_until_ready(state)
         jax.profiler.stop_trace()

@@ -439,6 +439,26 @@ def test_a_resume_has_tensorboard_purge_the_steps_it_trains_again(
   assert purges == [None, 7]  # resumed from the checkpoint at step 6
 
 
+def test_metrics_summed_early_on_a_long_unlogged_run_log_the_same(
+    make_tiny_config, tmp_path, monkeypatch):
+  """With log_every=0 the loop folds older steps' metrics into host sums
+  (here every 3 steps) instead of keeping them all on device."""
+  config = make_tiny_config(log_every=0, checkpoint_every=0)
+  loop.train_and_evaluate(config, str(tmp_path / 'kept'))
+  monkeypatch.setattr(loop, '_MAX_PENDING', 3)
+  sums, original = [], loop._window_sums
+  monkeypatch.setattr(loop, '_window_sums',
+                      lambda pending: sums.append(len(pending))
+                      or original(pending))
+  loop.train_and_evaluate(config, str(tmp_path / 'folded'))
+  assert sums[:3] == [4, 4, 4]  # folded as it went, not once at the end
+  kept, folded = (_records(tmp_path / name, 'train_')
+                  for name in ('kept', 'folded'))
+  assert [r['step'] for r in folded] == [12]
+  np.testing.assert_allclose(folded[0]['train_loss'], kept[0]['train_loss'],
+                             rtol=1e-9)
+
+
 def test_training_reduces_the_loss(make_tiny_config, tmp_path):
   """A sanity check no equivalence test can make: the gradient points
   downhill. 48 steps at a high learning rate take the tiny model well
