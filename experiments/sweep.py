@@ -228,15 +228,13 @@ def main(argv):
       for value in values:
         check_setting(config, key, value)
     for settings in combinations(grid):
+      # The check train makes of each run's flags, made before any starts.
       given = {**fixed, **settings}
-      epochs = (check_setting(config, 'num_epochs', given['num_epochs'])
-                if 'num_epochs' in given else config.get('num_epochs'))
-      if epochs and 'num_train_steps' in given:
-        # Each run would train num_epochs, whatever its steps say.
-        raise ValueError(
-            f'{preset} counts epochs (num_epochs={epochs}), which set '
-            'num_train_steps; sweep num_epochs instead, or add '
-            '--config.num_epochs=0 to count steps')
+      run = config.copy_and_resolve_references()
+      if 'num_epochs' in given:
+        run.num_epochs = check_setting(config, 'num_epochs',
+                                       given['num_epochs'])
+      cli.check_run_length(run, [f'--config.{k}' for k in given])
   except ValueError as e:
     cli.fail(str(e))
   except Exception as e:  # noqa: BLE001 - a broken preset file
