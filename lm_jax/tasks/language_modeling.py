@@ -18,6 +18,7 @@ from lm_jax.data.builders import conllu, glue_tsv
 from lm_jax.data.builders.text_corpus import CORPORA, load_text
 from lm_jax.models import build_model
 from lm_jax.tasks.base import Metrics, Task
+from lm_jax.train import parallel
 
 
 def split_texts(cfg) -> dict[str, str]:
@@ -165,11 +166,9 @@ class LanguageModelingTask(Task):
       # Zaremba et al. score PTB), with empty rows to fill every device.
       devices = cfg.num_devices or jax.device_count()
       total = -(-streams // devices) * devices
-      share = total // jax.process_count()
-      mine = slice(jax.process_index() * share,
-                   (jax.process_index() + 1) * share)
-      return pipelines.lm_contiguous_pass(self.tokens[split], cfg.block_size,
-                                          streams, mine, num_rows=total)
+      return pipelines.lm_contiguous_pass(
+          self.tokens[split], cfg.block_size, streams,
+          parallel.process_rows(total), num_rows=total)
     if cfg.lm_batching == 'contiguous':
       return pipelines.lm_contiguous_pass(self.tokens[split], cfg.block_size,
                                           cfg.batch_size, rows, max_batches)
