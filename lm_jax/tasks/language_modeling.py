@@ -164,7 +164,7 @@ class LanguageModelingTask(Task):
     if self._carries and streams and not max_batches:
       # The whole split read by that many streams (1: as one text, as
       # Zaremba et al. score PTB), with empty rows to fill every device.
-      devices = cfg.num_devices or jax.device_count()
+      devices = parallel.mesh_size(cfg.num_devices)
       total = -(-streams // devices) * devices
       return pipelines.lm_contiguous_pass(
           self.tokens[split], cfg.block_size, streams,

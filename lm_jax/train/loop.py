@@ -10,11 +10,12 @@ Every task runs through here. The loop:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -135,6 +136,195 @@ def evaluate(eval_step, params, batches, mesh, task) -> dict[str, float]:
   return averages(parallel.to_host(total))
 
 
+class _Trace:
+  """The `profile_steps` window of a run: a `jax.profiler` trace started
+  before its first step and stopped after its last, or when the run stops."""
+
+  def __init__(self, spec: str, directory: str, start: int, end: int):
+    window = _profile_window(spec)
+    if window and window[0] <= start:
+      log.info('profile_steps %s began before step %d, where this run '
+               'resumes: no trace', spec, start)
+      window = None
+    if window and window[1] > end:
+      # Cut at the end: a trace never stopped is never written.
+      window = (window[0], end) if window[0] <= end else None
+    self.window, self._directory, self._active = window, directory, False
+
+  def before(self, step: int) -> None:
+    """Called with the steps done so far, before the next ones."""
+    if self.window and step + 1 == self.window[0]:
+      jax.profiler.start_trace(self._directory)
+      self._active = True
+
+  def after(self, step: int, state) -> None:
+    if self._active and step == self.window[1]:
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    if self._active:
+      self._active = False
+      jax.profiler.stop_trace()
+
+
+class _LogWindow:
+  """The training metrics since the last log line: each step's, on device
+  until the host needs them, and the clock and tokens behind tokens/s."""
+
+  def __init__(self, resumed: Optional[dict]):
+    # A resumed run starts from the sums its checkpoint kept of the steps
+    # logged before it; their tokens took no time in this process.
+    self._pending = [resumed] if resumed else []
+    self._carried_tokens = resumed['loss'][1] if resumed else 0.0
+    self._start = time.perf_counter()
+
+  def add(self, metrics: dict) -> None:
+    # Summed on the host at log time: adding on device would dispatch a
+    # few tiny ops every step.
+    self._pending.append(metrics)
+    if len(self._pending) > _MAX_STEPS_IN_FLIGHT:
+      # Dispatch stays a few steps ahead, not hundreds: with hundreds of
+      # multi-device steps queued, XLA's CPU backend has left one device
+      # out of a gradient all-reduce until its rendezvous timed out and
+      # aborted the run (with log_every=500, never with 250 or less).
+      jax.block_until_ready(self._pending[-1 - _MAX_STEPS_IN_FLIGHT])
+    if len(self._pending) > _MAX_PENDING:
+      self._pending = [_window_sums(self._pending)]
+
+  def pause(self, seconds: float) -> None:
+    """Leaves `seconds` (an evaluation's) out of tokens/s."""
+    self._start += seconds
+
+  def sums(self) -> Optional[dict]:
+    """The window's (sum, weight) pairs so far, for a checkpoint."""
+    if not self._pending:
+      return None
+    self._pending = [_window_sums(self._pending)]
+    return self._pending[0]
+
+  def take(self) -> tuple[dict, float]:
+    """(sums, tokens per second) of the window, which then starts anew."""
+    host = _window_sums(self._pending)
+    tokens = float(host['loss'][1] - self._carried_tokens)
+    rate = tokens / max(time.perf_counter() - self._start, 1e-9)
+    self._pending, self._carried_tokens = [], 0.0
+    self._start = time.perf_counter()
+    return host, rate
+
+
+def _closing(close: Callable[[], None]):
+  """An `ExitStack` exit callback that calls `close`. After an error its
+  own failure is logged and gives way to the error that stopped the run:
+  an asynchronous checkpointer left open to the interpreter's exit can
+  hang it (a failed save did), so every part is closed either way."""
+  def exit_(exc_type, exc, traceback):
+    del exc, traceback
+    if exc_type is None:
+      close()
+      return False
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 - the run's error is reported
+      log.warning('while stopping: %s: %s', type(e).__name__, e)
+    return False
+  return exit_
+
+
+def _check_run(config: ml_collections.ConfigDict, task, mesh) -> None:
+  """Refuses settings the run cannot follow, before the workdir is touched,
+  and turns `num_epochs` into `num_train_steps`."""
+  parallel.check_batch_size(config.batch_size, mesh)
+  if config.batch_size % (config.grad_accum_steps * mesh.size):
+    raise ValueError(f'batch_size {config.batch_size} must divide by '
+                     f'grad_accum_steps x devices = '
+                     f'{config.grad_accum_steps * mesh.size}')
+  if config.get('steps_per_call', 1) < 1:
+    raise ValueError(f'steps_per_call must be at least 1, not '
+                     f'{config.steps_per_call}')
+  if config.get('num_epochs'):
+    if not task.steps_per_epoch:
+      raise ValueError(f'task {config.task!r} draws random batches and has '
+                       'no epochs; set num_train_steps, not num_epochs')
+    config.num_train_steps = config.num_epochs * task.steps_per_epoch
+
+
+def _restore_or_start(ckpt: checkpoint.Checkpointer, state: TrainState,
+                      stream, task, tx, mesh
+                      ) -> tuple[TrainState, Optional[dict]]:
+  """The run's state and its log window's sums (see `_data_item`): from the
+  newest readable checkpoint, setting `stream` where it was; else fresh,
+  with the task's pretrained parameters put in."""
+  restored = ckpt.restore_latest(_abstract_state(state, mesh))
+  if restored is not None:
+    step, state, data_item = restored
+    data_state, window = _split_data_item(data_item)
+    stream.set_state(data_state)
+    log.info('resumed from the checkpoint at step %d', step)
+    return state, window
+  if ckpt.steps():
+    raise ValueError(
+        f'no checkpoint in {ckpt.directory} is readable (the warnings '
+        'above say why; one written with another optimizer layout, e.g. '
+        'optimizer_flatten, does not fit either): relaunch with the '
+        'run\'s own settings, or move that folder away to start the run '
+        'afresh')
+  pretrained = task.pretrained_params(state.params)
+  if pretrained is not state.params:
+    # Replicated first: the pretrained parts come from one device. The
+    # optimizer state afresh too: a parameter average starts there.
+    replicated = parallel.replicated(mesh)
+    params = jax.device_put(pretrained, replicated)
+    state = state.replace(params=params, opt_state=jax.device_put(
+        tx.init(params), replicated))
+  return state, None
+
+
+class _Steps(NamedTuple):
+  train: Callable     # (state, batch, rng) -> (state, metrics)
+  multi: Callable     # the same over `steps_per_call` stacked batches
+  evaluate: Callable  # (params, batches) -> summarized averages
+
+
+def _compile_steps(task, tx, config: ml_collections.ConfigDict, mesh
+                   ) -> _Steps:
+  """The jit-compiled steps: the state donated, the batch split over the
+  mesh's `data` axis, the rest replicated."""
+  replicated = parallel.replicated(mesh)
+  batch_sharding = parallel.batch_sharded(mesh)
+  one_step = make_train_step(task, tx, config.grad_accum_steps,
+                             config.get('normalize_loss_by', 'token'))
+  train_step = jax.jit(
+      one_step,
+      in_shardings=(state_sharding(mesh), batch_sharding, replicated),
+      out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
+  multi_step = jax.jit(
+      make_multi_step(one_step, config.get('steps_per_call', 1)),
+      in_shardings=(state_sharding(mesh),
+                    parallel.batch_sharded(mesh, leading=1), replicated),
+      out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
+  eval_step = jax.jit(
+      make_eval_step(task),
+      in_shardings=(replicated, batch_sharding, batch_sharding),
+      out_shardings=(replicated, batch_sharding))
+  evaluate_batches = lambda params, batches: task.summarize(
+      evaluate(eval_step, params, batches, mesh, task))
+  return _Steps(train_step, multi_step, evaluate_batches)
+
+
+def _evaluate_state(task, state: TrainState, rows: slice, steps: _Steps, *,
+                    full: bool, final: bool) -> dict[str, float]:
+  """`eval_*` figures of `state` on the validation split (whole, or its
+  `eval_steps` batches); a final one adds the task's own (e.g. `test_*`)."""
+  params = optim.eval_params(state.params, state.opt_state)
+  results = steps.evaluate(params, task.eval_batches(rows, full=full))
+  evals = {f'eval_{k}': v for k, v in results.items()}
+  if final:
+    evals.update(task.final_evaluation(
+        params, rows, lambda batches: steps.evaluate(params, batches)))
+  return evals
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, float]:
   """Trains `config`'s task in `workdir`, resuming from its checkpoints.
@@ -149,22 +339,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   if isinstance(task, tasks.CountingTask):
     return estimate_and_evaluate(task, config, workdir)
   mesh = parallel.make_data_mesh(config.num_devices)
-  parallel.check_batch_size(config.batch_size, mesh)
-  if config.batch_size % (config.grad_accum_steps * mesh.size):
-    raise ValueError(f'batch_size {config.batch_size} must divide by '
-                     f'grad_accum_steps x devices = '
-                     f'{config.grad_accum_steps * mesh.size}')
-  steps_per_call = config.get('steps_per_call', 1)
-  if steps_per_call < 1:
-    raise ValueError(f'steps_per_call must be at least 1, not '
-                     f'{steps_per_call}')
+  _check_run(config, task, mesh)
   rows = parallel.process_rows(config.batch_size)
-  if config.get('num_epochs'):
-    if not task.steps_per_epoch:
-      raise ValueError(f'task {config.task!r} draws random batches and has '
-                       'no epochs; set num_train_steps, not num_epochs')
-    config.num_train_steps = config.num_epochs * task.steps_per_epoch
-
   tx = optim.make_optimizer(config, task.steps_per_epoch)
   schedule = optim.make_schedule(config, task.steps_per_epoch)
   state = init_state(task.model, tx, task.dummy_batch()['inputs'],
@@ -173,141 +349,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   log.info('%s: %s parameters on %d device(s)', config.model,
            f'{num_params:,}', mesh.size)
 
-  replicated = parallel.replicated(mesh)
-  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
-                                 config.checkpoint_every,
-                                 config.async_checkpoint)
-  writer, tracing = None, False
-  try:
+  with contextlib.ExitStack() as stack:
+    ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
+                                   config.checkpoint_every,
+                                   config.async_checkpoint)
+    stack.push(_closing(ckpt.close))
     stream = task.train_stream(rows)
-    restored = ckpt.restore_latest(_abstract_state(state, mesh))
-    window = None
-    if restored is not None:
-      step0, state, data_item = restored
-      data_state, window = _split_data_item(data_item)
-      stream.set_state(data_state)
-      log.info('resumed from the checkpoint at step %d', step0)
-    elif ckpt.steps():
-      raise ValueError(
-          f'no checkpoint in {ckpt.directory} is readable (the warnings '
-          'above say why; one written with another optimizer layout, e.g. '
-          'optimizer_flatten, does not fit either): relaunch with the '
-          'run\'s own settings, or move that folder away to start the run '
-          'afresh')
-    else:
-      pretrained = task.pretrained_params(state.params)
-      if pretrained is not state.params:
-        # Replicated first: the pretrained parts come from one device. The
-        # optimizer state afresh too: a parameter average starts there.
-        params = jax.device_put(pretrained, replicated)
-        state = state.replace(params=params, opt_state=jax.device_put(
-            tx.init(params), replicated))
+    state, resumed_window = _restore_or_start(ckpt, state, stream, task, tx,
+                                              mesh)
     # Only now, with the checkpoints known to fit: a relaunch refused above
     # must leave the run's config and assets as they were.
     _write_config(config, workdir)
     if jax.process_index() == 0:
       task.save_assets(workdir)
     start = int(parallel.to_host(state.step))
-
-    batch_sharding = parallel.batch_sharded(mesh)
-    one_step = make_train_step(task, tx, config.grad_accum_steps,
-                               config.get('normalize_loss_by', 'token'))
-    train_step = jax.jit(
-        one_step,
-        in_shardings=(state_sharding(mesh), batch_sharding, replicated),
-        out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
-    multi_step = jax.jit(
-        make_multi_step(one_step, steps_per_call),
-        in_shardings=(state_sharding(mesh),
-                      parallel.batch_sharded(mesh, leading=1), replicated),
-        out_shardings=(state_sharding(mesh), replicated), donate_argnums=0)
-    eval_step = jax.jit(
-        make_eval_step(task),
-        in_shardings=(replicated, batch_sharding, batch_sharding),
-        out_shardings=(replicated, batch_sharding))
-    evaluate_batches = lambda params, batches: task.summarize(
-        evaluate(eval_step, params, batches, mesh, task))
+    steps = _compile_steps(task, tx, config, mesh)
+    steps_per_call = config.get('steps_per_call', 1)
     rng = jax.random.key(config.seed + 1)
-
     writer = MetricWriter(workdir, resume_step=start)
+    stack.push(_closing(writer.close))
+    trace = _Trace(config.profile_steps, os.path.join(workdir, 'profile'),
+                   start, config.num_train_steps)
+    stack.push(_closing(trace.close))
     progress = Progress(config.num_train_steps, start)
-    profile = _profile_window(config.profile_steps)
-    if profile and profile[0] <= start:
-      log.info('profile_steps %s began before step %d, where this run '
-               'resumes: no trace', config.profile_steps, start)
-      profile = None
-    if profile and profile[1] > config.num_train_steps:
-      # Cut at the end: a trace never stopped is never written.
-      profile = ((profile[0], config.num_train_steps)
-                 if profile[0] <= config.num_train_steps else None)
+    window = _LogWindow(resumed_window)
     config_dict = json.loads(config.to_json_best_effort())
-    # Per-step metrics since the last log, still on device; first the sums
-    # of the steps a resumed run logged before its checkpoint, if any.
-    pending = [window] if window else []
-    # Tokens of those steps: they took no time in this process.
-    carried_tokens = window['loss'][1] if window else 0.0
-    log_start = time.perf_counter()
+
     step = start
     while step < config.num_train_steps:
-      if profile and step + 1 == profile[0]:
-        jax.profiler.start_trace(os.path.join(workdir, 'profile'))
-        tracing = True
+      trace.before(step)
       if steps_per_call > 1 and _steps_to_next_event(
-          step, config, profile) >= steps_per_call:
+          step, config, trace.window) >= steps_per_call:
         batches = [next(stream) for _ in range(steps_per_call)]
         stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
-        state, metrics = multi_step(
+        state, metrics = steps.multi(
             state, parallel.to_global(stacked, mesh, leading=1), rng)
         step += steps_per_call
       else:
         batch = parallel.to_global(next(stream), mesh)
-        state, metrics = train_step(state, batch, rng)
+        state, metrics = steps.train(state, batch, rng)
         step += 1
-      # Summed on the host at log time: adding on device would dispatch a
-      # few tiny ops every step.
-      pending.append(metrics)
-      if len(pending) > _MAX_STEPS_IN_FLIGHT:
-        # Dispatch stays a few steps ahead, not hundreds: with hundreds of
-        # multi-device steps queued, XLA's CPU backend has left one device
-        # out of a gradient all-reduce until its rendezvous timed out and
-        # aborted the run (with log_every=500, never with 250 or less).
-        jax.block_until_ready(pending[-1 - _MAX_STEPS_IN_FLIGHT])
-      if len(pending) > _MAX_PENDING:
-        pending = [_window_sums(pending)]
-      if profile and step == profile[1]:
-        jax.block_until_ready(state)
-        jax.profiler.stop_trace()
-        tracing = False
+      window.add(metrics)
+      trace.after(step, state)
 
-      if ((config.log_every and step % config.log_every == 0)
-          or step == config.num_train_steps):
-        host = _window_sums(pending)
+      final = step == config.num_train_steps
+      if (config.log_every and step % config.log_every == 0) or final:
         seconds = progress.rate(step)
+        sums, tokens_per_sec = window.take()
         values = {f'train_{k}': v for k, v in
-                  task.summarize(averages(host)).items()}
-        values['tokens_per_sec'] = float(
-            host['loss'][1] - carried_tokens) / max(
-                time.perf_counter() - log_start, 1e-9)
-        carried_tokens = 0.0
+                  task.summarize(averages(sums)).items()}
+        values['tokens_per_sec'] = tokens_per_sec
         values['learning_rate'] = float(schedule(step - 1))
         writer.write(step, values)
         log.info(progress.line(step, {
             'loss': values['train_loss'],
             'tok/s': values['tokens_per_sec']}, seconds))
-        pending, log_start = [], time.perf_counter()
-
-      final = step == config.num_train_steps
       if (config.eval_every and step % config.eval_every == 0) or final:
         eval_start = time.perf_counter()
         # The last evaluation covers the whole split, exactly; with
         # eval_steps 0 every one does.
         full = (final and config.final_eval_full) or not config.eval_steps
-        params = optim.eval_params(state.params, state.opt_state)
-        results = evaluate_batches(params, task.eval_batches(rows, full=full))
-        evals = {f'eval_{k}': v for k, v in results.items()}
-        if final:
-          evals.update(task.final_evaluation(
-              params, rows, lambda batches: evaluate_batches(params, batches)))
+        evals = _evaluate_state(task, state, rows, steps, full=full,
+                                final=final)
         writer.write(step, evals)
         log.info('eval at step %d%s: %s', step,
                  ' (whole split)' if full else '',
@@ -316,45 +419,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         # Evaluation time stays out of tokens/s and ms/step: both clocks
         # move forward by it.
         paused = time.perf_counter() - eval_start
-        log_start += paused
+        window.pause(paused)
         progress.exclude(paused)
       if final or ckpt.is_save_step(step):
-        if pending:  # between two log steps: the window so far goes along
-          pending = [_window_sums(pending)]
-        ckpt.save(step, state,
-                  _data_item(stream.get_state(),
-                             pending[0] if pending else None),
+        # Between two log steps the window so far goes along.
+        ckpt.save(step, state, _data_item(stream.get_state(), window.sums()),
                   config_dict)
 
     if step == start:  # Nothing left to train: report the finished run.
-      params = optim.eval_params(state.params, state.opt_state)
-      results = evaluate_batches(params, task.eval_batches(
-          rows, full=config.final_eval_full or not config.eval_steps))
-      evals = {f'eval_{k}': v for k, v in results.items()}
-      evals.update(task.final_evaluation(
-          params, rows, lambda batches: evaluate_batches(params, batches)))
-  except BaseException:
-    # Closed here too: an asynchronous checkpointer left open to the
-    # interpreter's exit can hang it (a failed save did).
-    _close_after_error(ckpt, writer, tracing)
-    raise
-  ckpt.close()
-  writer.close()
+      evals = _evaluate_state(
+          task, state, rows, steps, final=True,
+          full=config.final_eval_full or not config.eval_steps)
   return evals
-
-
-def _close_after_error(ckpt: checkpoint.Checkpointer, writer,
-                       tracing: bool) -> None:
-  """Closes what a failed run opened (the profiler's trace too, which
-  keeps the steps it has); their own errors give way to the one that
-  stopped the run."""
-  for close in (ckpt.close, writer.close if writer else None,
-                jax.profiler.stop_trace if tracing else None):
-    try:
-      if close:
-        close()
-    except Exception as e:  # noqa: BLE001 - the run's error is reported
-      log.warning('while stopping: %s: %s', type(e).__name__, e)
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -35,10 +35,15 @@ def initialize_distributed(coordinator_address: str = '',
   jax.distributed.initialize(**kwargs)
 
 
+def mesh_size(num_devices: int = 0) -> int:
+  """How many devices `make_data_mesh(num_devices)` spans."""
+  return num_devices or jax.device_count()
+
+
 def make_data_mesh(num_devices: int = 0) -> Mesh:
   """A 1-D mesh named `data` over the first `num_devices` (0: all) devices."""
   devices = jax.devices()
-  n = num_devices or len(devices)
+  n = mesh_size(num_devices)
   if n > len(devices):
     raise ValueError(f'asked for {n} devices but only {len(devices)} exist')
   if jax.process_count() > 1 and n != len(devices):

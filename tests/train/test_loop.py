@@ -590,6 +590,21 @@ def test_a_profile_window_past_the_end_is_traced_to_the_end(make_tiny_config,
   assert any(f.endswith('.xplane.pb') for f in traces), traces
 
 
+def test_a_run_failing_inside_its_profile_window_stops_and_keeps_the_trace(
+    make_tiny_config, tmp_path):
+  """The steps traced before the error are written; a trace left running
+  would also refuse the next run's (one per process)."""
+  crashed, _ = _train(make_tiny_config(profile_steps='2:6'), tmp_path,
+                      crash_at=4)
+  assert crashed is None
+  traces = [f for _, _, files in os.walk(tmp_path / 'profile') for f in files]
+  assert any(f.endswith('.xplane.pb') for f in traces), traces
+  results = loop.train_and_evaluate(
+      make_tiny_config(num_train_steps=6, profile_steps='5:6'),
+      str(tmp_path / 'next'))
+  assert np.isfinite(results['eval_loss'])
+
+
 def test_a_failed_run_closes_its_checkpointer(make_tiny_config, tmp_path,
                                               monkeypatch):
   """An open asynchronous checkpointer left to the interpreter's exit can
