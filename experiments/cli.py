@@ -13,6 +13,8 @@ from typing import Callable, NoReturn, Sequence
 from absl import flags
 import ml_collections
 
+from lm_jax.train.logging import CONFIG_FILE, read_run_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
 
@@ -138,14 +140,13 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
                                        'lm_jax'))
 
 
-def _read_run_config(path: str) -> dict:
+def _read_run_config(workdir: str) -> dict:
+  """`workdir`'s config.json, which must exist; one error line if it is
+  not a run's."""
   try:
-    with open(path, encoding='utf-8') as f:
-      config = json.load(f)
-    if not isinstance(config, dict) or 'task' not in config:
-      raise ValueError('not a run config: no task')
-    return config
+    return read_run_config(workdir)
   except (OSError, ValueError) as e:
+    path = os.path.join(workdir, CONFIG_FILE)
     fail(f'{path} is unreadable ({type(e).__name__}: '
          f'{str(e).splitlines()[0] if str(e) else ""}); restore it or use '
          'another workdir')
@@ -157,7 +158,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if not os.path.exists(path):
     fail(f'{workdir} holds no run (no config.json); train one first with '
          './launch.sh train PRESET --workdir DIR')
-  return ml_collections.ConfigDict(_read_run_config(path))
+  return ml_collections.ConfigDict(_read_run_config(workdir))
 
 
 # What makes a run another kind of run: training one of these into a
@@ -181,7 +182,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, 'config.json')
   if not os.path.exists(path):
     return
-  previous = _read_run_config(path)
+  previous = _read_run_config(workdir)
   if any(previous.get(k) != config.get(k) for k in _RUN_KIND):
     held = ', '.join(f'{k} {previous.get(k)!r}' for k in _RUN_KIND)
     fail(f'{workdir} holds another run ({held}); pick another --workdir '

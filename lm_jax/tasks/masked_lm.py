@@ -20,7 +20,6 @@ and parameters, for `encode` and `init_from`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -39,6 +38,7 @@ from lm_jax.data.wordpiece import WordPieceTokenizer, cached_wordpiece
 from lm_jax.models.bert import (BertClassifier, BertPretraining,
                                 bert_config)
 from lm_jax.tasks.base import Metrics, Task
+from lm_jax.train.logging import read_run_config
 
 log = logging.getLogger('lm_jax')
 
@@ -47,14 +47,6 @@ log = logging.getLogger('lm_jax')
 ARCHITECTURE_KEYS = ('num_layers', 'num_heads', 'embed_dim', 'mlp_ratio',
                      'mlp_hidden_dim', 'max_positions', 'type_vocab_size',
                      'layer_norm_epsilon', 'activation', 'pre_norm')
-
-
-def read_run_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{workdir} holds no run (no config.json)')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
 
 
 def adopt_pretrained(config: ml_collections.ConfigDict
@@ -100,7 +92,7 @@ def load_bert_run(workdir: str):
   newest checkpoint, on one device."""
   # Imported here: lm_jax.train.loop imports the tasks.
   from lm_jax.train.loop import restore_params
-  config = read_run_config(workdir)
+  config = ml_collections.ConfigDict(read_run_config(workdir))
   if config.get('model') != 'bert':
     raise ValueError(f'{workdir} is a {config.get("model")!r} run, not BERT')
   tokenizer = tokenizers.load(os.path.join(workdir, 'tokenizer.json'))

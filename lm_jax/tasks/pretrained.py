@@ -9,7 +9,6 @@ does this once, through `Task.pretrained_params`, never on a resumed run.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping
 
@@ -20,6 +19,7 @@ from lm_jax.data import tokenizers
 from lm_jax.models.elmo import ElmoEmbedder
 from lm_jax.tasks.bilm import bilm_config
 from lm_jax.train.checkpoint import load_params
+from lm_jax.train.logging import CONFIG_FILE, read_run_config
 
 # Where ELMo's BiLM sits in a `models.elmo.WithElmo` model's parameters.
 ELMO_BILM = 'elmo/bilm'
@@ -41,8 +41,8 @@ def load_tokenizer(workdir: str) -> tokenizers.Tokenizer:
 
 def load_run_config(workdir: str) -> dict:
   """The config.json of a pre-training run."""
-  with open(_run_file(workdir, 'config.json'), encoding='utf-8') as f:
-    return json.load(f)
+  _run_file(workdir, CONFIG_FILE)
+  return read_run_config(workdir)
 
 
 def elmo_for(config) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:

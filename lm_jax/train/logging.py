@@ -12,6 +12,7 @@ import time
 from typing import Optional
 
 METRICS_FILE = 'metrics.jsonl'
+CONFIG_FILE = 'config.json'
 
 log = logging.getLogger('lm_jax')
 
@@ -115,6 +116,26 @@ def read_metrics(workdir: str) -> list[dict]:
         except json.JSONDecodeError:
           pass
   return records
+
+
+def read_run_config(workdir: str) -> dict:
+  """The settings a run in `workdir` was launched with (its config.json).
+
+  Raises:
+    FileNotFoundError: `workdir` holds no config.json.
+    ValueError: the file is not a run's config (not JSON, or no task).
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{workdir} holds no run (no {CONFIG_FILE})')
+  with open(path, encoding='utf-8') as f:
+    try:
+      config = json.load(f)
+    except ValueError as e:
+      raise ValueError(f'{path} is not JSON ({e})') from None
+  if not isinstance(config, dict) or 'task' not in config:
+    raise ValueError(f'{path} is not a run config: no task')
+  return config
 
 
 class Progress:
