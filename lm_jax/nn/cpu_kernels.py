@@ -25,6 +25,7 @@ import os
 import pathlib
 import platform
 import shlex
+import shutil
 import subprocess
 import tempfile
 from typing import Callable, Mapping, Sequence, Union
@@ -76,6 +77,15 @@ def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
   finally:
     if os.path.exists(partial):
       os.remove(partial)
+
+
+def can_build() -> bool:
+  """Whether the kernels should build here: Linux, with the C++ compiler
+  (`$CXX`, else `c++`) on the PATH. Tests use it to tell a machine without
+  a compiler, where the XLA paths are expected, from a broken build."""
+  compiler = shlex.split(os.environ.get('CXX') or 'c++')
+  return (platform.system() == 'Linux' and bool(compiler)
+          and shutil.which(compiler[0]) is not None)
 
 
 class Kernel:

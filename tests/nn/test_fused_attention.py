@@ -11,11 +11,16 @@ import numpy as np
 import pytest
 
 from lm_jax.models.gpt import GPT, GPTConfig
-from lm_jax.nn import attention, fused_attention
+from lm_jax.nn import attention, cpu_kernels, fused_attention
 
 pytestmark = pytest.mark.skipif(
-    not fused_attention.available(),
+    not cpu_kernels.can_build(),
     reason='no C++ compiler to build the fused attention kernel')
+
+
+def test_the_kernel_builds_where_a_compiler_exists():
+  # A build failure is a failure, not a skip of every test below.
+  assert fused_attention.available()
 
 
 # np.testing.assert_allclose's tolerances, leaf by leaf.

@@ -14,11 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax.nn import fused_lstm, recurrent
+from lm_jax.nn import cpu_kernels, fused_lstm, recurrent
 
 pytestmark = pytest.mark.skipif(
-    not fused_lstm.available(),
+    not cpu_kernels.can_build(),
     reason='no C++ compiler to build the fused LSTM kernel')
+
+
+def test_the_kernel_builds_where_a_compiler_exists():
+  # A build failure is a failure, not a skip of every test below.
+  assert fused_lstm.available()
 
 
 # np.testing.assert_allclose's tolerances, leaf by leaf.
