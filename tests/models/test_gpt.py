@@ -105,7 +105,10 @@ def test_gpt_bfloat16_compute_keeps_float32_params_and_logits(make_tiny_gpt):
   chex.assert_type(logits, jnp.float32)
   model32, _ = make_tiny_gpt()
   reference = jax.jit(model32.apply)({'params': params}, tokens)
-  np.testing.assert_allclose(logits, reference, atol=0.05)
+  # Within bfloat16's rounding (3e-3 measured at this size), yet not equal:
+  # the bfloat16 setting is really used.
+  np.testing.assert_allclose(logits, reference, atol=0.01)
+  assert np.abs(np.asarray(logits) - np.asarray(reference)).max() > 0
 
 
 def test_build_model_sizes_gpt_from_the_run_config(make_tiny_config):

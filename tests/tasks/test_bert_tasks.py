@@ -108,8 +108,7 @@ def test_mlm_continues_from_an_import(raw_dir, tmp_path):
   params = task.pretrained_params(fresh)
   *_, source = load_bert_run(imported)
   for part in ('encoder', 'pooler', 'mlm_head'):
-    for a, b in zip(_leaves(params[part]), _leaves(source[part])):
-      np.testing.assert_array_equal(a, b)
+    _assert_trees_equal(params[part], source[part])
 
 
 def test_mlm_wrong_model_is_an_error(raw_dir, tmp_path):
@@ -151,13 +150,18 @@ def test_fine_tuning_starts_from_the_imported_encoder(raw_dir, tmp_path):
   assert tokenizer.vocab == fake_hf_bert.VOCAB and step == 2
   *_, source = load_bert_run(imported)
   for part in ('encoder', 'pooler'):
-    for a, b in zip(_leaves(params[part]), _leaves(source[part])):
-      np.testing.assert_array_equal(a, b)
+    _assert_trees_equal(params[part], source[part])
   assert params['classifier']['kernel'].shape == (32, 2)
 
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def _assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(_leaves(a), _leaves(b)):
+    np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.slow  # two runs: about 25 s

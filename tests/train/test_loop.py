@@ -28,6 +28,16 @@ from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 
 
+@pytest.fixture(scope='session')
+def make_tiny_config(make_tiny_config):
+  """The session's tiny config with dropout on: a resumed run must then
+  restore its random keys too, or it no longer equals the uninterrupted
+  one."""
+  def make(**overrides):
+    return make_tiny_config(**{'dropout_rate': 0.1, **overrides})
+  return make
+
+
 class _Crash(Exception):
   """Stands in for the process being killed."""
 
@@ -100,6 +110,7 @@ def _assert_records_close(a, b):
 
 
 def _assert_params_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
                           jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7,
