@@ -304,4 +304,8 @@ def load(path: str) -> Tokenizer:
   kinds = {**_KINDS, WordPieceTokenizer.kind: WordPieceTokenizer}
   if kind not in kinds:
     raise ValueError(f'{path}: unknown tokenizer kind {kind!r}')
-  return kinds[kind](**state)
+  try:
+    return kinds[kind](**state)
+  except TypeError as e:  # a field the tokenizer does not take, or lacks
+    raise ValueError(f'{path} is not a {kind} tokenizer file ({e}); '
+                     'restore it, or train the run again') from None

@@ -125,6 +125,15 @@ def test_misaligned_files_are_an_error(tmp_path):
                str(tmp_path / 'cache'))
 
 
+def test_a_tatoeba_line_without_a_tab_names_its_line(tmp_path):
+  raw = tmp_path / 'raw' / 'tatoeba_kor_eng'
+  raw.mkdir(parents=True)
+  (raw / 'kor.txt').write_text('Hi.\t안녕.\tCC-BY\nGo.\n', encoding='utf-8')
+  with pytest.raises(ValueError, match='line 2 has no tab'):
+    load_pairs('tatoeba_kor_eng', 'train', 'ko', 'en', str(tmp_path / 'raw'),
+               str(tmp_path / 'cache'))
+
+
 def test_missing_data_names_the_file_and_the_data_dir(tmp_path, offline):
   empty = tmp_path / 'empty'
   empty.mkdir()

@@ -73,6 +73,22 @@ def test_gzipped_raw_file_gives_the_same_splits_as_the_plain_one(
   assert splits == {'train': text[:cut], 'validation': text[cut:]}
 
 
+@pytest.mark.parametrize('damage', ['cut', 'not_gzip', 'not_utf8'])
+def test_a_damaged_raw_file_is_one_error_naming_it(tmp_path, damage):
+  raw = tmp_path / 'raw'
+  (raw / 'tiny_shakespeare').mkdir(parents=True)
+  path = raw / 'tiny_shakespeare' / 'input.txt.gz'
+  if damage == 'cut':  # a copy or download stopped half-way
+    path.write_bytes(gzip.compress(b'First Citizen:\n' * 5000)[:200])
+  elif damage == 'not_gzip':
+    path.write_bytes(b'no gzip here')
+  else:
+    path.write_bytes(gzip.compress(b'caf\xe9\n'))  # Latin-1, not UTF-8
+  with pytest.raises(ValueError, match='is not readable as UTF-8 gzip') as e:
+    load_text('tiny_shakespeare', 'train', str(raw), str(tmp_path / 'cache'))
+  assert str(path) in str(e.value)
+
+
 def test_corpus_with_split_files_reads_each_split_from_its_file(tmp_path):
   raw = tmp_path / 'raw'
   (raw / 'ptb').mkdir(parents=True)

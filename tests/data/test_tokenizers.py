@@ -72,6 +72,13 @@ def test_load_rejects_unknown_tokenizer_kinds(tmp_path):
     tokenizers.load(str(path))
 
 
+def test_load_rejects_a_tokenizer_file_with_a_foreign_field(tmp_path):
+  path = tmp_path / 'tokenizer.json'
+  path.write_text(json.dumps({'kind': 'char', 'chars': 'ab', 'merges': []}))
+  with pytest.raises(ValueError, match='not a char tokenizer file'):
+    tokenizers.load(str(path))
+
+
 PTB_LIKE = 'the cat sat\non the mat\nthe end\n'
 
 

@@ -169,8 +169,16 @@ class ParallelCorpusBuilder(RawFileBuilder):
                            f'{len(first)} lines against {len(second)}')
         out[split] = list(zip(first, second))
       return out
-    rows = [line.split('\t')[:2] for line in
-            _read_lines(self.raw_file('all')) if line]
+    path = self.raw_file('all')
+    rows = []
+    for number, line in enumerate(_read_lines(path), 1):
+      if not line:
+        continue
+      row = line.split('\t')[:2]
+      if len(row) < 2:
+        raise ValueError(f'{path} line {number} has no tab: each line is '
+                         'a sentence, a tab and its translation')
+      rows.append(row)
     splits = split_by_sentence(linked_groups(rows), corpus.split_fractions,
                                corpus.split_seed)
     names = ('train', 'validation', 'test')

@@ -38,10 +38,21 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def read_text(path: str, newline: Optional[str] = None) -> str:
-  """A UTF-8 file's text, `.gz` or plain; `newline` as `open` takes it."""
-  opener = gzip.open if path.endswith('.gz') else open
-  with opener(path, 'rt', encoding='utf-8', newline=newline) as f:
-    return f.read()
+  """A UTF-8 file's text, `.gz` or plain; `newline` as `open` takes it.
+
+  Raises:
+    ValueError: the file is damaged (a cut or false gzip, not UTF-8); the
+      message names it.
+  """
+  gzipped = path.endswith('.gz')
+  opener = gzip.open if gzipped else open
+  try:
+    with opener(path, 'rt', encoding='utf-8', newline=newline) as f:
+      return f.read()
+  except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+    what = 'UTF-8 gzip' if gzipped else 'UTF-8 text'
+    raise ValueError(f'{path} is not readable as {what} ({e}); copy or '
+                     'download it again') from None
 
 
 def download(url: str, target: str, timeout: float = 30.0) -> None:
