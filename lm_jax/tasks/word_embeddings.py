@@ -39,6 +39,7 @@ from lm_jax.data.builders.text_corpus import load_text
 from lm_jax.evaluation import word_similarity
 from lm_jax.models import fasttext, glove, word2vec
 from lm_jax.tasks.base import Metrics, Task
+from lm_jax.train import parallel
 
 log = logging.getLogger('lm_jax')
 VECTORS_FILE = 'vectors.txt'
@@ -139,6 +140,16 @@ class Word2VecTask(EmbeddingTask):
 
   def _prepare_model(self) -> None:
     cfg = self.config
+    # The negatives are one row per group of `share_negatives` examples,
+    # split over the devices like the batch: the groups must split evenly.
+    devices = parallel.mesh_size(cfg.num_devices)
+    if (cfg.share_negatives < 1 or cfg.batch_size % cfg.share_negatives
+        or (cfg.batch_size // cfg.share_negatives) % devices):
+      raise ValueError(
+          f'batch_size {cfg.batch_size} in groups of share_negatives '
+          f'{cfg.share_negatives} must give a whole number of groups that '
+          f'splits over the {devices} devices; choose a share_negatives '
+          'that divides batch_size / devices')
     self._keep = word_pairs.keep_probabilities(self.vocab.counts,
                                                cfg.subsample)
     self._noise = word_pairs.NoiseSampler(self.vocab.counts, cfg.noise_power)

@@ -136,6 +136,16 @@ def test_exact_validation_pass_covers_every_pair_once(corpus_dir):
   assert task.steps_per_epoch == -(-examples // 256)
 
 
+@pytest.mark.parametrize('batch_size,share,devices',
+                         [(256, 128, 4), (256, 3, 1), (256, 0, 1)])
+def test_negative_groups_that_do_not_split_over_the_devices_are_refused(
+    corpus_dir, batch_size, share, devices):
+  task = tasks.make_task(_config(corpus_dir, 'word2vec', num_devices=devices,
+                                 batch_size=batch_size, share_negatives=share))
+  with pytest.raises(ValueError, match='share_negatives'):
+    task.prepare()
+
+
 def test_fasttext_unseen_word_and_neighbours_command(corpus_dir, tmp_path):
   config = _config(corpus_dir, **MODELS['fasttext'])
   loop.train_and_evaluate(config, str(tmp_path))
