@@ -73,16 +73,44 @@ def accuracy(logits: Array, targets: Array,
              weights: Optional[Array] = None) -> tuple[Array, Array]:
   """(number of correct argmax predictions, number of weighted positions).
 
-  A prediction is correct when the target's logit is the largest. That is
-  argmax == target but for exact ties (which count as correct here), and it
-  is a max-reduction instead of argmax's index-carrying one, which XLA's CPU
-  backend runs several times slower: over a 10k-word vocabulary, argmax
-  alone took a tenth of an LSTM LM's training step.
+  A prediction is correct when the target's logit is the largest; where k
+  classes tie for the largest, each counts 1/k, argmax's accuracy with ties
+  broken at random. Ties are rare in float32 but common in logits computed
+  in bfloat16, and counting each as a hit would flatter such a model (one
+  with constant logits would score 100%).
+
+  The common case costs one max-reduction over the rivals' logits, as the
+  plain test did (argmax's index-carrying reduction runs several times
+  slower on XLA's CPU backend: over a 10k-word vocabulary it alone took a
+  tenth of an LSTM LM's training step); the ties are counted, in a second
+  pass, only in a batch that has some.
   """
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
-  correct = (target_logit[..., 0] >= jnp.max(logits, axis=-1)).astype(
-      jnp.float32)
-  return _weighted_sum(correct, weights)
+  # A NaN logit anywhere makes the best rival NaN: the row counts as wrong.
+  best_rival = jnp.max(_rivals(logits, targets), axis=-1, keepdims=True)
+
+  def shared_ties(logits, targets, target_logit, best_rival):
+    # Rebuilt here from `logits`: an operand would be a [..., vocab] copy.
+    ties = jnp.sum(_rivals(logits, targets) == target_logit, axis=-1,
+                   keepdims=True, dtype=jnp.float32)
+    return jnp.where(target_logit > best_rival, 1.0, jnp.where(
+        target_logit == best_rival, 1.0 / (1.0 + ties), 0.0))
+
+  def no_ties(logits, targets, target_logit, best_rival):
+    del logits, targets
+    return (target_logit > best_rival).astype(jnp.float32)
+
+  correct = jax.lax.cond(jnp.any(target_logit == best_rival), shared_ties,
+                         no_ties, logits, targets, target_logit, best_rival)
+  return _weighted_sum(correct[..., 0], weights)
+
+
+def _rivals(logits: Array, targets: Array) -> Array:
+  """`logits` with each target's own set to -inf."""
+  is_target = (jax.lax.broadcasted_iota(jnp.int32, logits.shape,
+                                        logits.ndim - 1)
+               == targets[..., None])
+  return jnp.where(is_target, -jnp.inf, logits)
 
 
 def token_metrics(logits: Array, targets: Array,

@@ -80,6 +80,16 @@ def test_accuracy_counts_weighted_correct_argmax(batch):
   assert float(count) == weights.sum()
 
 
+def test_accuracy_shares_a_tie_for_the_largest_logit():
+  """Logits that tie (common in bfloat16) are not all counted as hits: a
+  model with constant logits scores 1 / vocabulary, not 100%."""
+  logits = jnp.zeros((2, 3, 8))
+  targets = jnp.zeros((2, 3), jnp.int32)
+  np.testing.assert_allclose(losses.accuracy(logits, targets)[0], 6 / 8)
+  logits = jnp.array([[1.0, 3.0, 3.0, 0.0]])
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1]))[0], 0.5)
+
+
 def test_softmax_cross_entropy_and_its_gradient_match_optax():
   rng = np.random.default_rng(3)
   logits = jnp.asarray(rng.normal(0, 30, (3, 5, 50)), jnp.float32)

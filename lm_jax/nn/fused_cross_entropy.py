@@ -86,8 +86,8 @@ def softmax_cross_entropy(logits: Array, targets: Array
   """-log softmax(logits)[target], and whether the target is the argmax.
 
   Equal, to float32 rounding, to `lm_jax.losses.softmax_cross_entropy`
-  and to `lm_jax.losses.accuracy`'s test (the target's logit is the row's
-  largest, ties counting as correct), for logits that are finite or -inf;
+  and to `lm_jax.losses.accuracy`'s (the target's logit is the row's
+  largest; a tie between k classes counts 1/k), for logits finite or -inf;
   a row with a NaN or +inf logit has a NaN loss and counts as wrong.
 
   Args:
@@ -95,7 +95,7 @@ def softmax_cross_entropy(logits: Array, targets: Array
     targets: int `[...]`, in `[0, vocab)`.
 
   Returns:
-    (losses `[...]` float32, correct `[...]` float32 0 or 1).
+    (losses `[...]` float32, correct `[...]` float32 in [0, 1]).
   """
   shape = targets.shape
   if shape != logits.shape[:-1]:  # the kernel reads one target a row

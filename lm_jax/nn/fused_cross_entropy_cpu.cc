@@ -15,7 +15,7 @@
 //            out: loss [N] (log-sum-exp minus the target's logit),
 //                 lse [N] (log-sum-exp, kept for the backward),
 //                 correct [N] (1 where the target's logit is the row's
-//                 largest, ties included, else 0).
+//                 largest; 1/k where k classes tie for it; else 0).
 //   backward in:  logits, targets, lse, d_loss [N].
 //            out: d_logits [N, V] = d_loss * (softmax - one-hot).
 // A target outside [0, V) contributes no target logit (loss = lse), as a
@@ -60,6 +60,18 @@ float RowMax(const float* row, int64_t classes) {
   return out;
 }
 
+// How many of the row's logits equal `m`.
+int64_t RowCountEqual(const float* row, int64_t classes, float m) {
+  IVec counts = IVec{};
+  int64_t j = 0;
+  // A vector comparison gives -1 in each lane where it holds.
+  for (; j + kLanes <= classes; j += kLanes) counts -= Load(row + j) == m;
+  int64_t out = 0;
+  for (int i = 0; i < kLanes; ++i) out += counts[i];
+  for (; j < classes; ++j) out += row[j] == m;
+  return out;
+}
+
 float RowSumExp(const float* row, int64_t classes, float shift) {
   // Two accumulators: the adds of consecutive vectors do not wait on each
   // other.
@@ -89,8 +101,11 @@ void Forward(ffi::ThreadPool& pool, const float* logits,
       lse[r] = log_sum;
       loss[r] = log_sum - target;
       // A row with a NaN logit (its sum of exponentials is NaN, though the
-      // maximum skips NaN) counts as wrong, as in lm_jax.losses.accuracy.
-      correct[r] = valid && target >= m && log_sum == log_sum ? 1.0f : 0.0f;
+      // maximum skips NaN) counts as wrong, as in lm_jax.losses.accuracy;
+      // a tie for the largest is shared, as there too.
+      correct[r] = valid && target >= m && log_sum == log_sum
+                       ? 1.0f / RowCountEqual(row, classes, m)
+                       : 0.0f;
     }
   });
 }

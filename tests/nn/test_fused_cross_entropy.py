@@ -63,11 +63,16 @@ def test_losses_accuracy_and_gradients_equal_the_reference(shape, vocab):
          grad(_reference, logits, targets, weights), atol=1e-6)
 
 
-def test_a_tie_with_the_largest_logit_counts_as_correct():
-  logits = jnp.array([[1.0, 3.0, 3.0], [2.0, 0.0, 1.0], [0.0, 1.0, 5.0]])
-  targets = jnp.array([2, 2, 2])
+def test_a_tie_for_the_largest_logit_is_shared_between_the_tied_classes():
+  # 40 classes: the count runs through the vector lanes and the tail.
+  logits = jnp.zeros((4, 40)).at[0, 1:3].set(3.0).at[1, 0].set(2.0)
+  logits = logits.at[3, :].set(jnp.arange(40.0) % 3)
+  targets = jnp.array([2, 2, 7, 5])
   _, correct = fused_cross_entropy.softmax_cross_entropy(logits, targets)
-  _close(correct, jnp.array([1.0, 0.0, 1.0]), atol=0.0)
+  # Row 2 is constant: one fortieth; row 3 has 13 classes at its top, 2.
+  want = jnp.array([0.5, 0.0, 1 / 40, 1 / 13])
+  _close(correct, want, atol=0.0)
+  _close(losses.accuracy(logits, targets)[0], jnp.sum(want))  # XLA's agrees
 
 
 def test_a_row_with_a_nan_logit_counts_as_wrong():
