@@ -60,7 +60,9 @@ class AdditiveAttention(nn.Module):
     self.memory_proj = nn.Dense(self.features, dtype=self.dtype, name='U')
     self.query_proj = nn.Dense(self.features, use_bias=False,
                                dtype=self.dtype, name='W')
-    self.score = nn.Dense(1, use_bias=False, dtype=self.dtype, name='v')
+    # Scores in float32, as the softmax: rounded to bfloat16 first, close
+    # scores would lose their order.
+    self.score = nn.Dense(1, use_bias=False, dtype=jnp.float32, name='v')
 
   def keys(self, memory: Array) -> Array:
     """`[batch, src, memory_dim]` -> `U h` `[batch, src, features]`."""
@@ -97,7 +99,8 @@ class AttentivePooling(nn.Module):
     -> `[batch, dim]` (zeros for a row with no real position)."""
     energy = jnp.tanh(nn.Dense(self.features, dtype=self.dtype,
                                name='U')(states))
-    scores = nn.Dense(1, use_bias=False, dtype=self.dtype, name='v')(energy)
+    scores = nn.Dense(1, use_bias=False, dtype=jnp.float32,  # as softmax
+                      name='v')(energy)
     return _context(masked_softmax(scores[..., 0], mask), states)
 
 
@@ -137,7 +140,7 @@ class LuongAttention(nn.Module):
       self.memory_proj = nn.Dense(width, dtype=self.dtype, name='W_memory')
       self.query_proj = nn.Dense(width, use_bias=False, dtype=self.dtype,
                                  name='W_query')
-      self.v = nn.Dense(1, use_bias=False, dtype=self.dtype, name='v')
+      self.v = nn.Dense(1, use_bias=False, dtype=jnp.float32, name='v')
     elif self.score != 'dot':
       raise ValueError(f'unknown Luong score {self.score!r}; known: '
                        f'{LUONG_SCORES}')
@@ -168,6 +171,7 @@ class LuongAttention(nn.Module):
       energy = jnp.tanh(keys + self.query_proj(query)[:, None, :])
       scores = self.v(energy)[..., 0]
     else:
-      scores = jnp.einsum('bd,bsd->bs', query, keys)
+      scores = jnp.einsum('bd,bsd->bs', query, keys,
+                          preferred_element_type=jnp.float32)
     weights = masked_softmax(scores, mask)
     return _context(weights, memory), weights
