@@ -184,6 +184,12 @@ class MultiHeadAttention(nn.Module):
       `[batch, q_length, out_features]` (and `[batch, heads, q, k]` weights).
     """
     features = inputs_q.shape[-1]
+    if not self.head_dim and (features % self.num_heads
+                              or features < self.num_heads):
+      # Silently narrower heads (or none) otherwise.
+      raise ValueError(f'{features} features do not split into '
+                       f'{self.num_heads} attention heads: choose a width '
+                       'that divides by num_heads')
     head_dim = self.head_dim or features // self.num_heads
     out_features = self.out_features or features
     dense = lambda n, name: nn.DenseGeneral(  # noqa: E731

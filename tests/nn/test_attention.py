@@ -157,6 +157,14 @@ def test_multi_head_attention_kv_cache_matches_full_causal_attention():
   assert np.isnan(np.asarray(out)).all()
 
 
+@pytest.mark.parametrize('features,heads', [(130, 4), (6, 8)])
+def test_a_width_that_does_not_split_into_the_heads_is_refused(features,
+                                                               heads):
+  layer = attention.MultiHeadAttention(num_heads=heads)
+  with pytest.raises(ValueError, match='do not split into'):
+    layer.init(jax.random.key(0), jnp.zeros((1, 3, features)))
+
+
 def test_kv_cache_rejects_cross_attention():
   mha = attention.MultiHeadAttention(num_heads=2)
   x = jnp.ones((1, 3, 8))
