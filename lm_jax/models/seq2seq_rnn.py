@@ -64,6 +64,9 @@ class Seq2SeqRNNConfig:
       as bentrevett's notebooks do, at several times the cost.
     encoder_layers: stacked bi-directional encoder layers.
     dropout_rate: dropout on the embeddings and between encoder layers.
+    forget_bias: the LSTMs' forget-gate bias (encoder and decoder).
+    fused: the encoder's LSTMs through `lm_jax.nn.fused_lstm` where it
+      applies; False keeps the scan over the cell.
     bos_id: the decoder's first input.
     dtype: computation dtype.
   """
@@ -79,6 +82,8 @@ class Seq2SeqRNNConfig:
   readout_dim: int = 512
   encoder_layers: int = 1
   dropout_rate: float = 0.5
+  forget_bias: float = 0.0
+  fused: bool = True
   bos_id: int = 2
   dtype: str = 'float32'
 
@@ -101,7 +106,9 @@ class _DecoderStep(nn.Module):
   def setup(self):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
-    self.cell = CELLS[cfg.cell](features=cfg.decoder_dim, dtype=dtype)
+    extra = {'forget_bias': cfg.forget_bias} if cfg.cell == 'lstm' else {}
+    self.cell = CELLS[cfg.cell](features=cfg.decoder_dim, dtype=dtype,
+                                **extra)
     # The step's input is [y; extra]: the cell projects y for all steps at
     # once, this projects the part only known step by step.
     self.extra = nn.Dense(self.cell.num_gates * cfg.decoder_dim,
@@ -245,7 +252,9 @@ class Seq2SeqRNN(nn.Module):
     self.encoder = StackedRNN(cfg.cell, cfg.encoder_dim,
                               num_layers=cfg.encoder_layers,
                               bidirectional=True,
-                              dropout_rate=cfg.dropout_rate, dtype=dtype)
+                              dropout_rate=cfg.dropout_rate,
+                              forget_bias=cfg.forget_bias, fused=cfg.fused,
+                              dtype=dtype)
     self.bridge = nn.Dense(cfg.decoder_dim, dtype=dtype)
     if cfg.cell == 'lstm':
       self.bridge_cell = nn.Dense(cfg.decoder_dim, dtype=dtype)

@@ -52,6 +52,7 @@ class TransformerSeq2SeqConfig:
     pre_norm: LayerNorm before each sub-layer (and after each stack), which
       trains stably without a long warm-up; False is the paper's post-LN.
     activation: MLP activation ('relu' in the paper).
+    use_bias: biases in the projections and LayerNorms (the paper's).
     bos_id: the decoder's first input.
     dtype: computation dtype ('float32' or 'bfloat16').
   """
@@ -67,6 +68,7 @@ class TransformerSeq2SeqConfig:
   share_embeddings: str = 'all'
   pre_norm: bool = True
   activation: str = 'relu'
+  use_bias: bool = True
   bos_id: int = 2
   dtype: str = 'float32'
 
@@ -116,6 +118,7 @@ class _Stack(nn.Module):
           attention_dropout_rate=cfg.attention_dropout_rate,
           pre_norm=cfg.pre_norm, cross_attention=self.decoder,
           activation=cfg.activation, num_layers=cfg.num_layers,
+          use_bias=cfg.use_bias,
           # Glorot, as the paper's reference code: projections of the size
           # of its unit-variance token vectors (GPT-2's N(0, 0.02) suits
           # embeddings as small and leaves these blocks mute at first).
@@ -125,7 +128,8 @@ class _Stack(nn.Module):
               encoder_mask=encoder_mask, deterministic=not train,
               decode=decode)
     if cfg.pre_norm:
-      x = nn.LayerNorm(dtype=dtype, name='final_norm')(x)
+      x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype,
+                       name='final_norm')(x)
     return x
 
 

@@ -45,8 +45,8 @@ def build_model(config, source_vocab_size: int, target_vocab_size: int
         mlp_dim=config.mlp_ratio * config.embed_dim,
         dropout_rate=config.dropout_rate,
         share_embeddings=config.share_embeddings, pre_norm=config.pre_norm,
-        activation=config.activation, bos_id=_SP.BOS_ID,
-        dtype=config.compute_dtype))
+        activation=config.activation, use_bias=config.use_bias,
+        bos_id=_SP.BOS_ID, dtype=config.compute_dtype))
   if config.model == 'seq2seq_rnn':
     return Seq2SeqRNN(Seq2SeqRNNConfig(
         source_vocab_size=source_vocab_size,
@@ -56,6 +56,7 @@ def build_model(config, source_vocab_size: int, target_vocab_size: int
         attention_dim=config.attention_size,
         readout_dim=config.readout_size,
         encoder_layers=config.num_layers, dropout_rate=config.dropout_rate,
+        forget_bias=config.forget_bias, fused=config.fused_lstm,
         bos_id=_SP.BOS_ID, dtype=config.compute_dtype))
   raise ValueError(f"task 'translate' has no model {config.model!r}; use "
                    "'seq2seq_rnn' or 'transformer_seq2seq'")

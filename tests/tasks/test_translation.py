@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -281,3 +282,21 @@ def test_eval_steps_zero_translates_the_whole_test_split(make_config,
   task.prepare()
   assert len(task.raw['test'][0]) > config.batch_size
   assert 0 <= results['eval_bleu'] <= 100
+
+
+def test_the_model_builder_passes_on_every_key_it_is_given():
+  """Keys the models read from the run config, not silently their own
+  defaults."""
+  config = multi30k_gru_bahdanau.get_config()
+  config.cell, config.forget_bias, config.fused_lstm = 'lstm', 1.0, False
+  rnn = translation.build_model(config, 50, 60).config
+  assert (rnn.forget_bias, rnn.fused, rnn.cell) == (1.0, False, 'lstm')
+  config = multi30k_transformer.get_config()
+  config.num_layers, config.embed_dim, config.num_heads = 1, 16, 2
+  config.use_bias = False
+  model = translation.build_model(config, 50, 50)
+  params = model.init(jax.random.key(0), np.ones((1, 3), np.int32),
+                      np.ones((1, 3), np.int32))['params']
+  paths = [jax.tree_util.keystr(p)
+           for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+  assert not [p for p in paths if 'block' in p and 'bias' in p], paths
