@@ -28,11 +28,12 @@ from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 
 
-@pytest.fixture(scope='session')
-def make_tiny_config(make_tiny_config):
-  """The session's tiny config with dropout on: a resumed run must then
-  restore its random keys too, or it no longer equals the uninterrupted
-  one."""
+@pytest.fixture(scope='module')
+def make_run_config(make_tiny_config):
+  """`make_tiny_config` with dropout on: a resumed run must then restore
+  its random keys too, or it no longer equals the uninterrupted one. (Not
+  an override of that name: session fixtures such as `tiny_task` would
+  take it, and other modules' tests would see dropout.)"""
   def make(**overrides):
     return make_tiny_config(**{'dropout_rate': 0.1, **overrides})
   return make
@@ -140,9 +141,9 @@ def _wait_for_checkpoint(workdir, step, timeout=30.0):
 
 
 @pytest.fixture(scope='module')
-def uninterrupted(make_tiny_config, tmp_path_factory):
+def uninterrupted(make_run_config, tmp_path_factory):
   """The reference: 12 uninterrupted steps of the tiny config."""
-  config = make_tiny_config()
+  config = make_run_config()
   workdir = tmp_path_factory.mktemp('uninterrupted')
   results, seen = _train(config, workdir)
   return {'config': config, 'workdir': str(workdir), 'results': results,
@@ -195,17 +196,17 @@ def test_final_evaluation_is_the_exact_mean_over_the_validation_split(
 
 
 def test_relaunch_with_more_steps_equals_uninterrupted_run(
-    uninterrupted, make_tiny_config, tmp_path, caplog):
+    uninterrupted, make_run_config, tmp_path, caplog):
   """6 steps, then the same workdir relaunched for 12 (the schedule is
   pinned by decay_steps=12 in both)."""
   caplog.set_level(logging.INFO, logger='lm_jax')
-  first, first_seen = _train(make_tiny_config(num_train_steps=6), tmp_path)
+  first, first_seen = _train(make_run_config(num_train_steps=6), tmp_path)
   assert first is not None and len(first_seen) == 6
   reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
   assert reader.steps() == [6]
   reader.close()
 
-  results, seen = _train(make_tiny_config(), tmp_path)
+  results, seen = _train(make_run_config(), tmp_path)
   assert 'resumed from the checkpoint at step 6' in caplog.text
   # The data iterator resumed where it stopped: the same 12 batches.
   assert len(seen) == 6
@@ -216,7 +217,7 @@ def test_relaunch_with_more_steps_equals_uninterrupted_run(
   for key, value in results.items():
     np.testing.assert_allclose(value, uninterrupted['results'][key],
                                rtol=1e-6, err_msg=key)
-  step, params = _final_params(tmp_path, make_tiny_config())
+  step, params = _final_params(tmp_path, make_run_config())
   assert step == 12
   _assert_params_equal(params, uninterrupted['params'])
   _assert_records_close(_records(tmp_path, 'train_'),
@@ -224,13 +225,13 @@ def test_relaunch_with_more_steps_equals_uninterrupted_run(
 
 
 def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
-                                                     make_tiny_config,
+                                                     make_run_config,
                                                      tmp_path, caplog):
   """Killed while fetching the batch of step 10, after step 9's metrics
   were written but long after the step-6 checkpoint: the relaunch resumes
   at step 6, trains 7-12 again and rewrites metrics.jsonl from step 7."""
   caplog.set_level(logging.INFO, logger='lm_jax')
-  config = make_tiny_config()
+  config = make_run_config()
   crashed, crashed_seen = _train(config, tmp_path, crash_at=10)
   assert crashed is None and len(crashed_seen) == 9
   assert [r['step'] for r in _records(tmp_path, 'train_')] == [3, 6, 9]
@@ -246,15 +247,15 @@ def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
 
 
 def test_a_run_resumed_on_fewer_devices_equals_the_uninterrupted_run(
-    uninterrupted, make_tiny_config, tmp_path):
+    uninterrupted, make_run_config, tmp_path):
   """Steps 1-6 on all 4 devices, 7-12 on 2 (a host with fewer chips): the
   checkpoint is restored onto the smaller mesh and training goes on as if
   nothing had changed, dropout included, up to the all-reduces' order.
   (Step 6's records differ: that run's last evaluation was whole.)"""
   assert jax.device_count() == 4
-  first, _ = _train(make_tiny_config(num_train_steps=6), tmp_path)
+  first, _ = _train(make_run_config(num_train_steps=6), tmp_path)
   assert first is not None
-  config = make_tiny_config(num_devices=2)
+  config = make_run_config(num_devices=2)
   results, _ = _train(config, tmp_path)
   for key, value in results.items():
     np.testing.assert_allclose(value, uninterrupted['results'][key],
@@ -265,11 +266,11 @@ def test_a_run_resumed_on_fewer_devices_equals_the_uninterrupted_run(
 
 
 def test_resume_between_two_log_steps_logs_the_uninterrupted_window(
-    make_tiny_config, tmp_path):
+    make_run_config, tmp_path):
   """Logs every 4 steps, checkpoints every 6, killed fetching step 8's
   batch: the relaunch from step 6 logs step 8's train loss over steps 5-8,
   as the uninterrupted run does, not over 7-8 alone."""
-  config = make_tiny_config(log_every=4)
+  config = make_run_config(log_every=4)
   reference = tmp_path / 'uninterrupted'
   _train(config, reference)
   resumed = tmp_path / 'resumed'
@@ -295,12 +296,12 @@ def test_checkpoint_data_item_round_trips_and_reads_the_old_layout():
 
 @pytest.mark.parametrize('steps_per_call', [2, 3])
 def test_several_steps_per_call_equal_one_per_call(uninterrupted,
-                                                   make_tiny_config,
+                                                   make_run_config,
                                                    tmp_path, steps_per_call):
   """Steps scanned inside one jit call (2: mixed with single steps up to
   each log step; 3: every call) train on the same batches to the same
   parameters, records and checkpoints as one step per call."""
-  config = make_tiny_config(steps_per_call=steps_per_call)
+  config = make_run_config(steps_per_call=steps_per_call)
   results, seen = _train(config, tmp_path)
   for i, (got, expected) in enumerate(zip(seen, uninterrupted['seen'])):
     np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 1}')
@@ -313,11 +314,11 @@ def test_several_steps_per_call_equal_one_per_call(uninterrupted,
 
 
 def test_resume_after_crash_with_several_steps_per_call(uninterrupted,
-                                                        make_tiny_config,
+                                                        make_run_config,
                                                         tmp_path):
   """Killed while fetching the batches of steps 10-12 (one call): the
   relaunch resumes at the step-6 checkpoint and ends as the others do."""
-  config = make_tiny_config(steps_per_call=3)
+  config = make_run_config(steps_per_call=3)
   crashed, crashed_seen = _train(config, tmp_path, crash_at=10)
   assert crashed is None and len(crashed_seen) == 9
   _wait_for_checkpoint(str(tmp_path), 6)
@@ -327,9 +328,9 @@ def test_resume_after_crash_with_several_steps_per_call(uninterrupted,
                                 rtol=1e-5)
 
 
-def test_steps_per_call_below_one_is_refused(make_tiny_config, tmp_path):
+def test_steps_per_call_below_one_is_refused(make_run_config, tmp_path):
   with pytest.raises(ValueError, match='steps_per_call'):
-    loop.train_and_evaluate(make_tiny_config(steps_per_call=0),
+    loop.train_and_evaluate(make_run_config(steps_per_call=0),
                             str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run')
 
@@ -402,7 +403,7 @@ def test_a_changed_optimizer_layout_refuses_to_start_over(uninterrupted,
     assert open(os.path.join(workdir, name), 'rb').read() == content, name
 
 
-def test_tokens_per_sec_leaves_evaluation_time_out(make_tiny_config, tmp_path):
+def test_tokens_per_sec_leaves_evaluation_time_out(make_run_config, tmp_path):
   """On a clock where each training batch takes 1 s and each evaluation
   100 s, every logged window reads 64 tokens (4 rows of 16) a second, the
   window 4-8 around the evaluation at step 6 included."""
@@ -426,15 +427,15 @@ def test_tokens_per_sec_leaves_evaluation_time_out(make_tiny_config, tmp_path):
     patch.setattr(LanguageModelingTask, 'train_stream',
                   lambda self, rows: TimedStream(original_stream(self, rows),
                                                  []))
-    loop.train_and_evaluate(make_tiny_config(log_every=4), str(tmp_path))
+    loop.train_and_evaluate(make_run_config(log_every=4), str(tmp_path))
   rates = [(r['step'], r['tokens_per_sec']) for r in read_metrics(str(tmp_path))
            if 'tokens_per_sec' in r]
   assert rates == [(4, 64.0), (8, 64.0), (12, 64.0)]
 
 
 def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
-    make_tiny_config, tmp_path):
-  config = make_tiny_config(log_every=0, eval_steps=0)
+    make_run_config, tmp_path):
+  config = make_run_config(log_every=0, eval_steps=0)
   results = loop.train_and_evaluate(config, str(tmp_path))
   assert [r['step'] for r in _records(tmp_path, 'train_')] == [12]
   evals = _records(tmp_path, 'eval_')
@@ -443,10 +444,10 @@ def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
 
 
 def test_relaunching_a_finished_run_with_eval_steps_0_evaluates_it_whole(
-    make_tiny_config, tmp_path):
+    make_run_config, tmp_path):
   """eval_steps 0 means the whole split, final_eval_full or not, on the
   relaunch of a finished run too (it found no batch to score)."""
-  config = make_tiny_config(eval_steps=0, final_eval_full=False)
+  config = make_run_config(eval_steps=0, final_eval_full=False)
   first = loop.train_and_evaluate(config, str(tmp_path))
   again = loop.train_and_evaluate(config, str(tmp_path))
   np.testing.assert_allclose(again['eval_loss'], first['eval_loss'],
@@ -454,7 +455,7 @@ def test_relaunching_a_finished_run_with_eval_steps_0_evaluates_it_whole(
 
 
 def test_a_resume_has_tensorboard_purge_the_steps_it_trains_again(
-    make_tiny_config, tmp_path, monkeypatch):
+    make_run_config, tmp_path, monkeypatch):
   import tensorboardX
   purges = []
   original = tensorboardX.SummaryWriter.__init__
@@ -464,16 +465,16 @@ def test_a_resume_has_tensorboard_purge_the_steps_it_trains_again(
     original(self, *args, **kwargs)
 
   monkeypatch.setattr(tensorboardX.SummaryWriter, '__init__', init)
-  _train(make_tiny_config(), tmp_path, crash_at=8)
-  _train(make_tiny_config(), tmp_path)
+  _train(make_run_config(), tmp_path, crash_at=8)
+  _train(make_run_config(), tmp_path)
   assert purges == [None, 7]  # resumed from the checkpoint at step 6
 
 
 def test_metrics_summed_early_on_a_long_unlogged_run_log_the_same(
-    make_tiny_config, tmp_path, monkeypatch):
+    make_run_config, tmp_path, monkeypatch):
   """With log_every=0 the loop folds older steps' metrics into host sums
   (here every 3 steps) instead of keeping them all on device."""
-  config = make_tiny_config(log_every=0, checkpoint_every=0)
+  config = make_run_config(log_every=0, checkpoint_every=0)
   loop.train_and_evaluate(config, str(tmp_path / 'kept'))
   monkeypatch.setattr(loop, '_MAX_PENDING', 3)
   sums, original = [], loop._window_sums
@@ -489,11 +490,11 @@ def test_metrics_summed_early_on_a_long_unlogged_run_log_the_same(
                              rtol=1e-9)
 
 
-def test_training_reduces_the_loss(make_tiny_config, tmp_path):
+def test_training_reduces_the_loss(make_run_config, tmp_path):
   """A sanity check no equivalence test can make: the gradient points
   downhill. 48 steps at a high learning rate take the tiny model well
   below the uniform guess on both splits."""
-  config = make_tiny_config(num_train_steps=48, decay_steps=48,
+  config = make_run_config(num_train_steps=48, decay_steps=48,
                             learning_rate=1e-2, min_learning_rate=1e-3,
                             warmup_steps=4, log_every=8, eval_every=0,
                             checkpoint_every=0)
@@ -555,14 +556,14 @@ def test_evaluation_over_many_batches_on_two_cpu_devices_does_not_hang(
 
 @pytest.mark.parametrize('average', [0.0, 0.5])  # param_average_decay
 def test_pretrained_params_are_put_in_once_and_not_on_resume(
-    make_tiny_config, tmp_path, average):
+    make_run_config, tmp_path, average):
   calls = []
 
   def pretrained(self, params):
     calls.append(1)
     return jax.tree.map(lambda x: x * 0 + 0.5, params)
 
-  config = make_tiny_config(num_train_steps=3, checkpoint_every=3,
+  config = make_run_config(num_train_steps=3, checkpoint_every=3,
                             schedule='constant', warmup_steps=0,
                             learning_rate=0.0, weight_decay=0.0,
                             param_average_decay=average)
@@ -572,7 +573,7 @@ def test_pretrained_params_are_put_in_once_and_not_on_resume(
     assert calls == [1]
     _, params = _final_params(tmp_path, config)
     assert all(np.all(np.asarray(x) == 0.5) for x in jax.tree.leaves(params))
-    loop.train_and_evaluate(make_tiny_config(
+    loop.train_and_evaluate(make_run_config(
         num_train_steps=4, checkpoint_every=3, schedule='constant',
         warmup_steps=0, learning_rate=0.0, weight_decay=0.0,
         param_average_decay=average), str(tmp_path))
@@ -580,8 +581,8 @@ def test_pretrained_params_are_put_in_once_and_not_on_resume(
 
 
 def test_with_a_param_average_evaluations_and_checkpoints_use_it(
-    make_tiny_config, tiny_task, tmp_path):
-  config = make_tiny_config(param_average_decay=0.5)
+    make_run_config, tiny_task, tmp_path):
+  config = make_run_config(param_average_decay=0.5)
   results = loop.train_and_evaluate(config, str(tmp_path))
   _, average = _final_params(tmp_path, config)  # as sampling loads it
   saved = ocp.StandardCheckpointer().restore(
@@ -596,46 +597,46 @@ def test_with_a_param_average_evaluations_and_checkpoints_use_it(
 
 
 def test_profile_steps_write_a_trace_and_a_resume_past_them_skips_it(
-    make_tiny_config, tmp_path, caplog):
+    make_run_config, tmp_path, caplog):
   """Steps 2-3 traced; a relaunch after step 6 with a window that began
   before it trains on, without a trace (stopping one never started
   failed)."""
   caplog.set_level(logging.INFO, logger='lm_jax')
   loop.train_and_evaluate(
-      make_tiny_config(num_train_steps=6, profile_steps='2:3'), str(tmp_path))
+      make_run_config(num_train_steps=6, profile_steps='2:3'), str(tmp_path))
   traces = [f for _, _, files in os.walk(tmp_path / 'profile') for f in files]
   assert any(f.endswith('.xplane.pb') for f in traces), traces
   results = loop.train_and_evaluate(
-      make_tiny_config(profile_steps='4:8'), str(tmp_path))
+      make_run_config(profile_steps='4:8'), str(tmp_path))
   assert np.isfinite(results['eval_loss'])
   assert 'profile_steps 4:8 began before step 6' in caplog.text
 
 
-def test_a_profile_window_past_the_end_is_traced_to_the_end(make_tiny_config,
+def test_a_profile_window_past_the_end_is_traced_to_the_end(make_run_config,
                                                             tmp_path):
   loop.train_and_evaluate(
-      make_tiny_config(num_train_steps=6, profile_steps='5:100'),
+      make_run_config(num_train_steps=6, profile_steps='5:100'),
       str(tmp_path))
   traces = [f for _, _, files in os.walk(tmp_path / 'profile') for f in files]
   assert any(f.endswith('.xplane.pb') for f in traces), traces
 
 
 def test_a_run_failing_inside_its_profile_window_stops_and_keeps_the_trace(
-    make_tiny_config, tmp_path):
+    make_run_config, tmp_path):
   """The steps traced before the error are written; a trace left running
   would also refuse the next run's (one per process)."""
-  crashed, _ = _train(make_tiny_config(profile_steps='2:6'), tmp_path,
+  crashed, _ = _train(make_run_config(profile_steps='2:6'), tmp_path,
                       crash_at=4)
   assert crashed is None
   traces = [f for _, _, files in os.walk(tmp_path / 'profile') for f in files]
   assert any(f.endswith('.xplane.pb') for f in traces), traces
   results = loop.train_and_evaluate(
-      make_tiny_config(num_train_steps=6, profile_steps='5:6'),
+      make_run_config(num_train_steps=6, profile_steps='5:6'),
       str(tmp_path / 'next'))
   assert np.isfinite(results['eval_loss'])
 
 
-def test_a_failed_run_closes_its_checkpointer(make_tiny_config, tmp_path,
+def test_a_failed_run_closes_its_checkpointer(make_run_config, tmp_path,
                                               monkeypatch):
   """An open asynchronous checkpointer left to the interpreter's exit can
   hang it: the error's way out closes it (and the error still surfaces)."""
@@ -647,7 +648,7 @@ def test_a_failed_run_closes_its_checkpointer(make_tiny_config, tmp_path,
     original(self)
 
   monkeypatch.setattr(checkpoint.Checkpointer, 'close', close)
-  crashed, seen = _train(make_tiny_config(), tmp_path, crash_at=8)
+  crashed, seen = _train(make_run_config(), tmp_path, crash_at=8)
   assert crashed is None and len(seen) == 7
   assert closed == [True]
   reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
