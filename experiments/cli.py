@@ -145,7 +145,9 @@ def _read_run_config(workdir: str) -> dict:
   not a run's."""
   try:
     return read_run_config(workdir)
-  except (OSError, ValueError) as e:
+  except ValueError as e:  # its message names the file
+    fail(f'{e}; restore it or use another workdir')
+  except OSError as e:
     path = os.path.join(workdir, CONFIG_FILE)
     fail(f'{path} is unreadable ({type(e).__name__}: '
          f'{str(e).splitlines()[0] if str(e) else ""}); restore it or use '

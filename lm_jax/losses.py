@@ -90,17 +90,20 @@ def accuracy(logits: Array, targets: Array,
   best_rival = jnp.max(_rivals(logits, targets), axis=-1, keepdims=True)
 
   def shared_ties(logits, targets, target_logit, best_rival):
-    # Rebuilt here from `logits`: an operand would be a [..., vocab] copy.
-    ties = jnp.sum(_rivals(logits, targets) == target_logit, axis=-1,
-                   keepdims=True, dtype=jnp.float32)
+    del targets
+    tied = jnp.sum(logits == target_logit, axis=-1, keepdims=True,
+                   dtype=jnp.float32)  # the target among them
     return jnp.where(target_logit > best_rival, 1.0, jnp.where(
-        target_logit == best_rival, 1.0 / (1.0 + ties), 0.0))
+        target_logit == best_rival, 1.0 / jnp.maximum(tied, 1.0), 0.0))
 
   def no_ties(logits, targets, target_logit, best_rival):
     del logits, targets
     return (target_logit > best_rival).astype(jnp.float32)
 
-  correct = jax.lax.cond(jnp.any(target_logit == best_rival), shared_ties,
+  tie = target_logit == best_rival
+  if weights is not None:  # a tie at a padding position changes nothing
+    tie &= (weights > 0)[..., None]
+  correct = jax.lax.cond(jnp.any(tie), shared_ties,
                          no_ties, logits, targets, target_logit, best_rival)
   return _weighted_sum(correct[..., 0], weights)
 

@@ -88,6 +88,14 @@ def test_accuracy_shares_a_tie_for_the_largest_logit():
   np.testing.assert_allclose(losses.accuracy(logits, targets)[0], 6 / 8)
   logits = jnp.array([[1.0, 3.0, 3.0, 0.0]])
   np.testing.assert_allclose(losses.accuracy(logits, jnp.array([1]))[0], 0.5)
+  # A tie at a padding position counts nothing; the others are as ever.
+  logits = jnp.array([[0.0, 0.0], [2.0, 1.0]])
+  correct, count = losses.accuracy(logits, jnp.array([0, 0]),
+                                   jnp.array([0.0, 1.0]))
+  assert (float(correct), float(count)) == (1.0, 1.0)
+  # Every logit -inf: a tie of all the classes.
+  logits = jnp.full((1, 4), -jnp.inf)
+  np.testing.assert_allclose(losses.accuracy(logits, jnp.array([2]))[0], 0.25)
 
 
 def test_softmax_cross_entropy_and_its_gradient_match_optax():

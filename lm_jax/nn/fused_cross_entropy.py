@@ -87,7 +87,8 @@ def softmax_cross_entropy(logits: Array, targets: Array
 
   Equal, to float32 rounding, to `lm_jax.losses.softmax_cross_entropy`
   and to `lm_jax.losses.accuracy`'s (the target's logit is the row's
-  largest; a tie between k classes counts 1/k), for logits finite or -inf;
+  largest; a tie between k classes counts 1/k), for rows whose logits are
+  finite or -inf, with a finite largest;
   a row with a NaN or +inf logit has a NaN loss and counts as wrong.
 
   Args:

@@ -204,13 +204,18 @@ class _LogWindow:
     return self._pending[0]
 
   def take(self) -> tuple[dict, float]:
-    """(sums, tokens per second) of the window, which then starts anew."""
+    """(sums, tokens per second) of the window, once the device has
+    finished its steps; the next window's steps start from here, its clock
+    from `restart_clock`."""
     host = _window_sums(self._pending)
     tokens = float(host['loss'][1] - self._carried_tokens)
     rate = tokens / max(time.perf_counter() - self._start, 1e-9)
     self._pending, self._carried_tokens = [], 0.0
-    self._start = time.perf_counter()
     return host, rate
+
+  def restart_clock(self) -> None:
+    """After the log line: writing it is no step's time."""
+    self._start = time.perf_counter()
 
 
 def _closing(close: Callable[[], None]):
@@ -394,8 +399,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
       final = step == config.num_train_steps
       if (config.log_every and step % config.log_every == 0) or final:
+        sums, tokens_per_sec = window.take()  # waits for the device
         seconds = progress.rate(step)
-        sums, tokens_per_sec = window.take()
         values = {f'train_{k}': v for k, v in
                   task.summarize(averages(sums)).items()}
         values['tokens_per_sec'] = tokens_per_sec
@@ -404,6 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         log.info(progress.line(step, {
             'loss': values['train_loss'],
             'tok/s': values['tokens_per_sec']}, seconds))
+        window.restart_clock()
       if (config.eval_every and step % config.eval_every == 0) or final:
         eval_start = time.perf_counter()
         # The last evaluation covers the whole split, exactly; with

@@ -73,7 +73,8 @@ def test_gzipped_raw_file_gives_the_same_splits_as_the_plain_one(
   assert splits == {'train': text[:cut], 'validation': text[cut:]}
 
 
-@pytest.mark.parametrize('damage', ['cut', 'not_gzip', 'not_utf8'])
+@pytest.mark.parametrize('damage', ['cut', 'not_gzip', 'bad_deflate',
+                                    'not_utf8'])
 def test_a_damaged_raw_file_is_one_error_naming_it(tmp_path, damage):
   raw = tmp_path / 'raw'
   (raw / 'tiny_shakespeare').mkdir(parents=True)
@@ -82,6 +83,10 @@ def test_a_damaged_raw_file_is_one_error_naming_it(tmp_path, damage):
     path.write_bytes(gzip.compress(b'First Citizen:\n' * 5000)[:200])
   elif damage == 'not_gzip':
     path.write_bytes(b'no gzip here')
+  elif damage == 'bad_deflate':  # zlib's own error, not gzip's
+    data = bytearray(gzip.compress(b'First Citizen: hear me speak.\n' * 3000))
+    data[20] ^= 0xFF
+    path.write_bytes(bytes(data))
   else:
     path.write_bytes(gzip.compress(b'caf\xe9\n'))  # Latin-1, not UTF-8
   with pytest.raises(ValueError, match='is not readable as UTF-8 gzip') as e:

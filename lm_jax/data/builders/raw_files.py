@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import urllib.request
+import zlib
 from typing import Optional
 
 import tensorflow_datasets as tfds
@@ -49,7 +50,7 @@ def read_text(path: str, newline: Optional[str] = None) -> str:
   try:
     with opener(path, 'rt', encoding='utf-8', newline=newline) as f:
       return f.read()
-  except (EOFError, gzip.BadGzipFile, UnicodeDecodeError) as e:
+  except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as e:
     what = 'UTF-8 gzip' if gzipped else 'UTF-8 text'
     raise ValueError(f'{path} is not readable as {what} ({e}); copy or '
                      'download it again') from None
