@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from lm_jax.models import ngram_nltk
+from lm_jax.models import arpa, ngram_nltk
 
 BOS, EOS, UNK = '<s>', '</s>', '<unk>'
 NLTK_UNK = '<UNK>'  # NLTK's unknown word ('kn_nltk' models)
@@ -421,8 +421,6 @@ class NGramLM:
       context.append(token)
     return np.array(context[self._num_bos:], np.int64)
 
-  # --- ARPA files. ----------------------------------------------------------
-
   def _ngram_ids(self, order: int) -> np.ndarray:
     """int64 `[num n-grams of order, order]`: the word ids of each n-gram."""
     vocab_size = len(self.vocab)
@@ -440,23 +438,14 @@ class NGramLM:
   def to_arpa(self, path: str) -> None:
     """Writes the model in ARPA format (log10 probabilities and backoffs)."""
     n = len(self._logp) - 1
-    with open(path, 'w', encoding='utf-8') as f:
-      f.write('\\data\\\n')
-      for order, count in enumerate(self.ngram_counts, 1):
-        f.write(f'ngram {order}={count}\n')
-      for order in range(1, n + 1):
-        f.write(f'\n\\{order}-grams:\n')
-        words = np.array(self.vocab.words, dtype=object)[self._ngram_ids(order)]
-        names = [' '.join(w) for w in words.tolist()]
-        # repr() of a float64 reads back bit-identical.
-        logp = np.maximum(self._logp[order], _LOG_ZERO).tolist()
-        if order < n:
-          bow = np.maximum(self._bow[order], _LOG_ZERO).tolist()
-          f.writelines(f'{p!r}\t{w}\t{b!r}\n'
-                       for p, w, b in zip(logp, names, bow))
-        else:
-          f.writelines(f'{p!r}\t{w}\n' for p, w in zip(logp, names))
-      f.write('\n\\end\\\n')
+    words = np.array(self.vocab.words, dtype=object)
+    names = [[' '.join(w) for w in words[self._ngram_ids(order)].tolist()]
+             for order in range(1, n + 1)]
+    logp = [np.maximum(self._logp[order], _LOG_ZERO).tolist()
+            for order in range(1, n + 1)]
+    bow = [np.maximum(self._bow[order], _LOG_ZERO).tolist()
+           if order < n else None for order in range(1, n + 1)]
+    arpa.write(path, names, logp, bow)
 
   @classmethod
   def from_arpa(cls, path: str, nltk_padding: bool = False) -> 'NGramLM':
@@ -467,29 +456,7 @@ class NGramLM:
       nltk_padding: the model was 'kn_nltk': its sentences start with N - 1
         `<s>` and unknown words are NLTK's `<UNK>` (ARPA records neither).
     """
-    sections: dict = {}
-    declared: dict = {}
-    with open(path, encoding='utf-8') as f:
-      order = 0
-      for line in f:
-        line = line.strip()
-        if line.startswith('ngram ') and '=' in line:
-          key, count = line[len('ngram '):].split('=', 1)
-          declared[int(key)] = int(count)
-          continue
-        if not line or line == '\\data\\':
-          continue
-        if line.endswith('-grams:'):
-          order = int(line[1:line.index('-')])
-          sections[order] = []
-        elif line == '\\end\\':
-          break
-        elif order:
-          sections[order].append(line.split())
-    got = {k: len(v) for k, v in sections.items()}
-    if not declared or got != declared:
-      raise ValueError(f'{path} is not a whole ARPA file: its header '
-                       f'declares n-grams {declared}, its sections hold {got}')
+    sections = arpa.read(path)
     n = max(sections)
     vocab = Vocabulary([fields[1] for fields in sections[1]],
                        unk=NLTK_UNK if nltk_padding else UNK)
