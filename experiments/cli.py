@@ -3,7 +3,6 @@ from the environment, and one-line errors for bad input."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -156,7 +155,7 @@ def _read_run_config(workdir: str) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was trained with."""
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     fail(f'{workdir} holds no run (no config.json); train one first with '
          './launch.sh train PRESET --workdir DIR')
@@ -181,7 +180,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not os.path.isdir(ancestor):
     fail(f'{ancestor} is a file, so {workdir} cannot be made; pick another '
          '--workdir')
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
   previous = _read_run_config(workdir)
