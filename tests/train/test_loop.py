@@ -665,3 +665,16 @@ def test_an_unwritable_config_json_names_it_and_leaves_no_temporary_file(
     write_atomically(str(target), '{}')
   assert error.value.filename == str(target)
   assert os.listdir(tmp_path) == ['config.json']
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'holds no run'), ('{"task": "lm", "mod', 'is not JSON'),
+    ('[1, 2]', 'no task'), ('{"model": "gpt"}', 'no task')])
+def test_read_run_config_names_what_is_wrong(tmp_path, content, message):
+  from lm_jax.train.logging import read_run_config
+  if content is not None:
+    (tmp_path / 'config.json').write_text(content)
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    read_run_config(str(tmp_path))
+  (tmp_path / 'config.json').write_text('{"task": "lm", "seed": 3}')
+  assert read_run_config(str(tmp_path)) == {'task': 'lm', 'seed': 3}
