@@ -83,7 +83,9 @@ def _evaluate(model, ids):
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument('--threads', type=int, default=2)
+  parser.add_argument('--threads', type=int,
+                      default=len(os.sched_getaffinity(0)),
+                      help='every core this process may use, as XLA does')
   parser.add_argument('--batches', type=int, default=200,
                       help='timed batches when --epochs is 0')
   parser.add_argument('--epochs', type=int, default=0)

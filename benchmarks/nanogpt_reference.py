@@ -142,7 +142,9 @@ def main():
     parser.add_argument("--max_iters", type=int, default=2000)
     parser.add_argument("--eval_interval", type=int, default=250)
     parser.add_argument("--eval_iters", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int,
+                        default=len(os.sched_getaffinity(0)),
+                        help="every core this process may use, as XLA does")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--bias", action="store_true",
                         help="biases in Linear/LayerNorm (nanoGPT's default is off)")
