@@ -124,6 +124,21 @@ def set_cpu_devices(count: int) -> None:
     os.environ['XLA_FLAGS'] = f'{existing} {flag}'.strip()
 
 
+def use_compilation_cache(cache_dir: str) -> None:
+  """Keeps XLA's compiled programs in `cache_dir`/xla, so a relaunch, a
+  resumed run or a sweep's next run of the same shapes loads its steps
+  instead of compiling them again (2-3 s of a 40 s GPT run here). Must run
+  before JAX is imported; $JAX_COMPILATION_CACHE_DIR, where set, wins ('' to
+  turn it off)."""
+  if 'jax' in sys.modules:
+    raise RuntimeError('use_compilation_cache must run before jax is '
+                       'imported')
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                        os.path.join(cache_dir, 'xla'))
+  # JAX's default keeps only programs that took a second or more.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+
+
 def resolve_paths(config: ml_collections.ConfigDict) -> None:
   """Fills `data_dir` and `cache_dir` from the environment when unset.
 

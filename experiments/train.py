@@ -27,6 +27,7 @@ def main(argv):
   cli.check_run_length(config, sys.argv[1:])
   cli.check_workdir(config, _WORKDIR.value)
   cli.resolve_paths(config)
+  cli.use_compilation_cache(config.cache_dir)
   cli.set_cpu_devices(cli.cpu_device_count(
       config.cpu_devices, config.batch_size // config.grad_accum_steps))
   if config.multihost:

@@ -358,9 +358,12 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
   workdir = str(tmp_path / 'run')
   train = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
                           f'--workdir={workdir}', *TINY_OVERRIDES),
-                  LM_JAX_DATA=tiny_corpus_dir)
+                  LM_JAX_DATA=tiny_corpus_dir,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   assert train.returncode == 0, train.stderr
   assert re.search(r'^final .*eval_loss=\d', train.stdout, re.M), train.stdout
+  # The compiled steps are kept for the next run, under the cache folder.
+  assert os.listdir(tmp_path / 'empty_cache' / 'xla')
   with open(os.path.join(workdir, 'config.json')) as f:
     saved = json.load(f)
   assert saved['num_layers'] == 1 and saved['num_train_steps'] == 4
