@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import sys
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from absl import flags
 import ml_collections
@@ -111,13 +111,18 @@ def cpu_device_count(requested: int, batch_size: int) -> int:
   return max(d for d in range(1, cores + 1) if batch_size % d == 0)
 
 
+def _before_jax(caller: str) -> None:
+  """XLA and JAX read these settings from the environment once, on import."""
+  if 'jax' in sys.modules:
+    raise RuntimeError(f'{caller} must run before jax is imported')
+
+
 def set_cpu_devices(count: int) -> None:
   """Asks XLA for `count` CPU devices; must run before JAX is imported.
 
   On GPU and TPU hosts this only affects the (unused) CPU platform.
   """
-  if 'jax' in sys.modules:
-    raise RuntimeError('set_cpu_devices must run before jax is imported')
+  _before_jax('set_cpu_devices')
   flag = f'--xla_force_host_platform_device_count={count}'
   existing = os.environ.get('XLA_FLAGS', '')
   if 'xla_force_host_platform_device_count' not in existing:
@@ -130,9 +135,7 @@ def use_compilation_cache(cache_dir: str) -> None:
   instead of compiling them again (2-3 s of a 40 s GPT run here). Must run
   before JAX is imported; $JAX_COMPILATION_CACHE_DIR, where set, wins ('' to
   turn it off)."""
-  if 'jax' in sys.modules:
-    raise RuntimeError('use_compilation_cache must run before jax is '
-                       'imported')
+  _before_jax('use_compilation_cache')
   os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                         os.path.join(cache_dir, 'xla'))
   # JAX's default keeps only programs that took a second or more.
@@ -154,11 +157,13 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
                                        'lm_jax'))
 
 
-def _read_run_config(workdir: str) -> dict:
-  """`workdir`'s config.json, which must exist; one error line if it is
-  not a run's."""
+def _read_run_config(workdir: str) -> Optional[dict]:
+  """`workdir`'s config.json; None if there is none, one error line if it
+  is not a run's."""
   try:
     return read_run_config(workdir)
+  except FileNotFoundError:
+    return None
   except ValueError as e:  # its message names the file
     fail(f'{e}; restore it or use another workdir')
   except OSError as e:
@@ -170,11 +175,11 @@ def _read_run_config(workdir: str) -> dict:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run in `workdir` was trained with."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  config = _read_run_config(workdir)
+  if config is None:
     fail(f'{workdir} holds no run (no config.json); train one first with '
          './launch.sh train PRESET --workdir DIR')
-  return ml_collections.ConfigDict(_read_run_config(workdir))
+  return ml_collections.ConfigDict(config)
 
 
 # What makes a run another kind of run: training one of these into a
@@ -195,10 +200,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not os.path.isdir(ancestor):
     fail(f'{ancestor} is a file, so {workdir} cannot be made; pick another '
          '--workdir')
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return
   previous = _read_run_config(workdir)
+  if previous is None:
+    return
   if any(previous.get(k) != config.get(k) for k in _RUN_KIND):
     held = ', '.join(f'{k} {previous.get(k)!r}' for k in _RUN_KIND)
     fail(f'{workdir} holds another run ({held}); pick another --workdir '

@@ -86,34 +86,26 @@ def accuracy(logits: Array, targets: Array,
   pass, only in a batch that has some.
   """
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
+  is_target = (jax.lax.broadcasted_iota(jnp.int32, logits.shape,
+                                        logits.ndim - 1)
+               == targets[..., None])
   # A NaN logit anywhere makes the best rival NaN: the row counts as wrong.
-  best_rival = jnp.max(_rivals(logits, targets), axis=-1, keepdims=True)
+  best_rival = jnp.max(jnp.where(is_target, -jnp.inf, logits), axis=-1,
+                       keepdims=True)
+  tie = target_logit == best_rival
+  if weights is not None:  # a tie at a padding position changes nothing
+    tie &= (weights > 0)[..., None]
 
-  def shared_ties(logits, targets, target_logit, best_rival):
-    del targets
+  def shared_ties():
     tied = jnp.sum(logits == target_logit, axis=-1, keepdims=True,
                    dtype=jnp.float32)  # the target among them
     return jnp.where(target_logit > best_rival, 1.0, jnp.where(
         target_logit == best_rival, 1.0 / jnp.maximum(tied, 1.0), 0.0))
 
-  def no_ties(logits, targets, target_logit, best_rival):
-    del logits, targets
-    return (target_logit > best_rival).astype(jnp.float32)
-
-  tie = target_logit == best_rival
-  if weights is not None:  # a tie at a padding position changes nothing
-    tie &= (weights > 0)[..., None]
-  correct = jax.lax.cond(jnp.any(tie), shared_ties,
-                         no_ties, logits, targets, target_logit, best_rival)
+  correct = jax.lax.cond(
+      jnp.any(tie), shared_ties,
+      lambda: (target_logit > best_rival).astype(jnp.float32))
   return _weighted_sum(correct[..., 0], weights)
-
-
-def _rivals(logits: Array, targets: Array) -> Array:
-  """`logits` with each target's own set to -inf."""
-  is_target = (jax.lax.broadcasted_iota(jnp.int32, logits.shape,
-                                        logits.ndim - 1)
-               == targets[..., None])
-  return jnp.where(is_target, -jnp.inf, logits)
 
 
 def token_metrics(logits: Array, targets: Array,

@@ -141,13 +141,12 @@ class RNNLM(nn.Module):
       logits = precision.attend(embed, h, cfg.matmul_dtype)
       logits += self.param('output_bias', nn.initializers.zeros_init(),
                            (cfg.vocab_size,))
-    elif cfg.folded_output and dot_general is None and dtype == jnp.float32:
-      logits = FoldedDense(cfg.vocab_size, name='output',
-                           **({'kernel_init': inits['kernel_init']}
-                              if inits else {}))(h)
     else:
-      logits = nn.Dense(cfg.vocab_size, dtype=dtype, name='output',
-                        dot_general=dot_general,
-                        **({'kernel_init': inits['kernel_init']}
-                           if inits else {}))(h)
+      kernel_init = {'kernel_init': inits['kernel_init']} if inits else {}
+      if cfg.folded_output and dot_general is None and dtype == jnp.float32:
+        output = FoldedDense(cfg.vocab_size, name='output', **kernel_init)
+      else:
+        output = nn.Dense(cfg.vocab_size, dtype=dtype, name='output',
+                          dot_general=dot_general, **kernel_init)
+      logits = output(h)
     return logits.reshape(batch, length, -1).astype(jnp.float32)

@@ -126,7 +126,7 @@ def read_run_config(workdir: str) -> dict:
     ValueError: the file is not a run's config (not JSON, or no task).
   """
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not os.path.exists(path):  # a folder of that name is unreadable
     raise FileNotFoundError(f'{workdir} holds no run (no {CONFIG_FILE})')
   with open(path, encoding='utf-8') as f:
     try:

@@ -110,20 +110,23 @@ def _assert_records_close(a, b):
                                  err_msg=f'step {x["step"]} {key}')
 
 
-def _assert_params_equal(a, b):
+def _assert_params_equal(a, b, rtol=1e-6, atol=1e-7):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
                           jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7,
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol,
                                err_msg=jax.tree_util.keystr(path))
+
+
+def _assert_results_equal(results, expected, rtol=1e-6):
+  for key, value in results.items():
+    np.testing.assert_allclose(value, expected[key], rtol=rtol, err_msg=key)
 
 
 def _assert_ends_as_uninterrupted(uninterrupted, workdir, config, results,
                                   rtol=1e-6):
   """Same final evaluation, parameters and train/eval records."""
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=rtol, err_msg=key)
+  _assert_results_equal(results, uninterrupted['results'], rtol)
   _assert_params_equal(_final_params(workdir, config)[1],
                        uninterrupted['params'])
   for prefix in ('train_', 'eval_'):
@@ -214,9 +217,7 @@ def test_relaunch_with_more_steps_equals_uninterrupted_run(
                                           uninterrupted['seen'])):
     np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 1}')
   assert results.keys() == uninterrupted['results'].keys()
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=1e-6, err_msg=key)
+  _assert_results_equal(results, uninterrupted['results'])
   step, params = _final_params(tmp_path, make_run_config())
   assert step == 12
   _assert_params_equal(params, uninterrupted['params'])
@@ -257,12 +258,9 @@ def test_a_run_resumed_on_fewer_devices_equals_the_uninterrupted_run(
   assert first is not None
   config = make_run_config(num_devices=2)
   results, _ = _train(config, tmp_path)
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=1e-5, err_msg=key)
-  _, params = _final_params(tmp_path, config)
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6),
-               params, uninterrupted['params'])
+  _assert_results_equal(results, uninterrupted['results'], rtol=1e-5)
+  _assert_params_equal(_final_params(tmp_path, config)[1],
+                       uninterrupted['params'], rtol=1e-7, atol=1e-6)
 
 
 def test_resume_between_two_log_steps_logs_the_uninterrupted_window(
@@ -342,9 +340,7 @@ def test_relaunching_a_finished_run_trains_nothing_and_reports_it(
   before = _records(workdir, '')
   results, seen = _train(uninterrupted['config'], workdir)
   assert seen == []
-  for key, value in results.items():
-    np.testing.assert_allclose(value, uninterrupted['results'][key],
-                               rtol=1e-6, err_msg=key)
+  _assert_results_equal(results, uninterrupted['results'])
   assert _records(workdir, '') == before
 
 
