@@ -41,9 +41,14 @@ def filter_logits(logits: Array, temperature: float = 1.0, top_k: int = 0,
       reaches p (1.0: all).
 
   Returns:
-    `[batch, vocab]` logits, removed tokens at -inf.
+    `[batch, vocab]` logits, shifted so that each row's largest is 0 (the same
+    distribution), removed tokens at -inf.
   """
-  logits = logits.astype(jnp.float32) / temperature
+  logits = logits.astype(jnp.float32)
+  # Shifted first, the largest logit stays 0 however small the temperature;
+  # the floor keeps a subnormal temperature, flushed to 0, from giving 0 / 0.
+  temperature = jnp.maximum(temperature, jnp.finfo(jnp.float32).tiny)
+  logits = (logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature
   if 0 < top_k < logits.shape[-1]:
     kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
     logits = jnp.where(logits < kth, -jnp.inf, logits)

@@ -151,13 +151,30 @@ def test_filter_logits_top_p_keeps_the_smallest_nucleus(top_p, expected):
   assert _kept(decode.filter_logits(_LOGITS, top_p=top_p)) == expected
 
 
+def _softmax(logits) -> np.ndarray:
+  return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+
+
 def test_filter_logits_scales_by_temperature_and_combines_filters():
   scaled = decode.filter_logits(_LOGITS, temperature=0.5)
-  np.testing.assert_allclose(scaled, _LOGITS / 0.5, rtol=1e-6)
+  np.testing.assert_allclose(_softmax(scaled), _softmax(_LOGITS / 0.5),
+                             rtol=1e-6)
   both = decode.filter_logits(_LOGITS, top_k=3, top_p=0.6)
   assert _kept(both) == {1, 3}
-  np.testing.assert_allclose(np.asarray(both)[0, [1, 3]],
-                             np.asarray(_LOGITS)[0, [1, 3]], rtol=1e-6)
+  np.testing.assert_allclose(_softmax(np.asarray(both)[:, [1, 3]]),
+                             _softmax(np.asarray(_LOGITS)[:, [1, 3]]),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize('temperature', [1e-38, 1e-40])
+def test_filter_logits_tiny_temperatures_sample_the_argmax(temperature):
+  # Unshifted, 5 / 1e-38 overflows to inf and the softmax to NaN; 1e-40 is
+  # subnormal, flushed to 0 on CPU.
+  logits = jnp.asarray([[2.0, 5.0, -3.0], [1.0, -1.0, 0.5]])
+  scaled = decode.filter_logits(logits, temperature=temperature)
+  np.testing.assert_array_equal(_softmax(scaled), [[0, 1, 0], [1, 0, 0]])
+  tokens = jax.random.categorical(jax.random.key(0), scaled)
+  np.testing.assert_array_equal(tokens, [1, 0])
 
 
 def test_filter_logits_filters_each_row_independently():
