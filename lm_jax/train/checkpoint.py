@@ -22,6 +22,23 @@ _ITEMS = ('state', 'data', 'config')
 log = logging.getLogger('lm_jax')
 
 
+def data_item(iterator_state: dict, window: Optional[dict]) -> dict:
+  """A checkpoint's 'data' item: the input iterator's state and the sums
+  of the metrics logged since the last log line (`window`), so that a run
+  resumed between two log steps logs the window an uninterrupted run logs."""
+  window = {k: [float(v) for v in pair] for k, pair in (window or {}).items()}
+  return {'iterator': iterator_state, 'log_window': window}
+
+
+def split_data_item(item: dict) -> tuple[dict, Optional[dict]]:
+  """`data_item`'s inverse; a checkpoint written before it held the
+  iterator's state alone."""
+  if set(item) != {'iterator', 'log_window'}:
+    return item, None
+  window = {k: tuple(pair) for k, pair in item['log_window'].items()}
+  return item['iterator'], window or None
+
+
 class Checkpointer:
   """Periodic, asynchronous saves into `workdir/checkpoints`, keeping N.
 

@@ -53,23 +53,6 @@ def _window_sums(pending: list) -> dict:
       *parallel.to_host(pending))
 
 
-def _data_item(iterator_state: dict, window: Optional[dict]) -> dict:
-  """A checkpoint's 'data' item: the input iterator's state and the sums
-  of the metrics logged since the last log line (`window`), so that a run
-  resumed between two log steps logs the window an uninterrupted run logs."""
-  window = {k: [float(v) for v in pair] for k, pair in (window or {}).items()}
-  return {'iterator': iterator_state, 'log_window': window}
-
-
-def _split_data_item(item: dict) -> tuple[dict, Optional[dict]]:
-  """`_data_item`'s inverse; a checkpoint written before it held the
-  iterator's state alone."""
-  if set(item) != {'iterator', 'log_window'}:
-    return item, None
-  window = {k: tuple(pair) for k, pair in item['log_window'].items()}
-  return item['iterator'], window or None
-
-
 def _state_initializer(model, tx, inputs: np.ndarray, carry: Any = ()):
   def init(rng) -> TrainState:
     params = model.init({'params': rng}, inputs)['params']
@@ -258,13 +241,13 @@ def _check_run(config: ml_collections.ConfigDict, task, mesh) -> None:
 def _restore_or_start(ckpt: checkpoint.Checkpointer, state: TrainState,
                       stream, task, tx, mesh
                       ) -> tuple[TrainState, Optional[dict]]:
-  """The run's state and its log window's sums (see `_data_item`): from the
-  newest readable checkpoint, setting `stream` where it was; else fresh,
-  with the task's pretrained parameters put in."""
+  """The run's state and its log window's sums (see `checkpoint.data_item`):
+  from the newest readable checkpoint, setting `stream` where it was; else
+  fresh, with the task's pretrained parameters put in."""
   restored = ckpt.restore_latest(_abstract_state(state, mesh))
   if restored is not None:
     step, state, data_item = restored
-    data_state, window = _split_data_item(data_item)
+    data_state, window = checkpoint.split_data_item(data_item)
     stream.set_state(data_state)
     log.info('resumed from the checkpoint at step %d', step)
     return state, window
@@ -430,7 +413,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         progress.exclude(paused)
       if final or ckpt.is_save_step(step):
         # Between two log steps the window so far goes along.
-        ckpt.save(step, state, _data_item(stream.get_state(), window.sums()),
+        ckpt.save(step, state,
+                  checkpoint.data_item(stream.get_state(), window.sums()),
                   config_dict)
 
     if step == start:  # Nothing left to train: report the finished run.

@@ -2,6 +2,7 @@
 data-iterator state, restoring across device counts, pruning, and falling
 back past a corrupt newest checkpoint."""
 
+import json
 import logging
 import os
 
@@ -165,3 +166,15 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous_with_warning(
               if r.name == 'lm_jax' and r.levelno == logging.WARNING]
   assert len(warnings) == 1
   assert 'step 12' in warnings[0].getMessage()
+
+
+def test_data_item_round_trips_and_reads_the_old_layout():
+  window = {'loss': (np.float64(12.5), np.float64(64.0))}
+  item = json.loads(json.dumps(checkpoint.data_item({'next_index': 7}, window)))
+  assert checkpoint.split_data_item(item) == ({'next_index': 7},
+                                              {'loss': (12.5, 64.0)})
+  empty = json.loads(json.dumps(checkpoint.data_item({'next_index': 7}, None)))
+  assert checkpoint.split_data_item(empty) == ({'next_index': 7}, None)
+  # Checkpoints written before the window was kept: the iterator alone.
+  assert checkpoint.split_data_item({'next_index': 7}) == ({'next_index': 7},
+                                                           None)

@@ -281,17 +281,6 @@ def test_resume_between_two_log_steps_logs_the_uninterrupted_window(
   _assert_records_close(_records(resumed, 'train_'), expected)
 
 
-def test_checkpoint_data_item_round_trips_and_reads_the_old_layout():
-  window = {'loss': (np.float64(12.5), np.float64(64.0))}
-  item = json.loads(json.dumps(loop._data_item({'next_index': 7}, window)))
-  assert loop._split_data_item(item) == ({'next_index': 7},
-                                         {'loss': (12.5, 64.0)})
-  empty = json.loads(json.dumps(loop._data_item({'next_index': 7}, None)))
-  assert loop._split_data_item(empty) == ({'next_index': 7}, None)
-  # Checkpoints written before the window was kept: the iterator alone.
-  assert loop._split_data_item({'next_index': 7}) == ({'next_index': 7}, None)
-
-
 @pytest.mark.parametrize('steps_per_call', [2, 3])
 def test_several_steps_per_call_equal_one_per_call(uninterrupted,
                                                    make_run_config,
