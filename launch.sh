@@ -133,11 +133,14 @@ case "$verb" in
   bench)
     setup
     cd "$ROOT"
-    "$PY" benchmarks/gpt_cpu_throughput.py "$@"
-    # The PyTorch baseline, where its separate venv exists (see its docstring).
+    # Three rounds, each ending with the PyTorch baseline where its separate
+    # venv exists (see benchmarks/nanogpt_reference.py), so that both sides
+    # are timed in the same minutes of a shared machine.
+    reference=()
     if [ -x "$ROOT/.venv-bench/bin/python" ]; then
-      "$ROOT/.venv-bench/bin/python" benchmarks/nanogpt_reference.py --max_iters 300 --eval_interval 1000
-    fi ;;
+      reference=(--reference "$ROOT/.venv-bench/bin/python")
+    fi
+    exec "$PY" benchmarks/gpt_cpu_throughput.py --rounds 3 "${reference[@]}" "$@" ;;
   ""|-h|--help|help)
     # The comment block at the top, whatever its length.
     awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0" ;;

@@ -14,6 +14,14 @@ a few calls dispatched ahead), the median over the windows.
 
   python benchmarks/gpt_cpu_throughput.py            # every setting, a table
   python benchmarks/gpt_cpu_throughput.py --one --dtype float32 --devices 2
+  python benchmarks/gpt_cpu_throughput.py --rounds 3 \
+      --reference .venv-bench/bin/python              # against PyTorch
+
+With `--reference PYTHON` (a python with PyTorch: see nanogpt_reference.py)
+each round ends with 300 iterations of the PyTorch re-implementation of the
+recipe, so that both sides are timed in the same minutes of a shared
+machine; each setting's speed-up is PyTorch's median ms/iteration over its
+`loop_ms_per_step`, taken within a round, then the median over the rounds.
 
 Each setting runs in its own process because XLA reads its flags (the
 number of host devices among them) once, at start-up.
@@ -26,7 +34,10 @@ import json
 import os
 import subprocess
 import sys
+import statistics
 import time
+
+import huge_pages  # beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,7 +170,13 @@ def main():
                       help='config override KEY=VALUE (repeatable)')
   parser.add_argument('--xla_flags', default='',
                       help='extra XLA flags for every setting')
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='times to run the table (medians over them)')
+  parser.add_argument('--reference', default=None,
+                      help='a python with PyTorch: also time the PyTorch '
+                           're-implementation once a round')
   args = parser.parse_args()
+  huge_pages.rerun_with_huge_pages()
   flags = os.environ.get('XLA_FLAGS', '')
   if args.one and 'xla_force_host_platform_device_count' not in flags:
     # Run directly (not from the table): XLA reads this once, before jax
@@ -174,6 +191,12 @@ def main():
   if args.one:
     print(json.dumps(_measure(args)))
     return
+  rounds = [_round(args) for _ in range(args.rounds)]
+  _summarise(rounds, args.reference is not None)
+
+
+def _round(args) -> dict:
+  """Every setting, then the PyTorch reference if asked: one round."""
   rows = []
   for dtype, devices in SETTINGS:
     env = dict(os.environ)
@@ -191,8 +214,37 @@ def main():
           f"(as the loop runs: {r['loop_ms_per_step']:6.2f}) "
           f"{r['tokens_per_sec']:8.0f} tok/s  MFU {r['mfu']:.1%} of "
           f"{r['peak_matmul_gflops_per_sec']:.0f} GFLOP/s", flush=True)
-  print(json.dumps(rows))
+  reference = None
+  if args.reference:
+    out = subprocess.run(
+        [args.reference, os.path.join(ROOT, 'benchmarks', 'nanogpt_reference.py'),
+         '--max_iters', '300', '--eval_interval', '1000'],
+        check=True, capture_output=True, text=True).stdout
+    reference = json.loads(out.strip().splitlines()[-1])
+    print(f"PyTorch reference: {reference['median_ms_per_iter']:6.2f} ms/iter "
+          f"(torch {reference['torch_version']}, "
+          f"{reference['threads']} threads)", flush=True)
+  return {'settings': rows, 'reference': reference}
 
+
+def _summarise(rounds: list[dict], with_reference: bool) -> None:
+  """Medians over the rounds, and the speed-ups within each round."""
+  print('| setting | devices | ms/step as the loop runs (median) | MFU |'
+        + (' speed-up over PyTorch (median; range) |' if with_reference
+           else ''))
+  print('| --- | ---: | ---: | ---: |' + (' ---: |' if with_reference else ''))
+  for i, (dtype, devices) in enumerate(SETTINGS):
+    rows = [r['settings'][i] for r in rounds]
+    line = (f"| {dtype} | {devices} | "
+            f"{statistics.median(r['loop_ms_per_step'] for r in rows):.2f} | "
+            f"{statistics.median(r['mfu'] for r in rows):.1%} |")
+    if with_reference:
+      ratios = [r['reference']['median_ms_per_iter']
+                / r['settings'][i]['loop_ms_per_step'] for r in rounds]
+      line += (f" {statistics.median(ratios):.2f}x; "
+               f"{min(ratios):.2f}-{max(ratios):.2f}x |")
+    print(line)
+  print(json.dumps(rounds))
 
 if __name__ == '__main__':
   sys.path.insert(0, ROOT)

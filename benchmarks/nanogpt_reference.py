@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import huge_pages  # beside this script
+
 DATA_PATH = os.path.join(
     os.environ.get("LM_JAX_DATA") or os.path.join(
         os.path.dirname(__file__), "..", "..", "shared", "data"),
@@ -151,6 +153,7 @@ def main():
     parser.add_argument("--data", default=DATA_PATH,
                         help="path of Tiny Shakespeare's input.txt")
     args = parser.parse_args()
+    huge_pages.rerun_with_huge_pages()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
