@@ -168,6 +168,12 @@ class NGramLM:
     inside = (span > num_bos) & (after >= num_eos)
     if inside.any():
       tokens[inside] = np.concatenate([np.asarray(s) for s in sentences])
+      # Within a sentence `<s>` would be read as a sentence start, and the
+      # model would predict it (KenLM refuses it too); NLTK's padding is the
+      # word '<s>' itself.
+      if not self.nltk_padding and (tokens[inside] == self.vocab.bos_id).any():
+        raise ValueError(f'{BOS} inside a sentence: it marks sentence '
+                         'starts only; rename that word in the corpus')
     return tokens, span
 
   def fit(self, sentences: Sequence[np.ndarray]) -> 'NGramLM':

@@ -69,6 +69,18 @@ def test_every_context_sums_to_one(smoothing, order):
 
 
 @pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k', 'mle'])
+def test_a_sentence_holding_the_start_symbol_is_refused(smoothing):
+  """Read as a sentence start, a literal `<s>` would make the model
+  predict it and its contexts sum to more than 1 (1.09 for 'mkn')."""
+  sentences = [['a', '<s>', 'b'], ['a', 'b']] * 5
+  with pytest.raises(ValueError, match='<s> inside a sentence'):
+    _fit(sentences, 3, smoothing, k=0.5)
+  model, vocab = _fit([['a', 'b']], 3, smoothing, k=0.5)
+  with pytest.raises(ValueError, match='<s> inside a sentence'):
+    model.token_log10_probs([vocab.encode(['a', '<s>', 'b'])])
+
+
+@pytest.mark.parametrize('smoothing', ['mkn', 'kn', 'add_k', 'mle'])
 def test_an_order_without_ngrams_matches_nothing(smoothing):
   """One-word sentences hold no 4-gram ('<s> a </s>'): a 4-gram model
   still scores, sums to one and samples."""
