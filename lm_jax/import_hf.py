@@ -44,6 +44,13 @@ def architecture(hf_config: dict) -> dict:
   if hf_config.get('model_type', 'bert') != 'bert':
     raise ValueError(f"not a BERT checkpoint: model_type "
                      f"{hf_config['model_type']!r}")
+  if hf_config.get('is_decoder') or hf_config.get('add_cross_attention'):
+    raise ValueError('a BERT decoder (is_decoder / add_cross_attention: '
+                     'causal or cross-attention) is not supported; only '
+                     'encoders are')
+  if not hf_config.get('tie_word_embeddings', True):
+    raise ValueError('tie_word_embeddings is false: the masked-LM decoder '
+                     'has its own weights, and ours is the word embeddings')
   if hf_config.get('position_embedding_type', 'absolute') != 'absolute':
     raise ValueError('only absolute position embeddings are supported, not '
                      f"{hf_config['position_embedding_type']!r}")
@@ -162,6 +169,12 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: BertConfig,
   params = {'encoder': encoder}
   params['pooler'] = (dense('pooler.dense') if 'pooler.dense.weight' in t
                       else fresh['pooler'])
+  decoder = t.get('cls.predictions.decoder.weight')
+  if decoder is not None and not np.array_equal(
+      decoder, t['embeddings.word_embeddings.weight']):
+    raise ValueError('cls.predictions.decoder.weight differs from the word '
+                     'embeddings: an untied masked-LM decoder is not '
+                     'supported (ours is tied)')
   if 'cls.predictions.bias' in t:
     params['mlm_head'] = {'dense': dense('cls.predictions.transform.dense'),
                           'norm': norm('cls.predictions.transform.LayerNorm'),

@@ -162,6 +162,32 @@ def test_import_rejects_mismatched_folders(tmp_path):
     _import(tmp_path / 'hf', tmp_path / 'run')
 
 
+@pytest.mark.parametrize('overrides,match', [
+    ({'is_decoder': True}, 'decoder'),
+    ({'add_cross_attention': True}, 'decoder'),
+    ({'tie_word_embeddings': False}, 'tie_word_embeddings'),
+    ({'position_embedding_type': 'relative_key'}, 'absolute')])
+def test_import_refuses_architectures_it_would_get_wrong(tmp_path, overrides,
+                                                          match):
+  fake_hf_bert.write_folder(tmp_path / 'hf', **overrides)
+  with pytest.raises(ValueError, match=match):
+    _import(tmp_path / 'hf', tmp_path / 'run')
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_import_refuses_an_untied_decoder_tensor(tmp_path):
+  from safetensors.numpy import save_file
+  tensors = fake_hf_bert.write_folder(tmp_path / 'hf', mlm_head=True)
+  embeddings = tensors['embeddings.word_embeddings.weight']
+  tensors['cls.predictions.decoder.weight'] = embeddings.copy()
+  save_file(tensors, str(tmp_path / 'hf' / 'model.safetensors'))
+  _import(tmp_path / 'hf', tmp_path / 'tied')  # the same tensor: fine
+  tensors['cls.predictions.decoder.weight'] = embeddings + 1.0
+  save_file(tensors, str(tmp_path / 'hf' / 'model.safetensors'))
+  with pytest.raises(ValueError, match='untied'):
+    _import(tmp_path / 'hf', tmp_path / 'untied')
+
+
 def _encode_all(tmp_path, folder, texts):
   _import(folder, tmp_path / 'run')
   from experiments.encode import encode_sentences
