@@ -5,11 +5,12 @@ Text becomes ids in two stages, as in Google's BERT and Hugging Face's
 on characters that Python's `unicodedata` and the Rust library's older
 Unicode tables classify differently; none occur in SST-2's dev text):
 
-  1. basic tokenisation: control characters are dropped, white space becomes
-     a space, CJK ideographs get spaces around them, accents are stripped
-     (NFD, then the non-spacing marks dropped) and letters lower-cased; the
-     text is then split at white space and around every punctuation
-     character;
+  1. basic tokenisation: control, format and private-use characters are
+     dropped (unassigned code points are not, as in `BertTokenizerFast`),
+     white space becomes a space, CJK ideographs get spaces around them,
+     accents are stripped (NFD, then the non-spacing marks dropped) and
+     letters lower-cased; the text is then split at white space and around
+     every punctuation character;
   2. WordPiece: each word is cut greedily, longest vocabulary piece first;
      pieces after a word's first carry the prefix `##`. A word with a rest
      that no piece matches (or longer than `max_chars_per_word`) becomes one
@@ -83,7 +84,11 @@ class _CharTable(dict):
   def __missing__(self, cp: int) -> str:
     ch = chr(cp)
     category = unicodedata.category(ch)
-    if cp in (0, 0xFFFD) or (category.startswith('C') and ch not in '\t\n\r'):
+    # Hugging Face's Rust normaliser drops control, format, private-use
+    # (and surrogate) characters but keeps unassigned ones (Cn), whose word
+    # then becomes [UNK]; Google's Python tokenizer drops those too.
+    if cp in (0, 0xFFFD) or (category in ('Cc', 'Cf', 'Co', 'Cs')
+                              and ch not in '\t\n\r'):
       out = ''
     elif ch.isspace():
       out = ' '

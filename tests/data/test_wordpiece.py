@@ -35,6 +35,9 @@ def tok():
     ('Crème  brûlée\tcafé\n', ['creme', 'brulee', 'cafe']),
     ("the cafe's", ['the', 'cafe', "'", 's']),
     ('a\x00b\ufffdc\x07d\u200be', ['abcde']),  # control/format chars dropped
+    ('a\ue000b', ['ab']),  # private use: dropped
+    # Unassigned: kept, as BertTokenizerFast keeps it (so 'film' is [UNK]).
+    ('fi\u0378lm', ['fi\u0378lm']),
     ('中文abc', ['中', '文', 'abc']),  # CJK ideographs split, not Hangul
     # CJK Extension E from 0x2B920 as in BertTokenizerFast (the Python
     # tokenizer's 0x2B820 splits 256 more ideographs).
@@ -170,7 +173,8 @@ TRICKY = [
     'ΣΊΣΥΦΟΣ Σίσυφος İstanbul straße ǅ ﬁ', 'emoji 😀👍🏽 test', 'Ⅻ ① ＡＢＣ　全角',
     'x' * 150, "can't won't it's", '«quoted» „German“ ‘single’ — dash …',
     'مرحبا بالعالم', 'Привет, мир!', '๑๒๓ ภาษาไทย', '\u0301abc a\u0301b',
-    "it 's a charming and often affecting journey . "]
+    "it 's a charming and often affecting journey . ",
+    'the fi\u0378lm good\U000E0080 movie']
 
 
 def _minilm_folder():
