@@ -3,6 +3,7 @@ from the environment, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,24 +19,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
 
 
-def _quiet_closed_loop_errors() -> None:
+def _quiet_failed_checkpoint_reads() -> None:
   """Orbax reads a checkpoint inside `asyncio.run`; when a corrupt one fails
   the restore, tensorstore's reads still in flight call back into the
   closed loop from their threads, and each 'Event loop is closed' goes to
-  `sys.unraisablehook` as a traceback, after or amid the one error line."""
+  `sys.unraisablehook` as a traceback, after or amid the one error line.
+  So does each of Orbax's read coroutines that failed after the first, its
+  exception never retrieved, when it is collected (60 lines of TensorStore
+  spec apiece), and asyncio logs the same for their tasks and futures. The
+  first failure is what the caller reports. (Only Orbax runs asyncio here.)
+  """
+  logging.getLogger('asyncio').addFilter(
+      lambda record: 'exception was never retrieved' not in record.getMessage())
   previous = sys.unraisablehook
+  orbax_dir = f'{os.sep}orbax{os.sep}'
 
   def hook(info):
-    if not (issubclass(info.exc_type, RuntimeError)
-            and str(info.exc_value) == 'Event loop is closed'):
-      previous(info)
+    if (issubclass(info.exc_type, RuntimeError)
+        and str(info.exc_value) == 'Event loop is closed'):
+      return
+    code = getattr(info.object, 'cr_code', None)  # a coroutine's
+    if code is not None and orbax_dir in code.co_filename:
+      return
+    previous(info)
 
   sys.unraisablehook = hook
 
 
 def setup_logging() -> None:
   """lm_jax's progress lines on stderr; other libraries' INFO chatter off."""
-  _quiet_closed_loop_errors()
+  _quiet_failed_checkpoint_reads()
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.ERROR)
   log = logging.getLogger('lm_jax')
@@ -186,10 +199,50 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 # workdir of another would overwrite that run's files.
 _RUN_KIND = ('task', 'model', 'corpus')
 
+# What a relaunch may change in a run that has checkpoints: how long it
+# goes, how it is evaluated, logged and saved, where its files are, the
+# devices, and switches between equal computations (fused kernels, the
+# unroll). Any other change would leave config.json describing steps that
+# were not taken with it.
+_RELAUNCH_MAY_CHANGE = frozenset({
+    'num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
+    'final_eval_full', 'eval_streams', 'log_every', 'checkpoint_every',
+    'keep_checkpoints', 'async_checkpoint', 'profile_steps', 'steps_per_call',
+    'num_devices', 'cpu_devices', 'coordinator_address', 'num_processes',
+    'process_id', 'multihost', 'data_dir', 'cache_dir', 'similarity_dir',
+    'fused_attention', 'fused_lstm', 'fused_cross_entropy', 'folded_output',
+    'rnn_unroll', 'beam_size', 'length_penalty', 'max_decode_length'})
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  directory = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(directory) and any(
+      name.isdigit() for name in os.listdir(directory))
+
+
+def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
+                    workdir: str) -> None:
+  """Fails if a relaunch of the run in `workdir` changes a setting its
+  checkpoints were trained with (see `_RELAUNCH_MAY_CHANGE`)."""
+  if not _has_checkpoint(workdir):
+    return  # nothing trained yet: the run starts again as launched
+  current = json.loads(config.to_json_best_effort())
+  changed = sorted(k for k in previous.keys() & current.keys()
+                   if k not in _RELAUNCH_MAY_CHANGE
+                   and previous[k] != current[k])
+  if changed:
+    shown = ', '.join(f'{k}={previous[k]!r} (now {current[k]!r})'
+                      for k in changed[:3])
+    more = f' and {len(changed) - 3} more' if len(changed) > 3 else ''
+    fail(f'{workdir} holds a run trained with {shown}{more}; a relaunch '
+         'resumes it and cannot change that: drop those overrides, or pick '
+         'another --workdir')
+
 
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Fails, before anything is written, where `workdir` cannot take a run
-  of `config`: a file, or the workdir of another kind of run."""
+  of `config`: a file, the workdir of another kind of run, or of this run
+  trained with other settings."""
   if not workdir:
     fail('--workdir is empty; name a run directory')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -207,6 +260,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     held = ', '.join(f'{k} {previous.get(k)!r}' for k in _RUN_KIND)
     fail(f'{workdir} holds another run ({held}); pick another --workdir '
          'for this one')
+  _check_relaunch(previous, config, workdir)
 
 
 # Values a run's settings may take, where a wrong one would otherwise

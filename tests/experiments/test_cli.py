@@ -330,6 +330,29 @@ def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
   _assert_unchanged(str(path), before)
 
 
+def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
+    run_cli, make_tiny_config, tmp_path):
+  """An emptied array file fails some of Orbax's reads, whose coroutines,
+  collected later, printed 60-line tracebacks each (in 3 runs of 4)."""
+  from lm_jax.train import loop  # pylint: disable=import-outside-toplevel
+  path = tmp_path / 'run'
+  loop.train_and_evaluate(make_tiny_config(num_train_steps=2, eval_every=0,
+                                           checkpoint_every=1), str(path))
+  data = [os.path.join(root, name)
+          for root, _, files in os.walk(path / 'checkpoints' / '2' / 'state')
+          if os.sep + 'd' in root for name in files]
+  os.truncate(max(data, key=os.path.getsize), 0)
+  before = _snapshot(str(path))
+  for _ in range(3):
+    result = run_cli(_python('experiments.sample', f'--workdir={path}',
+                             '--num_tokens=5'))
+    assert result.returncode == 0, result.stderr
+    lines = [l for l in result.stderr.splitlines() if l.strip()
+             and not l.startswith(('WARNING', 'W1', 'I1'))]
+    assert len(lines) == 1 and 'unreadable' in lines[0], result.stderr
+  _assert_unchanged(str(path), before)
+
+
 @pytest.mark.parametrize('args', [['--temperature=-1'], ['--top_p=0'],
                                   ['--temperature=nan'],
                                   ['--top_k=-2'], ['--num_tokens=x'],
@@ -382,6 +405,22 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
                             '--prompt=€uro', '--num_tokens=5'))
   _assert_one_error_line(unknown)
   assert '€' in unknown.stderr
+
+  # A relaunch resumes the run: it may train longer, not otherwise.
+  before = _snapshot(workdir)
+  changed = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+                            f'--workdir={workdir}', *TINY_OVERRIDES,
+                            '--config.batch_size=2', '--config.seed=3'),
+                    LM_JAX_DATA=tiny_corpus_dir)
+  _assert_one_error_line(changed)
+  assert 'batch_size=4 (now 2), seed=0 (now 3)' in changed.stderr
+  _assert_unchanged(workdir, before)
+  longer = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+                           f'--workdir={workdir}', *TINY_OVERRIDES,
+                           '--config.num_train_steps=6'),
+                   LM_JAX_DATA=tiny_corpus_dir)
+  assert longer.returncode == 0, longer.stderr
+  assert 'resumed from the checkpoint at step 4' in longer.stderr
 
 
 def test_the_value_checks_know_the_library_choices():
