@@ -165,7 +165,9 @@ class SentencePieceTokenizer(Tokenizer):
 
   Ids 0-3 are fixed: `PAD_ID` (what batches pad with), `UNK_ID`, `BOS_ID`
   (the decoder's first input) and `EOS_ID` (the last target). `encode`
-  adds none of them; `decode` drops them.
+  adds none of them; `decode` drops PAD, BOS and EOS and writes UNK as
+  SentencePiece does, ' ⁇ ' (so a translation's unknown words stay in the
+  text sacreBLEU scores, as fairseq's do).
 
   Args:
     model: the serialised SentencePiece model proto, base64 (as saved).

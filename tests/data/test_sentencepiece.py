@@ -37,9 +37,10 @@ def test_round_trip_restores_the_raw_text(tokenizer):
     assert tokenizer.decode(tokenizer.encode(sentence)) == sentence
 
 
-def test_decode_drops_padding_and_the_special_tokens(tokenizer):
+def test_decode_drops_padding_bos_and_eos_and_writes_unk_visibly(tokenizer):
   ids = tokenizer.encode('A little girl.').tolist()
   assert tokenizer.decode([2, *ids, 3, 0, 0]) == 'A little girl.'
+  assert tokenizer.decode([*ids, tokenizer.UNK_ID]) == 'A little girl. ⁇ '
 
 
 def test_encode_batch_equals_encode_one_by_one(tokenizer):
