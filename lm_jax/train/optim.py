@@ -101,7 +101,7 @@ def _decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
-_LAYER = re.compile(r'layer_?(\d+)')
+_LAYER = re.compile(r'(?:layer|block)_?(\d+)')
 _MAX_DEPTH = 32  # layer groups below the top one
 
 
@@ -109,8 +109,9 @@ def layer_groups(params: Any) -> Any:
   """Each parameter's depth group, bottom to top, for per-layer rates.
 
   Group 0 is the embeddings (a path through a name holding 'embed'), group
-  i + 1 the recurrent or Transformer layer i (a name 'layer<i>...' or
-  'layer_<i>'), and the highest group everything else: heads, final norms.
+  i + 1 the recurrent or Transformer layer i (a name 'layer<i>...',
+  'layer_<i>' or 'block_<i>'), and the highest group everything else:
+  heads, final norms.
 
   Returns:
     A pytree like `params` of int groups.
@@ -142,15 +143,20 @@ def _unfrozen(count: jax.Array, depth: int, every: int,
   return count >= depth * every * steps_per_epoch
 
 
-def _layerwise_scaling(config: ml_collections.ConfigDict,
-                       steps_per_epoch: int) -> optax.GradientTransformation:
-  """ULMFiT's discriminative fine-tuning and gradual unfreezing.
+def _per_group(config: ml_collections.ConfigDict, steps_per_epoch: int,
+               moments: optax.GradientTransformation,
+               tail: list[optax.GradientTransformation]
+               ) -> optax.GradientTransformation:
+  """ULMFiT's discriminative fine-tuning and gradual unfreezing: one
+  `optax.multi_transform` branch per depth group of `layer_groups`.
 
-  Group g of `layer_groups` (top group T) gets the rate times
-  `layer_lr_decay ** -(T - g)` (Howard & Ruder: 2.6), and with
-  `unfreeze_every_epochs` k > 0 stays frozen (rate 0) for its first
-  (T - g) * k epochs: the head trains alone first, then one more layer
-  joins each k epochs.
+  The group d below the top one (the head, d = 0) runs `moments`, then
+  `tail`, then a scale of `layer_lr_decay ** -d` (Howard & Ruder: 2.6).
+  With `unfreeze_every_epochs` k > 0 it is frozen for its first d * k
+  epochs: its updates are 0 and its optimizer state stands still
+  (`optax.conditionally_mask`), so it joins with fresh moments and bias
+  correction, as a PyTorch parameter whose `requires_grad` was off does,
+  not with moments of gradients it never stepped on.
   """
   decay, every = config.layer_lr_decay, config.unfreeze_every_epochs
   if every and steps_per_epoch <= 0:
@@ -159,18 +165,16 @@ def _layerwise_scaling(config: ml_collections.ConfigDict,
   def labels(params):
     return jax.tree.map(str, _depths(params))
 
-  def scaling(depth: int) -> optax.GradientTransformation:
-    def schedule(count):
-      scale = (decay or 1.0) ** -depth
-      if not every:
-        return jnp.float32(scale)
-      return jnp.where(_unfrozen(count, depth, every, steps_per_epoch),
-                       scale, 0.0).astype(jnp.float32)
-    return optax.scale_by_schedule(schedule)
+  def group(depth: int) -> optax.GradientTransformation:
+    tx = optax.chain(moments, *tail, optax.scale((decay or 1.0) ** -depth))
+    if not every or not depth:
+      return tx
+    return optax.conditionally_mask(
+        tx, lambda count: _unfrozen(count, depth, every, steps_per_epoch))
 
   # Transforms are fixed before the parameters are seen: one per depth up
-  # to a generous bound; depths a model lacks hold only a step counter.
-  transforms = {str(d): scaling(d) for d in range(_MAX_DEPTH + 1)}
+  # to a generous bound; depths a model lacks hold only step counters.
+  transforms = {str(d): group(d) for d in range(_MAX_DEPTH + 1)}
   return optax.multi_transform(transforms, labels)
 
 
@@ -204,9 +208,13 @@ def clip_trainable_by_global_norm(max_norm: float, trainable
   The gradients of frozen parameters are still computed; counted in the
   norm they would shrink the trained parameters' updates (a frozen LSTM's
   gradient of 100 turns a head's SGD step of 1 into 0.01 under a clip of
-  1). They are scaled alike and passed on, so optimizer moments see what
-  they saw before.
+  1). They are scaled alike and passed on to the transforms that freeze
+  them (`_per_group`, `frozen_params`' mask). With `trainable` None this is
+  `optax.clip_by_global_norm`.
   """
+  if trainable is None:
+    return optax.clip_by_global_norm(max_norm)
+
   def init(params):
     del params
     return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -262,13 +270,17 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   overhead. For models of tens of millions of parameters the copies into and
   out of that vector cost more than they save (MiniLM, 22.6 M: 160 ms per
   update flattened, 60 ms not, on a 2-core CPU), so their presets turn it
-  off.
+  off. Per-layer rates and gradual unfreezing (`_per_group`) keep each
+  group's state apart, unraveled.
   """
   schedule = make_schedule(config, steps_per_epoch)
-  moments, clip = [], []
   trainable = _trainable(config, steps_per_epoch)
-  if config.grad_clip_norm > 0 and trainable is not None:
-    # On the tree, before any raveling: it needs the parameters' names.
+  grouped = bool(config.get('layer_lr_decay')
+                 or config.get('unfreeze_every_epochs'))
+  moments, clip = [], []
+  if config.grad_clip_norm > 0 and (trainable is not None or grouped):
+    # On the tree, before any raveling or grouping: it needs the parameters'
+    # names, and one norm over all groups.
     clip = [clip_trainable_by_global_norm(config.grad_clip_norm, trainable)]
   elif config.grad_clip_norm > 0:
     moments.append(optax.clip_by_global_norm(config.grad_clip_norm))
@@ -286,12 +298,16 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
     raise ValueError(f"unknown optimizer {config.optimizer!r}: use 'adamw', "
                      "'sgd' or 'adagrad'")
   head = []
-  if moments:
+  if grouped:
+    # Unraveled: a depth the model lacks has no parameters to ravel.
+    head = [_per_group(config, steps_per_epoch,
+                       optax.chain(*moments) if moments else optax.identity(),
+                       tail)]
+    tail = []
+  elif moments:
     head = [optax.chain(*moments)]
     if config.get('optimizer_flatten', True):
       head = [optax.flatten(head[0])]
-  if config.get('layer_lr_decay') or config.get('unfreeze_every_epochs'):
-    tail.append(_layerwise_scaling(config, steps_per_epoch))
   if config.get('frozen_params'):
     tail.append(optax.masked(optax.set_to_zero(),
                              frozen_mask(config.frozen_params)))

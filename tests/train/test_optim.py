@@ -231,8 +231,8 @@ def test_layer_groups_run_from_embeddings_to_head():
   assert groups == {'token_embedding': {'embedding': 0},
                     'rnn': {'layer0_fwd': {'kernel': 1},
                             'layer1_bwd': {'kernel': 2}},
-                    'block_2': {'kernel': 3},
-                    'output': {'kernel': 3, 'bias': 3}}
+                    'block_2': {'kernel': 3},  # GPT's and Transformers'
+                    'output': {'kernel': 4, 'bias': 4}}
 
 
 def test_discriminative_rates_and_gradual_unfreezing(make_tiny_config):
@@ -260,6 +260,58 @@ def test_discriminative_rates_and_gradual_unfreezing(make_tiny_config):
                              [0.0] * 6 + [1 / 2.6 ** 2], rtol=1e-6)
   with pytest.raises(ValueError, match='epochs'):
     optim.make_optimizer(config)
+
+
+def _steps_of(tx, params, grads_at, num_steps):
+  """Each update's step (minus the update) per top-level parameter."""
+  state, steps = tx.init(params), []
+  for i in range(num_steps):
+    updates, state = tx.update(grads_at(i), state, params)
+    steps.append({k: -float(jax.tree.leaves(v)[0][0])
+                  for k, v in updates.items()})
+  return steps
+
+
+def test_a_layer_joins_with_fresh_momentum(make_tiny_config):
+  """While frozen, a layer's gradients must not build up momentum that
+  its first steps then spend (8.9 instead of 1 here)."""
+  config = make_tiny_config(optimizer='sgd', momentum=0.9,
+                            schedule='constant', warmup_steps=0,
+                            learning_rate=1.0, grad_clip_norm=0.0,
+                            unfreeze_every_epochs=1)
+  params = {'rnn': {'layer0_fwd': {'kernel': jnp.zeros(1)}},
+            'head': {'kernel': jnp.zeros(1)}}
+  ones = jax.tree.map(jnp.ones_like, params)
+  steps = _steps_of(optim.make_optimizer(config, steps_per_epoch=3), params,
+                    lambda i: ones, 6)
+  np.testing.assert_allclose([s['rnn'] for s in steps],
+                             [0, 0, 0, 1, 1.9, 2.71], rtol=1e-6)
+  np.testing.assert_allclose([s['head'] for s in steps],
+                             [1, 1.9, 2.71, 3.439, 4.0951, 4.68559],
+                             rtol=1e-6)
+
+
+def test_a_layer_joins_with_fresh_adam_moments(make_tiny_config):
+  """Adam's moments and bias correction start when the layer does: with a
+  constant gradient a fresh Adam steps by the rate, whatever gradients
+  the layer had while frozen (100 here, which stored would shrink its
+  first steps to 0.8, then 0.3, 0.03)."""
+  config = make_tiny_config(optimizer='adamw', beta1=0.8, beta2=0.99,
+                            weight_decay=0.0, schedule='constant',
+                            warmup_steps=0, learning_rate=1.0,
+                            grad_clip_norm=0.0, unfreeze_every_epochs=1)
+  params = {'rnn': {'layer0_fwd': {'kernel': jnp.zeros(1)}},
+            'head': {'kernel': jnp.zeros(1)}}
+
+  def grads_at(i):
+    return {'rnn': {'layer0_fwd': {'kernel': jnp.full(1, 100.0 if i < 4
+                                                      else 1.0)}},
+            'head': {'kernel': jnp.ones(1)}}
+  steps = _steps_of(optim.make_optimizer(config, steps_per_epoch=4), params,
+                    grads_at, 12)
+  np.testing.assert_allclose([s['rnn'] for s in steps], [0] * 4 + [1] * 8,
+                             rtol=1e-5)
+  np.testing.assert_allclose([s['head'] for s in steps], [1] * 12, rtol=1e-5)
 
 
 def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
