@@ -97,7 +97,7 @@ case "$verb" in
       esac
     done
     setup
-    exec "$PY" -m experiments.train --config="$file" --workdir="$workdir" "${args[@]}" ;;
+    exec "$PY" -m experiments.train --config="$file" --workdir="$workdir" ${args[@]+"${args[@]}"} ;;
   sample)
     setup
     exec "$PY" -m experiments.sample "$@" ;;
@@ -140,7 +140,7 @@ case "$verb" in
     if [ -x "$ROOT/.venv-bench/bin/python" ]; then
       reference=(--reference "$ROOT/.venv-bench/bin/python")
     fi
-    exec "$PY" benchmarks/gpt_cpu_throughput.py --rounds 3 "${reference[@]}" "$@" ;;
+    exec "$PY" benchmarks/gpt_cpu_throughput.py --rounds 3 ${reference[@]+"${reference[@]}"} "$@" ;;
   ""|-h|--help|help)
     # The comment block at the top, whatever its length.
     awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0" ;;

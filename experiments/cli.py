@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -95,8 +96,13 @@ def flags_parser(argv: list[str]) -> list[str]:
       message += ' (see experiments/configs/base.py for the keys)'
     fail(message)
   except (AttributeError, KeyError) as e:
-    # ml_collections' error for --config.KEY=VALUE with an unknown KEY.
-    key, *hint = re.findall(r"[A-Za-z_][\w.]*(?=\\*['\"])", str(e))
+    # ml_collections' error for --config.KEY=VALUE with an unknown KEY; the
+    # same errors from inside a preset's get_config are the preset's.
+    overridden = {a[len('--config.'):].split('=', 1)[0] for a in argv[1:]
+                  if a.startswith('--config.')}
+    key, *hint = re.findall(r"[A-Za-z_][\w.]*(?=\\*['\"])", str(e)) or ['']
+    if key not in overridden:
+      fail(f'cannot load the preset: {type(e).__name__}: {e}')
     fail(f'unknown config key {key!r}'
          + (f'; did you mean {hint[0]!r}?' if hint else '')
          + ' (see experiments/configs/base.py for the keys)')
@@ -289,6 +295,12 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
               'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
               'warmup_steps', 'decay_steps', 'eval_streams'):
+    if key in config and config[key] < 0:
+      fail(f'{key} must be 0 or more, not {config[key]}')
+  for key, value in config.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      fail(f'{key} must be a finite number, not {value}')
+  for key in ('learning_rate', 'min_learning_rate'):
     if key in config and config[key] < 0:
       fail(f'{key} must be 0 or more, not {config[key]}')
   for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):

@@ -225,15 +225,18 @@ def main(argv):
       raise ValueError('pass-through settings must be --config.KEY=VALUE, '
                        'with KEY not in the grid')
     for key, values in [*((k, [v]) for k, v in fixed.items()), *grid.items()]:
-      for value in values:
-        check_setting(config, key, value)
+      parsed = [repr(check_setting(config, key, value)) for value in values]
+      if len(set(parsed)) < len(parsed):
+        raise ValueError(f'--grid {key}={",".join(values)} repeats a value '
+                         '(as the config reads them)')
     for settings in combinations(grid):
-      # The check train makes of each run's flags, made before any starts.
+      # The checks train makes of each run's settings, before any starts.
       given = {**fixed, **settings}
       run = config.copy_and_resolve_references()
-      if 'num_epochs' in given:
-        run.num_epochs = check_setting(config, 'num_epochs',
-                                       given['num_epochs'])
+      for key, value in given.items():
+        if '.' not in key:
+          run[key] = check_setting(config, key, value)
+      cli.check_values(run)
       cli.check_run_length(run, [f'--config.{k}' for k in given])
   except ValueError as e:
     cli.fail(str(e))

@@ -175,7 +175,26 @@ BAD_TRAIN_ARGS = {
                         'warmup_steps must be 0 or more'),
     'key_with_a_path': (['--config=' + CPU_PRESET, '--config.seed.x=1'],
                         '--config.seed.x: a config key is a plain name'),
+    'nan_learning_rate': (['--config=' + CPU_PRESET,
+                           '--config.learning_rate=nan'],
+                          'learning_rate must be a finite number, not nan'),
+    'negative_learning_rate': (['--config=' + CPU_PRESET,
+                                '--config.learning_rate=-0.001'],
+                               'learning_rate must be 0 or more'),
 }
+
+
+@pytest.mark.parametrize('body', ['raise KeyError(1)', 'return os.nope',
+                                  "return {}['task']"])
+def test_a_preset_that_fails_to_load_is_one_line_blaming_the_preset(
+    run_cli, tmp_path, body):
+  preset = tmp_path / 'broken.py'
+  preset.write_text(f'import os\n\ndef get_config():\n  {body}\n')
+  result = run_cli(_python('experiments.train', f'--config={preset}',
+                           f'--workdir={tmp_path / "run"}'))
+  _assert_one_error_line(result)
+  assert 'cannot load the preset' in result.stderr, result.stderr
+  assert not os.path.exists(tmp_path / 'run')
 
 
 @pytest.mark.parametrize('case', sorted(BAD_TRAIN_ARGS))

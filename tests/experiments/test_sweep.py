@@ -198,6 +198,16 @@ def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
      'give one run name'),
     (['--preset=ptb_lstm_small', '--grid=num_train_steps=4,8'],
      'counts epochs (num_epochs=13)'),
+    (['--preset=shakespeare_char_cpu', '--grid=activation=a b,relu'],
+     "activation is one of gelu, gelu_tanh, relu, not 'a b'"),
+    (['--preset=shakespeare_char_cpu', '--grid=batch_size=4,0'],
+     'batch_size must be at least 1'),
+    (['--preset=shakespeare_char_cpu', '--grid=seed=1',
+      '--config.learning_rate=nan'], 'learning_rate must be a finite'),
+    (['--preset=shakespeare_char_cpu', '--grid=use_bias=true,1'],
+     'repeats a value'),
+    (['--preset=shakespeare_char_cpu', '--grid=learning_rate=1e-3,0.001'],
+     'repeats a value'),
 ])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
   result = _sweep(*args, f'--sweep_dir={tmp_path / "sweep"}')
