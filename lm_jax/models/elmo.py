@@ -96,7 +96,9 @@ class BiLM(nn.Module):
     """
     x = self.embed(tokens)
     out = [jnp.concatenate([x, x], -1)]
-    fwd = bwd = self.dropout(x, deterministic=not train)
+    # Each direction its own mask, as bilm-tf draws them.
+    fwd = self.dropout(x, deterministic=not train)
+    bwd = self.dropout(x, deterministic=not train)
     for i, (f, b) in enumerate(zip(self.forward_layers,
                                    self.backward_layers)):
       fwd = f(fwd, lengths)[1]

@@ -1,6 +1,8 @@
 """Tests of lm_jax.models.elmo: the bi-directional LM's two directions see
 only their own side, padding changes nothing, the scalar mix is ELMo's."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,6 +47,25 @@ def test_each_direction_sees_only_its_side():
   assert not any(same(fa[0, t], fb[0, t]) for t in range(3, 7))
   assert all(same(ba[0, t], bb[0, t]) for t in range(4, 7))
   assert not any(same(ba[0, t], bb[0, t]) for t in range(0, 4))
+
+
+def test_the_directions_draw_their_own_embedding_dropout_masks():
+  """bilm-tf drops each direction's embeddings independently."""
+  model = elmo.BiLM(dataclasses.replace(CFG, dropout_rate=0.5))
+  tokens = jnp.array([[1, 4, 5, 6, 7, 8, 2]] * 4)
+  lengths = jnp.array([7] * 4)
+  params = _params(model, tokens, lengths)
+  embedded = model.apply({'params': params}, tokens,
+                         method=lambda m, t: m.embed(t))
+  _, state = model.apply(
+      {'params': params}, tokens, lengths, train=True,
+      rngs={'dropout': jax.random.key(1)},
+      capture_intermediates=lambda m, _: m.name == 'dropout')
+  fwd_input, bwd_input = state['intermediates']['dropout']['__call__'][:2]
+  for dropped in (fwd_input, bwd_input):  # each is the embeddings, dropped
+    np.testing.assert_allclose(np.where(dropped == 0, 0, embedded * 2),
+                               dropped, rtol=1e-6)
+  assert not np.array_equal(fwd_input == 0, bwd_input == 0)
 
 
 def test_embedder_is_padding_invariant_and_mixes_layers():
