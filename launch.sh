@@ -84,20 +84,20 @@ case "$verb" in
     [ $# -ge 1 ] || die "usage: ./launch.sh train PRESET [--workdir DIR] [--config.KEY=VALUE ...]"
     preset="$1"; shift
     file="$(preset_file "$preset")"
-    workdir="$ROOT/runs/$preset"
+    # Without --workdir: runs/PRESET, or runs/PRESET-KEY-VALUE... where the
+    # --config flags change the training (experiments/cli.py).
     args=()
     while [ $# -gt 0 ]; do
       case "$1" in
         --workdir)
           # A flag in its place means the value was forgotten.
           [ $# -ge 2 ] && [[ "$2" != --* ]] || die "--workdir needs a value"
-          workdir="$2"; shift 2 ;;
-        --workdir=*) workdir="${1#--workdir=}"; shift ;;
+          args+=("--workdir=$2"); shift 2 ;;
         *) args+=("$1"); shift ;;
       esac
     done
     setup
-    exec "$PY" -m experiments.train --config="$file" --workdir="$workdir" ${args[@]+"${args[@]}"} ;;
+    exec "$PY" -m experiments.train --config="$file" ${args[@]+"${args[@]}"} ;;
   sample)
     setup
     exec "$PY" -m experiments.sample "$@" ;;

@@ -14,7 +14,7 @@ from typing import Callable, NoReturn, Optional, Sequence
 from absl import flags
 import ml_collections
 
-from lm_jax.train.logging import CONFIG_FILE, read_run_config
+from lm_jax.train.logging import CONFIG_FILE, METRICS_FILE, read_run_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
@@ -205,32 +205,59 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 # workdir of another would overwrite that run's files.
 _RUN_KIND = ('task', 'model', 'corpus')
 
-# What a relaunch may change in a run that has checkpoints: how long it
-# goes, how it is evaluated, logged and saved, where its files are, the
-# devices, and switches between equal computations (fused kernels, the
-# unroll). Any other change would leave config.json describing steps that
-# were not taken with it.
-_RELAUNCH_MAY_CHANGE = frozenset({
-    'num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
-    'final_eval_full', 'eval_streams', 'log_every', 'checkpoint_every',
-    'keep_checkpoints', 'async_checkpoint', 'profile_steps', 'steps_per_call',
-    'num_devices', 'cpu_devices', 'coordinator_address', 'num_processes',
-    'process_id', 'multihost', 'data_dir', 'cache_dir', 'similarity_dir',
-    'fused_attention', 'fused_lstm', 'fused_cross_entropy', 'folded_output',
-    'rnn_unroll', 'beam_size', 'length_penalty', 'max_decode_length'})
+# Settings that leave a run's training as it is: how it is evaluated,
+# logged and saved, where its files are, and its devices (1 or N give the
+# same steps). They do not name a run (`default_workdir`).
+_BOOKKEEPING = frozenset({
+    'eval_every', 'eval_steps', 'final_eval_full', 'eval_streams',
+    'log_every', 'checkpoint_every', 'keep_checkpoints', 'async_checkpoint',
+    'profile_steps', 'steps_per_call', 'num_devices', 'cpu_devices',
+    'coordinator_address', 'num_processes', 'process_id', 'multihost',
+    'data_dir', 'cache_dir', 'similarity_dir', 'beam_size', 'length_penalty',
+    'max_decode_length'})
+
+# What a relaunch may change in a run with results: the bookkeeping, how
+# long it goes, and switches between equal computations (fused kernels, the
+# unroll; their roundings differ). Any other change would leave config.json
+# describing steps that were not taken with it.
+_RELAUNCH_MAY_CHANGE = _BOOKKEEPING | {
+    'num_train_steps', 'num_epochs', 'fused_attention', 'fused_lstm',
+    'fused_cross_entropy', 'folded_output', 'rnn_unroll'}
 
 
-def _has_checkpoint(workdir: str) -> bool:
+def run_name(settings: dict[str, str]) -> str:
+  """A stable, filesystem-safe directory name, e.g. `batch_size-12_lr-0.1`."""
+  return '_'.join(re.sub(r'[^A-Za-z0-9.+-]', '_', f'{k}-{settings[k]}')
+                  for k in sorted(settings))
+
+
+def default_workdir(preset: str, args: Sequence[str]) -> str:
+  """`runs/PRESET`, or for a launch whose `--config.KEY=VALUE` flags change
+  the training, `runs/PRESET-KEY-VALUE...` (`run_name`): such a launch is
+  another run, not a relaunch of the preset's own."""
+  settings = dict(a[len('--config.'):].split('=', 1) for a in args
+                  if a.startswith('--config.') and '=' in a)
+  settings = {k: v for k, v in settings.items() if k not in _BOOKKEEPING}
+  name = f'{preset}-{run_name(settings)}' if settings else preset
+  return os.path.join(ROOT, 'runs', name)
+
+
+def _has_results(workdir: str) -> bool:
+  """Whether `workdir` holds a checkpoint or a metrics record (a counting
+  run, such as an n-gram model's, has no checkpoints)."""
   directory = os.path.join(workdir, 'checkpoints')
-  return os.path.isdir(directory) and any(
-      name.isdigit() for name in os.listdir(directory))
+  if os.path.isdir(directory) and any(
+      name.isdigit() for name in os.listdir(directory)):
+    return True
+  return os.path.isfile(os.path.join(workdir, METRICS_FILE)) and (
+      os.path.getsize(os.path.join(workdir, METRICS_FILE)) > 0)
 
 
 def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
                     workdir: str) -> None:
   """Fails if a relaunch of the run in `workdir` changes a setting its
-  checkpoints were trained with (see `_RELAUNCH_MAY_CHANGE`)."""
-  if not _has_checkpoint(workdir):
+  results were trained with (see `_RELAUNCH_MAY_CHANGE`)."""
+  if not _has_results(workdir):
     return  # nothing trained yet: the run starts again as launched
   current = json.loads(config.to_json_best_effort())
   changed = sorted(k for k in previous.keys() & current.keys()

@@ -21,7 +21,6 @@ import itertools
 import json
 import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -74,10 +73,7 @@ def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
   return [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
 
 
-def run_name(settings: dict[str, str]) -> str:
-  """A stable, filesystem-safe directory name, e.g. `batch_size-12_lr-0.1`."""
-  return '_'.join(re.sub(r'[^A-Za-z0-9.+-]', '_', f'{k}-{settings[k]}')
-                  for k in sorted(settings))
+run_name = cli.run_name  # each run's folder in the sweep
 
 
 def check_setting(config: ml_collections.ConfigDict, key: str, value: str

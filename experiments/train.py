@@ -1,9 +1,12 @@
-"""Trains a preset: python -m experiments.train --config PRESET_FILE --workdir DIR
+"""Trains a preset: python -m experiments.train --config FILE [--workdir DIR]
 
-Extra `--config.KEY=VALUE` flags override the preset. A second launch in the
-same workdir resumes from its latest checkpoint.
+Extra `--config.KEY=VALUE` flags override the preset. The workdir defaults
+to runs/PRESET, or runs/PRESET-KEY-VALUE... where the overrides change the
+training (`cli.default_workdir`). A second launch in the same workdir
+resumes from its latest checkpoint.
 """
 
+import os
 import sys
 
 from absl import app
@@ -13,19 +16,25 @@ from ml_collections import config_flags
 from experiments import cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Preset file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory.')
+_WORKDIR = flags.DEFINE_string(
+    'workdir', None, 'Run directory (default: see above).')
 
 
 def main(argv):
   if len(argv) > 1:
     cli.fail(f'unexpected arguments {argv[1:]}; settings are '
              '--config.KEY=VALUE')
-  if _CONFIG.value is None or _WORKDIR.value is None:
-    cli.fail('--config and --workdir are required')
+  if _CONFIG.value is None:
+    cli.fail('--config PRESET_FILE is required (a preset whose get_config '
+             'returns None counts as none)')
   config = _CONFIG.value
+  preset = os.path.splitext(os.path.basename(
+      flags.FLAGS['config'].config_filename))[0]
+  workdir = (_WORKDIR.value if _WORKDIR.value is not None
+             else cli.default_workdir(preset, sys.argv[1:]))
   cli.check_values(config)
   cli.check_run_length(config, sys.argv[1:])
-  cli.check_workdir(config, _WORKDIR.value)
+  cli.check_workdir(config, workdir)
   cli.resolve_paths(config)
   cli.use_compilation_cache(config.cache_dir)
   cli.set_cpu_devices(cli.cpu_device_count(
@@ -36,7 +45,7 @@ def main(argv):
                            config.process_id)
   cli.setup_logging()
   from lm_jax.train.loop import train_and_evaluate
-  results = cli.run_guarded(lambda: train_and_evaluate(config, _WORKDIR.value))
+  results = cli.run_guarded(lambda: train_and_evaluate(config, workdir))
   print('final ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
 
 

@@ -442,6 +442,39 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
   assert 'resumed from the checkpoint at step 4' in longer.stderr
 
 
+def test_a_launch_that_changes_the_training_gets_its_own_default_workdir():
+  from experiments import cli  # pylint: disable=import-outside-toplevel
+  runs = os.path.join(REPO_ROOT, 'runs')
+  assert cli.default_workdir('ptb_lstm_small', []) == os.path.join(
+      runs, 'ptb_lstm_small')
+  # Bookkeeping (evaluation, devices, paths) leaves the run as it is.
+  assert cli.default_workdir('ptb_lstm_small', [
+      '--config.eval_streams=1', '--config.cpu_devices=2',
+      '--config.data_dir=/d']) == os.path.join(runs, 'ptb_lstm_small')
+  assert cli.default_workdir('ptb_lstm_small', [
+      '--config.seed=1', '--config.matmul_dtype=bfloat16',
+      '--config.log_every=5']) == os.path.join(
+          runs, 'ptb_lstm_small-matmul_dtype-bfloat16_seed-1')
+
+
+def test_relaunching_a_counting_run_with_other_settings_is_refused(
+    run_cli, tiny_corpus_dir, tmp_path):
+  """An n-gram run has no checkpoints; its results are its records."""
+  workdir = str(tmp_path / 'run')
+  preset = os.path.join(CONFIG_DIR, 'shakespeare_char_ngram.py')
+  first = run_cli(_python('experiments.train', f'--config={preset}',
+                          f'--workdir={workdir}', '--config.ngram_order=2'),
+                  LM_JAX_DATA=tiny_corpus_dir)
+  assert first.returncode == 0, first.stderr
+  before = _snapshot(workdir)
+  again = run_cli(_python('experiments.train', f'--config={preset}',
+                          f'--workdir={workdir}', '--config.ngram_order=3'),
+                  LM_JAX_DATA=tiny_corpus_dir)
+  _assert_one_error_line(again)
+  assert 'ngram_order=2 (now 3)' in again.stderr
+  _assert_unchanged(workdir, before)
+
+
 def test_the_value_checks_know_the_library_choices():
   """cli.check_values runs before jax may be imported, so its lists are
   copies of the library's: they must not drift apart."""
