@@ -264,9 +264,9 @@ def test_discriminative_rates_and_gradual_unfreezing(make_tiny_config):
 
 def _steps_of(tx, params, grads_at, num_steps):
   """Each update's step (minus the update) per top-level parameter."""
-  state, steps = tx.init(params), []
+  state, steps, update = tx.init(params), [], jax.jit(tx.update)
   for i in range(num_steps):
-    updates, state = tx.update(grads_at(i), state, params)
+    updates, state = update(grads_at(i), state, params)
     steps.append({k: -float(jax.tree.leaves(v)[0][0])
                   for k, v in updates.items()})
   return steps
