@@ -98,8 +98,7 @@ def flags_parser(argv: list[str]) -> list[str]:
   except (AttributeError, KeyError) as e:
     # ml_collections' error for --config.KEY=VALUE with an unknown KEY; the
     # same errors from inside a preset's get_config are the preset's.
-    overridden = {a[len('--config.'):].split('=', 1)[0] for a in argv[1:]
-                  if a.startswith('--config.')}
+    overridden = set(config_overrides(argv[1:]))
     key, *hint = re.findall(r"[A-Za-z_][\w.]*(?=\\*['\"])", str(e)) or ['']
     if key not in overridden:
       fail(f'cannot load the preset: {type(e).__name__}: {e}')
@@ -217,9 +216,10 @@ _BOOKKEEPING = frozenset({
     'max_decode_length'})
 
 # What a relaunch may change in a run with results: the bookkeeping, how
-# long it goes, and switches between equal computations (fused kernels, the
-# unroll; their roundings differ). Any other change would leave config.json
-# describing steps that were not taken with it.
+# long it goes (a schedule that decays over num_train_steps then stretches
+# from the step it resumes at), and switches between equal computations
+# (fused kernels, the unroll; their roundings differ). Any other change
+# would leave config.json describing steps that were not taken with it.
 _RELAUNCH_MAY_CHANGE = _BOOKKEEPING | {
     'num_train_steps', 'num_epochs', 'fused_attention', 'fused_lstm',
     'fused_cross_entropy', 'folded_output', 'rnn_unroll'}
@@ -231,13 +231,29 @@ def run_name(settings: dict[str, str]) -> str:
                   for k in sorted(settings))
 
 
+def config_overrides(args: Sequence[str]) -> dict[str, str]:
+  """The `--config.KEY=VALUE` (or `--config.KEY VALUE`) flags in `args`, as
+  {KEY: VALUE}; a bare boolean `--config.KEY` is 'true'."""
+  out, i = {}, 0
+  while i < len(args):
+    arg = args[i]
+    if arg.startswith('--config.'):
+      key, sep, value = arg[len('--config.'):].partition('=')
+      if not sep:
+        following = args[i + 1] if i + 1 < len(args) else '--'
+        value = 'true' if following.startswith('--') else following
+        i += not following.startswith('--')
+      out[key] = value
+    i += 1
+  return out
+
+
 def default_workdir(preset: str, args: Sequence[str]) -> str:
   """`runs/PRESET`, or for a launch whose `--config.KEY=VALUE` flags change
   the training, `runs/PRESET-KEY-VALUE...` (`run_name`): such a launch is
   another run, not a relaunch of the preset's own."""
-  settings = dict(a[len('--config.'):].split('=', 1) for a in args
-                  if a.startswith('--config.') and '=' in a)
-  settings = {k: v for k, v in settings.items() if k not in _BOOKKEEPING}
+  settings = {k: v for k, v in config_overrides(args).items()
+              if k not in _BOOKKEEPING}
   name = f'{preset}-{run_name(settings)}' if settings else preset
   return os.path.join(ROOT, 'runs', name)
 
@@ -260,9 +276,13 @@ def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
   if not _has_results(workdir):
     return  # nothing trained yet: the run starts again as launched
   current = json.loads(config.to_json_best_effort())
+  # A run started from another (init_from) took that run's architecture.
+  source = _read_run_config(config.init_from) if config.get(
+      'init_from') else None
   changed = sorted(k for k in previous.keys() & current.keys()
                    if k not in _RELAUNCH_MAY_CHANGE
-                   and previous[k] != current[k])
+                   and previous[k] != current[k]
+                   and not (source and source.get(k) == previous[k]))
   if changed:
     shown = ', '.join(f'{k}={previous[k]!r} (now {current[k]!r})'
                       for k in changed[:3])

@@ -457,6 +457,40 @@ def test_a_launch_that_changes_the_training_gets_its_own_default_workdir():
           runs, 'ptb_lstm_small-matmul_dtype-bfloat16_seed-1')
 
 
+def test_config_overrides_read_both_flag_forms():
+  from experiments import cli  # pylint: disable=import-outside-toplevel
+  assert cli.config_overrides([
+      '--config.seed=3', '--config.activation', 'relu', '--workdir=x',
+      '--config.use_bias', '--config.learning_rate', '1e-3']) == {
+          'seed': '3', 'activation': 'relu', 'use_bias': 'true',
+          'learning_rate': '1e-3'}
+  assert cli.default_workdir('p', ['--config.seed', '3']).endswith(
+      os.path.join('runs', 'p-seed-3'))
+
+
+def test_a_run_that_took_another_runs_architecture_relaunches(tmp_path):
+  """init_from copies the source run's sizes into config.json; relaunched
+  unchanged, the run must resume, not be refused for sizes it never set."""
+  # pylint: disable=import-outside-toplevel
+  from experiments import cli
+  from experiments.configs import sst2_minilm
+  config = sst2_minilm.get_config()
+  source, run = tmp_path / 'minilm', tmp_path / 'run'
+  source.mkdir()
+  (source / 'config.json').write_text(json.dumps(
+      {'task': 'mlm', 'model': 'bert', 'corpus': 'imported', 'num_layers': 6,
+       'num_heads': 12, 'embed_dim': 384}))
+  config.init_from = str(source)
+  saved = json.loads(config.to_json_best_effort())
+  saved.update(num_layers=6, num_heads=12, embed_dim=384)
+  (run / 'checkpoints' / '1052').mkdir(parents=True)
+  (run / 'config.json').write_text(json.dumps(saved))
+  cli.check_workdir(config, str(run))  # no SystemExit
+  config.seed += 1
+  with pytest.raises(SystemExit):
+    cli.check_workdir(config, str(run))
+
+
 def test_relaunching_a_counting_run_with_other_settings_is_refused(
     run_cli, tiny_corpus_dir, tmp_path):
   """An n-gram run has no checkpoints; its results are its records."""
