@@ -323,6 +323,16 @@ def test_sample_refuses_decoding_flags_an_ngram_run_ignores(run_cli,
   assert '--prompt --top_k do not apply to an n-gram run' in result.stderr
 
 
+def _sample_five(run_cli, path) -> tuple[int, list[str]]:
+  """`sample --num_tokens=5` of the run in `path`: the exit code and the
+  non-empty stderr lines, less absl's and XLA's own warnings."""
+  result = run_cli(_python('experiments.sample', f'--workdir={path}',
+                           '--num_tokens=5'))
+  return result.returncode, [
+      l for l in result.stderr.splitlines()
+      if l.strip() and not l.startswith(('WARNING', 'W1', 'I1'))]
+
+
 def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
     run_cli, make_tiny_config, tmp_path):
   """Orbax stops at the first unreadable array; the reads still in flight
@@ -338,13 +348,9 @@ def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
         os.truncate(os.path.join(root, name), 10)
   before = _snapshot(str(path))
   for _ in range(2):
-    result = run_cli(_python('experiments.sample', f'--workdir={path}',
-                             '--num_tokens=5'))
+    code, lines = _sample_five(run_cli, path)
     # The fallback's warning, then the error.
-    assert result.returncode == 2, result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.strip()
-             and not l.startswith(('WARNING', 'W1', 'I1'))]
-    assert len(lines) == 2 and 'unreadable' in lines[0], result.stderr
+    assert code == 2 and len(lines) == 2 and 'unreadable' in lines[0], lines
     assert lines[1].startswith('error: no readable checkpoint'), lines
   _assert_unchanged(str(path), before)
 
@@ -363,12 +369,8 @@ def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
   os.truncate(max(data, key=os.path.getsize), 0)
   before = _snapshot(str(path))
   for _ in range(3):
-    result = run_cli(_python('experiments.sample', f'--workdir={path}',
-                             '--num_tokens=5'))
-    assert result.returncode == 0, result.stderr
-    lines = [l for l in result.stderr.splitlines() if l.strip()
-             and not l.startswith(('WARNING', 'W1', 'I1'))]
-    assert len(lines) == 1 and 'unreadable' in lines[0], result.stderr
+    code, lines = _sample_five(run_cli, path)
+    assert code == 0 and len(lines) == 1 and 'unreadable' in lines[0], lines
   _assert_unchanged(str(path), before)
 
 
