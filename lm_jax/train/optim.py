@@ -150,7 +150,7 @@ def _per_group(config: ml_collections.ConfigDict, steps_per_epoch: int,
   """ULMFiT's discriminative fine-tuning and gradual unfreezing: one
   `optax.multi_transform` branch per depth group of `layer_groups`.
 
-  The group d below the top one (the head, d = 0) runs `moments`, then
+  The group d levels below the top (the head: d = 0) runs `moments`, then
   `tail`, then a scale of `layer_lr_decay ** -d` (Howard & Ruder: 2.6).
   With `unfreeze_every_epochs` k > 0 it is frozen for its first d * k
   epochs: its updates are 0 and its optimizer state stands still
