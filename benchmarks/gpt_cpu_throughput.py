@@ -33,8 +33,8 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import statistics
+import sys
 import time
 
 import huge_pages  # beside this script
@@ -216,9 +216,10 @@ def _round(args) -> dict:
           f"{r['peak_matmul_gflops_per_sec']:.0f} GFLOP/s", flush=True)
   reference = None
   if args.reference:
+    script = os.path.join(os.path.dirname(__file__), 'nanogpt_reference.py')
     out = subprocess.run(
-        [args.reference, os.path.join(ROOT, 'benchmarks', 'nanogpt_reference.py'),
-         '--max_iters', '300', '--eval_interval', '1000'],
+        [args.reference, script, '--max_iters', '300', '--eval_interval',
+         '1000'],
         check=True, capture_output=True, text=True).stdout
     reference = json.loads(out.strip().splitlines()[-1])
     print(f"PyTorch reference: {reference['median_ms_per_iter']:6.2f} ms/iter "
@@ -239,12 +240,13 @@ def _summarise(rounds: list[dict], with_reference: bool) -> None:
             f"{statistics.median(r['loop_ms_per_step'] for r in rows):.2f} | "
             f"{statistics.median(r['mfu'] for r in rows):.1%} |")
     if with_reference:
-      ratios = [r['reference']['median_ms_per_iter']
-                / r['settings'][i]['loop_ms_per_step'] for r in rounds]
+      ratios = [r['reference']['median_ms_per_iter'] / row['loop_ms_per_step']
+                for r, row in zip(rounds, rows)]
       line += (f" {statistics.median(ratios):.2f}x; "
                f"{min(ratios):.2f}-{max(ratios):.2f}x |")
     print(line)
   print(json.dumps(rounds))
+
 
 if __name__ == '__main__':
   sys.path.insert(0, ROOT)

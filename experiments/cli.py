@@ -265,8 +265,8 @@ def _has_results(workdir: str) -> bool:
   if os.path.isdir(directory) and any(
       name.isdigit() for name in os.listdir(directory)):
     return True
-  return os.path.isfile(os.path.join(workdir, METRICS_FILE)) and (
-      os.path.getsize(os.path.join(workdir, METRICS_FILE)) > 0)
+  metrics = os.path.join(workdir, METRICS_FILE)
+  return os.path.isfile(metrics) and os.path.getsize(metrics) > 0
 
 
 def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
@@ -339,15 +339,13 @@ def check_values(config: ml_collections.ConfigDict) -> None:
               'keep_checkpoints'):
     if key in config and config[key] < 1:
       fail(f'{key} must be at least 1, not {config[key]}')
-  for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
-              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
-              'warmup_steps', 'decay_steps', 'eval_streams'):
-    if key in config and config[key] < 0:
-      fail(f'{key} must be 0 or more, not {config[key]}')
   for key, value in config.items():
     if isinstance(value, float) and not math.isfinite(value):
       fail(f'{key} must be a finite number, not {value}')
-  for key in ('learning_rate', 'min_learning_rate'):
+  for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
+              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
+              'warmup_steps', 'decay_steps', 'eval_streams', 'learning_rate',
+              'min_learning_rate'):
     if key in config and config[key] < 0:
       fail(f'{key} must be 0 or more, not {config[key]}')
   for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):

@@ -41,7 +41,7 @@ def load_tokenizer(workdir: str) -> tokenizers.Tokenizer:
 
 def load_run_config(workdir: str) -> dict:
   """The config.json of a pre-training run."""
-  _run_file(workdir, CONFIG_FILE)
+  _run_file(workdir, CONFIG_FILE)  # its message says which run to train
   return read_run_config(workdir)
 
 

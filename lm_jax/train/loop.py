@@ -209,12 +209,11 @@ def _closing(close: Callable[[], None]):
   hang it (a failed save did), so every part is closed either way."""
   def exit_(exc_type, exc, traceback):
     del exc, traceback
-    if exc_type is None:
-      close()
-      return False
     try:
       close()
     except Exception as e:  # noqa: BLE001 - the run's error is reported
+      if exc_type is None:
+        raise
       log.warning('while stopping: %s: %s', type(e).__name__, e)
     return False
   return exit_
