@@ -47,7 +47,6 @@ def _config(preset: str, args):
 
 def _train_speed(task, config, args) -> dict:
   import jax
-  import numpy as np
   from lm_jax.train import optim, parallel
   from lm_jax.train.loop import init_state, state_sharding
   from lm_jax.train.steps import make_train_step

@@ -7,7 +7,7 @@ This is what `pmap` used to do, written the way JAX 0.10 recommends.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -99,8 +99,3 @@ def to_host(tree: Any) -> Any:
   return jax.tree.map(
       lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array)
                            else x), tree)
-
-
-def put_replicated(tree: Any, mesh: Optional[Mesh]) -> Any:
-  """Places a host pytree on every device of `mesh`."""
-  return jax.device_put(tree, replicated(mesh))
