@@ -7,7 +7,9 @@ The vocabulary is every training word (the tagger's own `min_count` of 1),
 so `udpos_bilstm_elmo` tags with exactly `udpos_bilstm`'s vocabulary.
 Heavy dropout for so little text, and 5 epochs: with a 20-epoch schedule
 the dev perplexity was 538 after 5 epochs and 572 after 10. This preset's
-run: 620.7 (12-03). `eval_perplexity` is on the treebank's dev sentences.
+run: 607.1 (12-06; 620.7 on 12-03, when both directions shared one
+embedding-dropout mask). `eval_perplexity` is on the treebank's dev
+sentences.
 """
 
 from experiments.configs import sst2_bilm

@@ -66,7 +66,7 @@ class TaggingTask(SentenceTask):
   data_dir, cache_dir, model ('tagger'), min_count, elmo_bilm,
   frozen_params, embed_dim,
   hidden_size, num_layers, cell, dropout_rate, word_dropout_rate,
-  forget_bias, char_encoder, char_embed_dim, char_features,
+  forget_bias, fused_lstm, char_encoder, char_embed_dim, char_features,
   char_kernel_size, max_word_chars, compute_dtype, batch_size, seed,
   eval_steps, final_eval_full, length_multiple, length_bucketing.
   """

@@ -53,9 +53,13 @@ def test_tricky_lines_give_words_and_tags_of_syntactic_words_only():
 
 @pytest.mark.parametrize('line, message', [
     ('1\tword\tword\tNOUN', '10 tab-separated columns, this one 4'),
-    (_line('1', 'word', 'NN'), "unknown UPOS tag 'NN'"),
+    (_line('2', 'word', 'NN'), "unknown UPOS tag 'NN'"),
     (_line('x', 'word', 'NOUN'), "bad token ID 'x'"),
     (_line('1-', 'word', 'NOUN'), "bad token ID '1-'"),
+    (_line('\u00b2', 'word', 'NOUN'), "bad token ID '\u00b2'"),  # isdigit()
+    # A sentence not closed by a blank line would merge into the next.
+    (_line('1', 'again', 'NOUN'), 'token ID 1 where 2 comes next'),
+    (_line('3', 'word', 'NOUN'), 'token ID 3 where 2 comes next'),
 ])
 def test_malformed_lines_raise_an_error_naming_file_and_line(line, message):
   text = '# sent_id = 1\n' + _line('1', 'ok', 'ADJ') + '\n' + line + '\n'
@@ -81,7 +85,9 @@ def _write_treebank(root, texts, gzipped=('train',)):
 
 def test_built_splits_equal_the_parsed_files(tmp_path):
   texts = {'train': TRICKY,
-           'validation': _line('1', 'flights', 'NOUN') + '\n\n',
+           # A byte-order mark; a lone '\r' inside a form ends no line.
+           'validation': '\ufeff# sent_id = 1\n' + _line(
+               '1', 'flights\rto', 'NOUN') + '\n\n',
            'test': '\n'.join([_line('1', 'to', 'ADP'),
                               _line('2', 'denver', 'PROPN'), '', ''])}
   _write_treebank(tmp_path / 'raw', texts)
@@ -128,6 +134,15 @@ def test_malformed_file_fails_with_its_path_and_the_cache_recovers(tmp_path):
   _write_treebank(raw, good)
   assert len(conllu.load_sentences('ud_english_atis', 'validation', str(raw),
                                    str(tmp_path / 'cache'))) == 2
+
+
+def test_a_split_without_sentences_is_named(tmp_path):
+  _write_treebank(tmp_path / 'raw', {'train': TRICKY, 'validation': TRICKY,
+                                     'test': '# only a comment\n'})
+  with pytest.raises(ValueError, match=r'en_atis-ud-test\.conllu holds no '
+                     'sentences'):
+    conllu.load_sentences('ud_english_atis', 'test', str(tmp_path / 'raw'),
+                          str(tmp_path / 'cache'))
 
 
 def test_unknown_treebank_and_split_raise_value_error(tmp_path):

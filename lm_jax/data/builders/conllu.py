@@ -75,12 +75,15 @@ def parse_conllu(text: str, source: str = '<string>'
 
   Raises:
     ValueError: a token line without 10 tab-separated columns, an ID that
-      is neither an integer, a range nor a decimal, or an unknown UPOS tag;
-      the message names `source` and the line number.
+      is neither an integer, a range nor a decimal, a word ID that does not
+      follow the previous one (two sentences without a blank line between
+      them), or an unknown UPOS tag; the message names `source` and the
+      line number.
   """
   words, tags = [], []
   # Lines end at '\n' only (splitlines() also cuts at '\x0c', '\u2028'...).
-  for number, line in enumerate(text.split('\n'), 1):
+  lines = text.removeprefix('\ufeff').split('\n')
+  for number, line in enumerate(lines, 1):
     line = line.rstrip('\r')
     if not line.strip():
       if words:
@@ -96,8 +99,12 @@ def parse_conllu(text: str, source: str = '<string>'
     token_id = columns[0]
     if _SKIPPED_ID.fullmatch(token_id):
       continue  # a multi-word token's surface form, or an empty node
-    if not token_id.isdigit():
+    if not (token_id.isascii() and token_id.isdigit()):
       raise ValueError(f'{source}:{number}: bad token ID {token_id!r}')
+    if int(token_id) != len(words) + 1:
+      raise ValueError(f'{source}:{number}: token ID {token_id} where '
+                       f'{len(words) + 1} comes next; is a blank line '
+                       'missing before this sentence?')
     if columns[3] not in UPOS_TAGS:
       raise ValueError(f'{source}:{number}: unknown UPOS tag '
                        f'{columns[3]!r}')
@@ -129,7 +136,12 @@ class ConlluTreebank(RawFileBuilder):
   def parsed(self, split: str) -> list[tuple[list[str], list[str]]]:
     """Every sentence of `split`, parsed (and so checked) in full."""
     path = self.raw_file(split)
-    return list(parse_conllu(read_text(path), path))
+    # newline='': parse_conllu alone decides where lines end.
+    sentences = list(parse_conllu(read_text(path, newline=''), path))
+    if not sentences:
+      raise ValueError(f'{path} holds no sentences; copy or download it '
+                       'again')
+    return sentences
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Its retrying downloader stalls for minutes offline.
