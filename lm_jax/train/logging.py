@@ -1,12 +1,15 @@
-"""Where a run's numbers go: console, metrics.jsonl, TensorBoard, a PNG.
+"""Where a run's numbers go: console, metrics.jsonl, TensorBoard, a PNG,
+and a profiler trace on request.
 
-Only the first host writes; the others return early from every call.
+Only the first host writes the numbers; the others return early from every
+call. Each host writes its own trace.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from typing import Optional
@@ -53,15 +56,14 @@ class MetricWriter:
       return
     kept = [r for r in read_metrics(workdir) if r['step'] <= resume_step]
     # Replaced whole, so that a kill mid-write cannot lose the history.
-    write_atomically(self.path,
-                     ''.join(json.dumps(r) + '\n' for r in kept))
+    write_atomically(self.path, ''.join(map(_json_line, kept)))
     try:
       from tensorboardX import SummaryWriter  # Optional at run time.
-      # On resume, TensorBoard drops the old events past the restored step
-      # (they are about to be logged again).
+      # TensorBoard drops the old events past the restored step (they are
+      # about to be logged again), those of an attempt that crashed before
+      # its first checkpoint included.
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                               purge_step=resume_step + 1 if resume_step
-                               else None)
+                               purge_step=resume_step + 1)
     except ImportError:
       log.warning('tensorboardX is not installed: no TensorBoard events')
 
@@ -70,7 +72,7 @@ class MetricWriter:
       return
     record = {'step': int(step), **{k: float(v) for k, v in values.items()}}
     with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
+      f.write(_json_line(record))
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(k, v, step)
@@ -104,17 +106,29 @@ class MetricWriter:
       self._tb.close()
 
 
+def _json_line(record: dict) -> str:
+  """A record as one line of strict JSON: a NaN or infinite value (a run
+  that diverged) is written as null, which json.dumps would write as the
+  bare NaN / Infinity that jq, JavaScript and others reject."""
+  return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v)
+                     else v for k, v in record.items()},
+                    allow_nan=False) + '\n'
+
+
 def read_metrics(workdir: str) -> list[dict]:
   """The records of `workdir/metrics.jsonl`, less a line cut short by a kill
-  (empty if there are none)."""
+  (empty if there are none); a value written as null (not finite) reads as
+  NaN."""
   path, records = os.path.join(workdir, METRICS_FILE), []
   if os.path.exists(path):
     with open(path) as f:
       for line in f:
         try:
-          records.append(json.loads(line))
+          record = json.loads(line)
         except json.JSONDecodeError:
-          pass
+          continue
+        records.append({k: math.nan if v is None else v
+                        for k, v in record.items()})
   return records
 
 
@@ -136,6 +150,57 @@ def read_run_config(workdir: str) -> dict:
   if not isinstance(config, dict) or 'task' not in config:
     raise ValueError(f'{path} is not a run config: no task')
   return config
+
+
+class ProfileTrace:
+  """The `profile_steps` window of a run: a `jax.profiler` trace in
+  `WORKDIR/profile`, started before the window's first step and stopped
+  after its last, or when the run stops.
+
+  Args:
+    spec: 'START:STOP' (steps, 1-based, inclusive), or '' for none.
+    workdir: the run's directory.
+    start: the steps already done (a resumed run traces nothing that began
+      before them).
+    end: the run's last step; a window past it is cut there, since a trace
+      never stopped is never written.
+  """
+
+  def __init__(self, spec: str, workdir: str, start: int, end: int):
+    import jax
+    window = tuple(int(s) for s in spec.split(':')) if spec else None
+    if window and window[0] <= start:
+      log.info('profile_steps %s began before step %d, where this run '
+               'resumes: no trace', spec, start)
+      window = None
+    if window and window[1] > end:
+      window = (window[0], end) if window[0] <= end else None
+    self.window, self._active = window, False
+    self._directory = os.path.join(workdir, 'profile')
+    if jax.process_count() > 1:
+      # Processes on one machine share a host name, and so a trace file.
+      self._directory = os.path.join(self._directory,
+                                     f'process_{jax.process_index()}')
+
+  def before(self, step: int) -> None:
+    """Called with the steps done so far, before the next ones."""
+    if self.window and step + 1 == self.window[0]:
+      import jax
+      jax.profiler.start_trace(self._directory)
+      self._active = True
+
+  def after(self, step: int, state) -> None:
+    """Called with the steps done so far and the state they produced."""
+    if self._active and step == self.window[1]:
+      import jax
+      jax.block_until_ready(state)
+      self.close()
+
+  def close(self) -> None:
+    if self._active:
+      import jax
+      self._active = False
+      jax.profiler.stop_trace()
 
 
 class Progress:

@@ -24,8 +24,8 @@ import numpy as np
 
 from lm_jax import tasks
 from lm_jax.train import checkpoint, optim, parallel
-from lm_jax.train.logging import (CONFIG_FILE, MetricWriter, Progress,
-                                  write_atomically)
+from lm_jax.train.logging import (CONFIG_FILE, MetricWriter, ProfileTrace,
+                                  Progress, write_atomically)
 from lm_jax.train.steps import (TrainState, averages, make_eval_step,
                                 make_multi_step, make_train_step)
 
@@ -35,14 +35,6 @@ _MAX_STEPS_IN_FLIGHT = 4
 # Steps' metrics kept on device between two logs at most; beyond, the older
 # ones are summed on the host (log_every=0 would keep every step's).
 _MAX_PENDING = 1000
-
-
-def _profile_window(spec: str) -> Optional[tuple[int, int]]:
-  """'START:STOP' -> (START, STOP) steps to trace; '' -> None."""
-  if not spec:
-    return None
-  start, stop = (int(s) for s in spec.split(':'))
-  return start, stop
 
 
 def _window_sums(pending: list) -> dict:
@@ -109,47 +101,19 @@ def evaluate(eval_step, params, batches, mesh, task) -> dict[str, float]:
       carry = jax.device_put(task.init_carry(rows),
                              parallel.batch_sharded(mesh))
     metrics, carry = eval_step(params, parallel.to_global(batch, mesh), carry)
-    # Evaluation steps do not depend on each other, so without this wait
-    # many would be in flight at once; on XLA CPU devices that share a
-    # small thread pool their all-reduces can then block each other forever.
-    jax.block_until_ready(metrics)
-    total = metrics if total is None else jax.tree.map(jnp.add, total, metrics)
+    # Each batch's sums come to the host at once, to be added in float64:
+    # float32 totals over PTB's 2,108 one-stream batches were off by 2e-4.
+    # The wait matters too: evaluation steps do not depend on each other, so
+    # many would otherwise be in flight at once, and on XLA CPU devices that
+    # share a small thread pool their all-reduces can block each other
+    # forever.
+    metrics = jax.tree.map(lambda x: np.asarray(x, np.float64),
+                           parallel.to_host(metrics))
+    total = metrics if total is None else jax.tree.map(np.add, total, metrics)
   if total is None:
     raise ValueError('the evaluation had no batches: the split is shorter '
                      'than one batch')
-  return averages(parallel.to_host(total))
-
-
-class _Trace:
-  """The `profile_steps` window of a run: a `jax.profiler` trace started
-  before its first step and stopped after its last, or when the run stops."""
-
-  def __init__(self, spec: str, directory: str, start: int, end: int):
-    window = _profile_window(spec)
-    if window and window[0] <= start:
-      log.info('profile_steps %s began before step %d, where this run '
-               'resumes: no trace', spec, start)
-      window = None
-    if window and window[1] > end:
-      # Cut at the end: a trace never stopped is never written.
-      window = (window[0], end) if window[0] <= end else None
-    self.window, self._directory, self._active = window, directory, False
-
-  def before(self, step: int) -> None:
-    """Called with the steps done so far, before the next ones."""
-    if self.window and step + 1 == self.window[0]:
-      jax.profiler.start_trace(self._directory)
-      self._active = True
-
-  def after(self, step: int, state) -> None:
-    if self._active and step == self.window[1]:
-      jax.block_until_ready(state)
-      self.close()
-
-  def close(self) -> None:
-    if self._active:
-      self._active = False
-      jax.profiler.stop_trace()
+  return averages(total)
 
 
 class _LogWindow:
@@ -345,19 +309,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     stream = task.train_stream(rows)
     state, resumed_window = _restore_or_start(ckpt, state, stream, task, tx,
                                               mesh)
+    start = int(parallel.to_host(state.step))
+    if start > config.num_train_steps:
+      raise ValueError(
+          f'{workdir} has trained {start} steps, more than num_train_steps='
+          f'{config.num_train_steps}; relaunch it with at least {start} '
+          'steps, or train the shorter run in a new --workdir')
     # Only now, with the checkpoints known to fit: a relaunch refused above
     # must leave the run's config and assets as they were.
     _write_config(config, workdir)
     if jax.process_index() == 0:
       task.save_assets(workdir)
-    start = int(parallel.to_host(state.step))
     steps = _compile_steps(task, tx, config, mesh)
     steps_per_call = config.get('steps_per_call', 1)
     rng = jax.random.key(config.seed + 1)
     writer = MetricWriter(workdir, resume_step=start)
     stack.push(_closing(writer.close))
-    trace = _Trace(config.profile_steps, os.path.join(workdir, 'profile'),
-                   start, config.num_train_steps)
+    trace = ProfileTrace(config.profile_steps, workdir, start,
+                         config.num_train_steps)
     stack.push(_closing(trace.close))
     progress = Progress(config.num_train_steps, start)
     window = _LogWindow(resumed_window)
@@ -394,6 +363,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             'tok/s': values['tokens_per_sec']}, seconds))
         window.restart_clock()
       if (config.eval_every and step % config.eval_every == 0) or final:
+        # The steps still in flight are training time, not evaluation's.
+        jax.block_until_ready(state)
         eval_start = time.perf_counter()
         # The last evaluation covers the whole split, exactly; with
         # eval_steps 0 every one does.

@@ -25,7 +25,7 @@ from lm_jax.data import pipelines, tokenizers
 from lm_jax.models import build_model
 from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.train import checkpoint, loop
-from lm_jax.train.logging import read_metrics
+from lm_jax.train.logging import MetricWriter, read_metrics
 
 
 @pytest.fixture(scope='module')
@@ -189,6 +189,22 @@ def _validation_loss(task, config, params):
   return total / count, count
 
 
+def test_evaluation_adds_the_batches_sums_in_float64():
+  """Each batch's float32 sums are exact; their total over a long split
+  must not round: in float32, 2**24 + 1 + 1 + 1 is 2**24."""
+  mesh = loop.parallel.make_data_mesh(1)
+  task = types.SimpleNamespace(init_carry=lambda rows: ())
+  batches = [{'sum': np.full((1,), v, np.float32)}
+             for v in (2.0**24, 1.0, 1.0, 1.0)]
+
+  def eval_step(params, batch, carry):
+    del params
+    return {'loss': (batch['sum'][0], np.float32(1.0))}, carry
+
+  result = loop.evaluate(eval_step, None, batches, mesh, task)
+  assert result['loss'] == (2.0**24 + 3) / 4
+
+
 def test_final_evaluation_is_the_exact_mean_over_the_validation_split(
     uninterrupted, tiny_task):
   config, params = uninterrupted['config'], uninterrupted['params']
@@ -333,6 +349,43 @@ def test_relaunching_a_finished_run_trains_nothing_and_reports_it(
   assert _records(workdir, '') == before
 
 
+def test_relaunching_with_fewer_steps_than_trained_is_refused(
+    uninterrupted, tmp_path):
+  """The workdir would otherwise report the longer run under a config.json
+  that says it stopped earlier."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  config = uninterrupted['config'].copy_and_resolve_references()
+  config.num_train_steps = 6
+  with open(os.path.join(workdir, 'config.json')) as f:
+    before = f.read()
+  with pytest.raises(ValueError, match=r'has trained 12 steps, more than '
+                     r'num_train_steps=6; relaunch it with at least 12'):
+    loop.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'config.json')) as f:
+    assert f.read() == before
+
+
+def test_a_diverged_value_is_written_as_strict_json_and_read_as_nan(
+    tmp_path):
+  writer = MetricWriter(str(tmp_path))
+  writer.write(1, {'train_loss': float('nan'), 'eval_loss': float('inf'),
+                   'tokens_per_sec': 5.0})
+  writer.close()
+  with open(tmp_path / 'metrics.jsonl') as f:
+    line = f.read()
+  # No bare NaN / Infinity, which strict JSON readers reject.
+  assert json.loads(line, parse_constant=pytest.fail) == {
+      'step': 1, 'train_loss': None, 'eval_loss': None,
+      'tokens_per_sec': 5.0}
+  record, = read_metrics(str(tmp_path))
+  assert math.isnan(record['train_loss']) and math.isnan(record['eval_loss'])
+  # A resume rewrites the kept records as strictly.
+  MetricWriter(str(tmp_path), resume_step=1).close()
+  with open(tmp_path / 'metrics.jsonl') as f:
+    assert f.read() == line
+
+
 def test_relaunch_replaces_a_corrupt_newest_checkpoint(uninterrupted,
                                                        tmp_path, caplog):
   """With the step-12 checkpoint unreadable, a relaunch falls back to step
@@ -452,7 +505,13 @@ def test_a_resume_has_tensorboard_purge_the_steps_it_trains_again(
   monkeypatch.setattr(tensorboardX.SummaryWriter, '__init__', init)
   _train(make_run_config(), tmp_path, crash_at=8)
   _train(make_run_config(), tmp_path)
-  assert purges == [None, 7]  # resumed from the checkpoint at step 6
+  assert purges == [1, 7]  # resumed from the checkpoint at step 6
+  # Killed before its first checkpoint, after logging step 3: the relaunch
+  # starts over and must drop that attempt's events too.
+  purges.clear()
+  _train(make_run_config(), tmp_path / 'early', crash_at=5)
+  _train(make_run_config(), tmp_path / 'early')
+  assert purges == [1, 1]
 
 
 def test_metrics_summed_early_on_a_long_unlogged_run_log_the_same(
