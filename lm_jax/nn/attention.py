@@ -136,6 +136,7 @@ class MultiHeadAttention(nn.Module):
       through `lm_jax.nn.fused_attention` (one custom call each way) when
       nothing needs the weights: no attention dropout in training, no mask
       besides the causal one, no decoding, 'intermediates' not collected.
+      It has first derivatives only: set False to take second ones.
   """
 
   num_heads: int

@@ -69,14 +69,25 @@ def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
     if result.returncode != 0:  # a compiler without -march=native
       result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-      raise RuntimeError(result.stderr.strip().splitlines()[-1]
-                         if result.stderr.strip() else 'compiler failed')
+      raise RuntimeError(_first_error(result.stderr))
+    # On disk before it is renamed into place: a library cut short by a
+    # power loss would crash every process that loads it.
+    with open(partial, 'rb') as f:
+      os.fsync(f.fileno())
     # mkstemp made it private (0600); other users of a shared cache load it.
     os.chmod(partial, 0o755)
     os.replace(partial, library)
   finally:
     if os.path.exists(partial):
       os.remove(partial)
+
+
+def _first_error(stderr: str) -> str:
+  """The compiler's first error line (its last is often only 'compilation
+  terminated.')."""
+  lines = stderr.strip().splitlines()
+  errors = [line for line in lines if 'error' in line]
+  return (errors or lines or ['the compiler failed'])[0].strip()
 
 
 def can_build() -> bool:
@@ -124,7 +135,12 @@ class Kernel:
       library = cache / f'{self._source.stem}-{key[:16]}.so'
       if not library.exists():
         _compile(self._source, library)
-      lib = ctypes.cdll.LoadLibrary(str(library))
+      try:
+        lib = ctypes.cdll.LoadLibrary(str(library))
+      except OSError:  # a damaged cached library: built again, once
+        library.unlink(missing_ok=True)
+        _compile(self._source, library)
+        lib = ctypes.cdll.LoadLibrary(str(library))
       for target, symbol in self._targets.items():
         jax.ffi.register_ffi_target(
             target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')

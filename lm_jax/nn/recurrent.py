@@ -195,7 +195,8 @@ class RNN(nn.Module):
     fused: run a float32 LSTM on XLA's CPU backend through
       `lm_jax.nn.fused_lstm`, one custom call for the whole batch's
       sequences (where it cannot be compiled, and for other cells, dtypes
-      and backends, the scan).
+      and backends, the scan). It has first derivatives only: set False to
+      take second ones (a Hessian-vector product, say).
   """
 
   cell: _Cell

@@ -170,6 +170,24 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
   assert 'AVAILABLE True' in out.stdout, out.stderr
   (library,) = tmp_path.glob('*.so')
   assert library.stat().st_mode & 0o755 == 0o755
+  # A damaged cached library is built again, not a lasting fallback.
+  size = library.stat().st_size
+  library.write_bytes(b'')
+  out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+  assert 'AVAILABLE True' in out.stdout, out.stderr
+  assert library.stat().st_size == size
+
+
+def test_a_failed_build_names_the_compilers_first_error(tmp_path):
+  code = ('from lm_jax.nn import fused_lstm; '
+          'print("AVAILABLE", fused_lstm.available())')
+  env = dict(os.environ, CXX='c++ -include no_such_header.h',
+             LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert 'AVAILABLE False' in out.stdout, out.stderr
+  assert 'no_such_header.h' in out.stderr
 
 
 def test_unavailable_compiler_is_a_warning_not_an_error(tmp_path):
