@@ -7,7 +7,10 @@ Without --text, each line of stdin is a sentence. FILE.npz holds, for
 sentence i (in order): `ids_i` (int32 `[length]`, [CLS] pieces [SEP]),
 `hidden_i` (float32 `[length, dim]`, the encoder's last hidden states) and
 `emb_i` (float32 `[dim]`, the mean of hidden_i over its tokens,
-L2-normalised: sentence-transformers' embedding).
+L2-normalised: sentence-transformers' embedding). sentence-transformers
+also cuts each text at its model's `max_seq_length` (in the model folder's
+sentence_bert_config.json: 256 for all-MiniLM-L6-v2); pass the same
+--max_length for equal embeddings of longer texts.
 """
 
 import sys
