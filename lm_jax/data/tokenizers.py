@@ -43,8 +43,22 @@ class Tokenizer(abc.ABC):
     """JSON-serialisable state; `kind` picks the class in `load`."""
 
   def save(self, path: str) -> None:
-    with open(path, 'w', encoding='utf-8') as f:
+    """Writes the tokenizer to `path` through a file beside it: a run
+    killed meanwhile leaves the old file whole."""
+    partial = f'{path}.partial{os.getpid()}'
+    with open(partial, 'w', encoding='utf-8') as f:
       json.dump({'kind': self.kind, **self.to_dict()}, f, ensure_ascii=False)
+    os.replace(partial, path)
+
+
+def vocabulary_ids(ids: Sequence[int], size: int) -> list[int]:
+  """`ids` as ints, each checked to name one of `size` entries (a negative
+  id would otherwise index from the end)."""
+  out = [int(i) for i in ids]
+  bad = [i for i in out if not 0 <= i < size]
+  if bad:
+    raise ValueError(f'ids {bad[:5]} are outside the vocabulary of {size}')
+  return out
 
 
 class CharTokenizer(Tokenizer):
@@ -82,7 +96,7 @@ class CharTokenizer(Tokenizer):
     return ids.astype(np.int32)
 
   def decode(self, ids: Sequence[int]) -> str:
-    return ''.join(self.chars[int(i)] for i in ids)
+    return ''.join(self.chars[i] for i in vocabulary_ids(ids, len(self.chars)))
 
   def to_dict(self) -> dict:
     return {'chars': self.chars}
@@ -143,8 +157,8 @@ class WordTokenizer(Tokenizer):
   def decode(self, ids: Sequence[int]) -> str:
     """Ids -> words joined by spaces, `eos` back to a line break."""
     pieces = []
-    for i in ids:
-      word = self.words[int(i)]
+    for i in vocabulary_ids(ids, len(self.words)):
+      word = self.words[i]
       if self.eos and word == self.eos:
         pieces.append('\n')
       else:

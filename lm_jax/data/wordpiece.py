@@ -42,7 +42,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from lm_jax.data.tokenizers import Tokenizer
+from lm_jax.data.tokenizers import Tokenizer, vocabulary_ids
 
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)  # a trained vocabulary's ids 0-4
@@ -213,7 +213,7 @@ class WordPieceTokenizer(Tokenizer):
     return np.asarray([self.cls_id, *ids, self.sep_id], np.int32)
 
   def pieces(self, ids: Sequence[int]) -> list[str]:
-    return [self.vocab[int(i)] for i in ids]
+    return [self.vocab[i] for i in vocabulary_ids(ids, len(self.vocab))]
 
   def tokenize(self, text: str) -> list[str]:
     """The pieces of `text` as strings (what `encode` numbers)."""

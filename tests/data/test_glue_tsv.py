@@ -20,6 +20,8 @@ TRAIN = ('sentence\tlabel\n'
          'a \ttab\tin the sentence \t1\n'  # no quoting: split at the last tab
          '\n'
          "it 's a charming journey . \t1\r\n")
+# A byte-order mark; a lone '\r' inside a sentence ends no line.
+DEV = '\ufeffsentence\tlabel\na\rb c \t0\n'
 TEST = ('index\tsentence\n'
         '0\tuneasy mishmash of styles and genres .\n'
         '1\ta poor -- if durable -- imitation .\n')
@@ -44,7 +46,7 @@ def test_unlabelled_lines_split_at_the_first_tab():
     ('sentence\tlabel\ngood film\t\u00b2\n', "x.tsv:2: label '\u00b2'"),
     ('sentence\tlabel\ngood film\t\u0661\n', "x.tsv:2: label '\u0661'"),
     ('sentence\tlabel\ngood film\n', 'x.tsv:2: no tab'),
-    ('good film\t1\n', 'x.tsv:1: expected the header'),
+    ('good film\t1\n', "x.tsv:1: expected the header .*, found 'good film"),
     ('', 'x.tsv:1: expected the header'),
 ])
 def test_malformed_files_raise_an_error_naming_file_and_line(text, message):
@@ -70,8 +72,9 @@ def _write_sst2(root, train=TRAIN, dev=TRAIN, test=TEST):
 
 
 def test_built_splits_equal_the_parsed_files(tmp_path):
-  _write_sst2(tmp_path / 'raw')
-  for split, text in (('train', TRAIN), ('validation', TRAIN),
+  _write_sst2(tmp_path / 'raw', dev=DEV)
+  assert list(glue_tsv.parse_tsv(DEV, True, 2)) == [('a\rb c', 0)]
+  for split, text in (('train', TRAIN), ('validation', DEV),
                       ('test', TEST)):
     sentences, labels = glue_tsv.load_examples(
         'sst2', split, str(tmp_path / 'raw'), str(tmp_path / 'cache'))

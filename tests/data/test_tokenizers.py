@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lm_jax.data import tokenizers
+from lm_jax.data.wordpiece import WordPieceTokenizer
 
 TEXT = 'First Citizen:\nBefore we proceed any further, hear me speak.\n'
 
@@ -63,6 +64,38 @@ def test_save_and_load_round_trip(tmp_path):
   assert loaded.chars == tok.chars
   np.testing.assert_array_equal(loaded.encode(text), tok.encode(text))
   assert loaded.decode(tok.encode(text)) == text
+
+
+def test_save_replaces_the_file_whole(tmp_path, monkeypatch):
+  """A relaunch rewrites tokenizer.json; a kill mid-write (here, json.dump
+  failing) must leave the old file as it was."""
+  path = str(tmp_path / 'tokenizer.json')
+  tokenizers.CharTokenizer.from_text('ab').save(path)
+  with open(path, encoding='utf-8') as f:
+    before = f.read()
+
+  def killed(obj, f, **kwargs):
+    f.write('{"kind": "ch')
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(json, 'dump', killed)
+  with pytest.raises(KeyboardInterrupt):
+    tokenizers.CharTokenizer.from_text('abc').save(path)
+  with open(path, encoding='utf-8') as f:
+    assert f.read() == before
+
+
+@pytest.mark.parametrize('make', [
+    lambda: tokenizers.CharTokenizer.from_text('ab'),
+    lambda: tokenizers.WordTokenizer.from_text('a b a'),
+    lambda: WordPieceTokenizer(['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]',
+                                'a']),
+])
+def test_decoding_an_id_outside_the_vocabulary_is_an_error(make):
+  tok = make()
+  for bad in (-1, 10**6):  # -1 would otherwise read the last entry
+    with pytest.raises(ValueError, match='outside the vocabulary'):
+      tok.decode([0, bad])
 
 
 def test_load_rejects_unknown_tokenizer_kinds(tmp_path):

@@ -78,11 +78,11 @@ def parse_tsv(text: str, labelled: bool, num_classes: int,
   """
   # Lines end at '\n' only: splitlines() would also cut a sentence at
   # '\x0c', '\x85' or '\u2028'.
-  lines = text.split('\n')
+  lines = text.removeprefix('\ufeff').split('\n')  # less a byte-order mark
   expected = ('sentence', 'label') if labelled else ('index', 'sentence')
   if not lines or tuple(lines[0].rstrip('\r').split('\t')) != expected:
     raise ValueError(f'{source}:1: expected the header '
-                     f'{chr(9).join(expected)!r}')
+                     f'{chr(9).join(expected)!r}, found {lines[0][:80]!r}')
   for number, line in enumerate(lines[1:], 2):
     line = line.rstrip('\r')
     if not line.strip():
@@ -125,7 +125,9 @@ class GlueTsv(RawFileBuilder):
     """Every example of `split`, parsed (and so checked) in full."""
     dataset = DATASETS[self.builder_config.name]
     path = self.raw_file(split)
-    return list(parse_tsv(read_text(path), split not in dataset.unlabelled,
+    # newline='': parse_tsv alone decides where lines end.
+    return list(parse_tsv(read_text(path, newline=''),
+                          split not in dataset.unlabelled,
                           dataset.num_classes, path))
 
   def _split_generators(self, dl_manager):
