@@ -102,7 +102,9 @@ class GPT(nn.Module):
           fused_attention=cfg.fused_attention,
           name=f'block_{i}')(x, deterministic=not train, decode=decode,
                              causal=True)
-    x = nn.LayerNorm(use_bias=cfg.use_bias, dtype=dtype, name='final_norm')(x)
+    # nanoGPT's epsilon, as the blocks' (flax's default is 1e-6).
+    x = nn.LayerNorm(epsilon=1e-5, use_bias=cfg.use_bias, dtype=dtype,
+                     name='final_norm')(x)
     # Flat [batch * length, dim] rows: see lm_jax.nn.transformer.MLP.
     x = x.reshape(batch * length, -1)
     logits = precision.attend(embed, x, cfg.matmul_dtype)

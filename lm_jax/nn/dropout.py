@@ -95,7 +95,10 @@ def dropout(x: Array, rate: float, rng: Array,
   shape = [1 if axis in _normalised(broadcast_dims, x.ndim) else n
            for axis, n in enumerate(x.shape)]
   keep = jnp.broadcast_to(keep_mask(rng, rate, shape), x.shape)
-  scaled = x / jnp.asarray(keep_probability, x.dtype)
+  # Divided in float32, then rounded once: a bfloat16 keep probability (0.9
+  # is 0.8984 there) would scale every kept value 0.2% too much.
+  scaled = (x.astype(jnp.promote_types(x.dtype, jnp.float32))
+            / keep_probability).astype(x.dtype)
   return jnp.where(keep, scaled, jnp.zeros_like(x))
 
 

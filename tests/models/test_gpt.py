@@ -49,6 +49,24 @@ def test_gpt_head_is_the_transposed_token_embedding(make_tiny_gpt):
                              rtol=1e-6, atol=1e-7)
 
 
+def test_every_layer_norm_has_nanogpt_epsilon(make_tiny_gpt):
+  """1e-5, as torch.nn.LayerNorm in nanoGPT, the final one too (flax's
+  default is 1e-6); at initialisation the final norm's inputs have a
+  variance of about 1e-3, where the two differ by 0.5%."""
+  model, params = make_tiny_gpt()
+  tokens = jnp.arange(16)[None] % 13
+  _, state = model.apply({'params': params}, tokens,
+                         capture_intermediates=True)
+  inner = state['intermediates']
+  x = inner['block_1']['__call__'][0]
+  variance = x.var(-1, keepdims=True)
+  assert float(variance.mean()) < 1e-2  # where epsilon shows
+  expected = ((x - x.mean(-1, keepdims=True)) / jnp.sqrt(variance + 1e-5)
+              * params['final_norm']['scale'])
+  np.testing.assert_allclose(inner['final_norm']['__call__'][0], expected,
+                             rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize('positional', ['learned', 'sinusoidal'])
 def test_gpt_forward_jit_equals_eager(make_tiny_gpt, positional):
   model, params = make_tiny_gpt(positional=positional)
