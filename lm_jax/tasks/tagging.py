@@ -21,6 +21,7 @@ from lm_jax.models.elmo import WithElmo
 from lm_jax.models.tagger import RecurrentTagger
 from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
+from lm_jax.train.logging import write_atomically
 
 def word_vocabulary(sentences: Sequence[Sequence[str]], min_count: int = 1
                     ) -> WordTokenizer:
@@ -137,8 +138,8 @@ class TaggingTask(SentenceTask):
     self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
     if self.char_tokenizer is not None:
       self.char_tokenizer.save(os.path.join(workdir, 'char_tokenizer.json'))
-    with open(os.path.join(workdir, 'tags.json'), 'w') as f:
-      json.dump(list(self.tags), f)
+    write_atomically(os.path.join(workdir, 'tags.json'),
+                     json.dumps(list(self.tags)))
 
   def dummy_batch(self) -> dict:
     shape = (1, self.config.length_multiple)
