@@ -39,27 +39,31 @@ def _free_port() -> int:
 @pytest.fixture
 def train(tiny_corpus_dir, tmp_path):
   """`train(workdir, steps, *flags)`: starts `experiments.train` on the
-  tiny corpus and returns the Popen; `wait` checks it succeeded."""
+  tiny corpus and returns the Popen, its output going to `proc.log`;
+  `_wait` checks it succeeded."""
   env = dict(os.environ)
   env.pop('XLA_FLAGS', None)  # --config.cpu_devices picks the devices
   env['PYTHONPATH'] = REPO_ROOT
   launches = itertools.count()
 
   def start(workdir, steps, *flags):
-    log = open(tmp_path / f'train-{next(launches)}.log', 'w')
-    return subprocess.Popen(
-        [sys.executable, '-m', 'experiments.train', f'--config={PRESET}',
-         f'--workdir={workdir}', *TINY, f'--config.num_train_steps={steps}',
-         f'--config.data_dir={tiny_corpus_dir}',
-         f'--config.cache_dir={tmp_path / "cache"}', *flags],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = tmp_path / f'train-{next(launches)}.log'
+    with open(log, 'w') as out:
+      proc = subprocess.Popen(
+          [sys.executable, '-m', 'experiments.train', f'--config={PRESET}',
+           f'--workdir={workdir}', *TINY, f'--config.num_train_steps={steps}',
+           f'--config.data_dir={tiny_corpus_dir}',
+           f'--config.cache_dir={tmp_path / "cache"}', *flags],
+          cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
 
   return start
 
 
 def _wait(*procs):
   for p in procs:
-    assert p.wait(timeout=300) == 0, open(p.stdout.name).read()[-3000:]
+    assert p.wait(timeout=300) == 0, p.log.read_text()[-3000:]
 
 
 def _records(workdir):
