@@ -135,8 +135,10 @@ def main() -> None:
   rows = []
   for setting in args.set:
     devices, unroll = setting.split(':')
+    others = ' '.join(f for f in flags.split()
+                      if 'xla_force_host_platform_device_count' not in f)
     env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
-        f'{flags} --xla_force_host_platform_device_count={devices}').strip())
+        f'{others} --xla_force_host_platform_device_count={devices}').strip())
     out = subprocess.run(
         [sys.executable, __file__, '--one', '--devices', devices, '--unroll',
          unroll, '--steps', str(args.steps), '--warmup', str(args.warmup),
