@@ -23,6 +23,7 @@ from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
 from lm_jax.train.logging import write_atomically
 
+
 def word_vocabulary(sentences: Sequence[Sequence[str]], min_count: int = 1
                     ) -> WordTokenizer:
   """Words of `sentences` seen `min_count` times, after `SPECIALS`."""

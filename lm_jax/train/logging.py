@@ -167,7 +167,8 @@ class ProfileTrace:
   """
 
   def __init__(self, spec: str, workdir: str, start: int, end: int):
-    import jax
+    import jax  # Here, as in MetricWriter: reading metrics needs no JAX.
+    self._jax = jax
     window = tuple(int(s) for s in spec.split(':')) if spec else None
     if window and window[0] <= start:
       log.info('profile_steps %s began before step %d, where this run '
@@ -185,22 +186,19 @@ class ProfileTrace:
   def before(self, step: int) -> None:
     """Called with the steps done so far, before the next ones."""
     if self.window and step + 1 == self.window[0]:
-      import jax
-      jax.profiler.start_trace(self._directory)
+      self._jax.profiler.start_trace(self._directory)
       self._active = True
 
   def after(self, step: int, state) -> None:
     """Called with the steps done so far and the state they produced."""
     if self._active and step == self.window[1]:
-      import jax
-      jax.block_until_ready(state)
+      self._jax.block_until_ready(state)
       self.close()
 
   def close(self) -> None:
     if self._active:
-      import jax
       self._active = False
-      jax.profiler.stop_trace()
+      self._jax.profiler.stop_trace()
 
 
 class Progress:
