@@ -32,6 +32,10 @@ import grain
 import numpy as np
 
 _ENDLESS = 1 << 40  # effectively endless; grain's range is lazy
+# Streams are seeded by [seed, purpose, index]. The purpose is never 0 and
+# every key has three parts because numpy pads a short entropy list with
+# zeros: [seed, e] and [seed, e, 0] would be one and the same generator.
+_TRAIN_MASKS, _EVAL_MASKS, _ORDER = 1, 2, 3
 
 
 def pack_sentences(sentences: Iterable[np.ndarray], length: int, cls_id: int,
@@ -182,7 +186,8 @@ class MaskedBatches:
   """Batch number -> masked training batch, in epochs of packed sequences.
 
   Batch k is batch k mod steps_per_epoch of a permutation drawn from (seed,
-  epoch); its corruption is drawn from (seed, k), so a resumed run sees the
+  epoch); its corruption is drawn from (seed, k), independent of every
+  epoch's order, so a resumed run sees the
   same batches, and every epoch masks each sequence anew (RoBERTa's dynamic
   masking).
 
@@ -211,11 +216,11 @@ class MaskedBatches:
 
   def __call__(self, batch_number: int) -> dict[str, np.ndarray]:
     epoch, step = divmod(int(batch_number), self.steps_per_epoch)
-    order = np.random.default_rng([self.seed, epoch]).permutation(
+    order = np.random.default_rng([self.seed, _ORDER, epoch]).permutation(
         len(self.sequences))
     picked = order[step * self.batch_size:(step + 1) * self.batch_size]
     batch = self.masking(self.sequences[picked], self.lengths[picked],
-                         np.random.default_rng([self.seed, 1, batch_number]))
+                         np.random.default_rng([self.seed, _TRAIN_MASKS, batch_number]))
     return {k: v[self.rows] for k, v in batch.items()}
 
 
@@ -245,7 +250,7 @@ def eval_batches(sequences: np.ndarray, lengths: np.ndarray, masking: Masking,
     stop = min(start + batch_size, n)
     ids[:stop - start], size[:stop - start] = (sequences[start:stop],
                                                lengths[start:stop])
-    batch = masking(ids, size, np.random.default_rng([seed, 2, b]))
+    batch = masking(ids, size, np.random.default_rng([seed, _EVAL_MASKS, b]))
     batches.append({k: v[rows] for k, v in batch.items()})
   return batches
 

@@ -133,6 +133,27 @@ def test_batches_are_reproducible_and_resumable():
   np.testing.assert_array_equal(half['inputs'], first[3]['inputs'][4:8])
 
 
+def test_each_epoch_order_and_each_batch_mask_have_their_own_stream(
+    monkeypatch):
+  # numpy pads short seeds with zeros, so [seed, 1] and [seed, 1, 0] give
+  # the same numbers: epoch 1's order was drawn from batch 0's mask stream.
+  states = []
+  make = np.random.default_rng
+
+  def recording(entropy):
+    states.append(tuple(np.random.SeedSequence(entropy).generate_state(4)))
+    return make(entropy)
+
+  monkeypatch.setattr(masking.np.random, 'default_rng', recording)
+  sequences, lengths = _batch(make(5), rows=16, length=16)
+  batches = masking.MaskedBatches(sequences, lengths, _masking(), 8, seed=0)
+  for k in range(6):  # three epochs of two batches
+    batches(k)
+  orders, masks = set(states[0::2]), set(states[1::2])
+  assert len(orders) == 3 and len(masks) == 6
+  assert not orders & masks
+
+
 def test_eval_batches_cover_every_sequence_once():
   rng = np.random.default_rng(4)
   sequences, lengths = _batch(rng, rows=21, length=16)
