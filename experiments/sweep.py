@@ -33,6 +33,7 @@ from absl import flags
 import ml_collections
 
 from experiments import cli
+from lm_jax import atomic_files
 from lm_jax.train.logging import read_metrics
 
 _PRESET = flags.DEFINE_string('preset', None,
@@ -302,10 +303,9 @@ def main(argv):
              *(f'--config.{k}={v}' for k, v in settings.items())]
       status, seconds, error = run_one(cmd, workdir, env, procs)
       wall = seconds + (wall or 0.0)
-      with open(os.path.join(workdir, RUN_FILE), 'w') as f:
-        json.dump({'preset': preset, 'settings': settings,
-                   'overrides': _OVERRIDES, 'status': status,
-                   'wall_s': wall}, f)
+      atomic_files.write_text(os.path.join(workdir, RUN_FILE), json.dumps(
+          {'preset': preset, 'settings': settings, 'overrides': _OVERRIDES,
+           'status': status, 'wall_s': wall}))
       say(i, status, wall, f': {error}' if error else '')
       records = read_metrics(workdir)
     rows[i] = {**settings, 'status': status, **summarize(records),

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lm_jax import atomic_files
 from lm_jax.data.wordpiece import WordPieceTokenizer
 from lm_jax.models.bert import BertConfig, BertPretraining, bert_config
 from lm_jax.train import checkpoint, optim
@@ -309,8 +310,8 @@ def import_hf(hf_dir: str, workdir: str, config: ml_collections.ConfigDict
   config.optimizer, config.num_train_steps = 'sgd', 0
   config.init_from = ''
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  atomic_files.write_text(os.path.join(workdir, 'config.json'),
+                          config.to_json_best_effort(indent=2, sort_keys=True))
   tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
   tx = optim.make_optimizer(config, steps_per_epoch=1)
   params = jax.tree.map(jnp.asarray, params)

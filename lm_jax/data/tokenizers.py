@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lm_jax import atomic_files
+
 
 class Tokenizer(abc.ABC):
   """Maps text to ids and back."""
@@ -45,10 +47,8 @@ class Tokenizer(abc.ABC):
   def save(self, path: str) -> None:
     """Writes the tokenizer to `path` through a file beside it: a run
     killed meanwhile leaves the old file whole."""
-    partial = f'{path}.partial{os.getpid()}'
-    with open(partial, 'w', encoding='utf-8') as f:
+    with atomic_files.replacing(path, encoding='utf-8') as f:
       json.dump({'kind': self.kind, **self.to_dict()}, f, ensure_ascii=False)
-    os.replace(partial, path)
 
 
 def vocabulary_ids(ids: Sequence[int], size: int) -> list[int]:
@@ -296,9 +296,8 @@ def cached_sentencepiece(sentences: Sequence[str], cache_dir: str, name: str,
         return SentencePieceTokenizer.from_proto(f.read())
     tokenizer = SentencePieceTokenizer.train(
         sentences, vocab_size, model_type, character_coverage)
-    with open(path + '.partial', 'wb') as f:
+    with atomic_files.replacing(path, 'wb') as f:
       f.write(tokenizer.proto)
-    os.replace(path + '.partial', path)
   return tokenizer
 
 

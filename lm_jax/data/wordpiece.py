@@ -42,6 +42,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from lm_jax import atomic_files
 from lm_jax.data.tokenizers import Tokenizer, vocabulary_ids
 
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
@@ -151,7 +152,8 @@ class WordPieceTokenizer(Tokenizer):
       return cls([line.rstrip('\n') for line in f], **kwargs)
 
   def save_vocab(self, path: str) -> None:
-    with open(path, 'w', encoding='utf-8') as f:
+    """Writes `vocab.txt` (one piece a line), replacing `path` whole."""
+    with atomic_files.replacing(path, encoding='utf-8') as f:
       f.writelines(piece + '\n' for piece in self.vocab)
 
   @property
@@ -368,6 +370,5 @@ def cached_wordpiece(sentences: Sequence[str], cache_dir: str, name: str,
     if os.path.exists(path):
       return WordPieceTokenizer.from_vocab_file(path, lower_case=lower_case)
     tokenizer = WordPieceTokenizer.train(sentences, vocab_size, lower_case)
-    tokenizer.save_vocab(path + '.partial')
-    os.replace(path + '.partial', path)
+    tokenizer.save_vocab(path)
   return tokenizer

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lm_jax import atomic_files
 from lm_jax.data import padded_batches
 from lm_jax.data.builders.conllu import (UPOS_TAGS, load_sentences,
                                          word_form)
@@ -21,7 +22,6 @@ from lm_jax.models.elmo import WithElmo
 from lm_jax.models.tagger import RecurrentTagger
 from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
-from lm_jax.train.logging import write_atomically
 
 
 def word_vocabulary(sentences: Sequence[Sequence[str]], min_count: int = 1
@@ -139,8 +139,8 @@ class TaggingTask(SentenceTask):
     self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))
     if self.char_tokenizer is not None:
       self.char_tokenizer.save(os.path.join(workdir, 'char_tokenizer.json'))
-    write_atomically(os.path.join(workdir, 'tags.json'),
-                     json.dumps(list(self.tags)))
+    atomic_files.write_text(os.path.join(workdir, 'tags.json'),
+                            json.dumps(list(self.tags)))
 
   def dummy_batch(self) -> dict:
     shape = (1, self.config.length_multiple)

@@ -14,24 +14,12 @@ import os
 import time
 from typing import Optional
 
+from lm_jax import atomic_files
+
 METRICS_FILE = 'metrics.jsonl'
 CONFIG_FILE = 'config.json'
 
 log = logging.getLogger('lm_jax')
-
-
-def write_atomically(path: str, text: str) -> None:
-  """Writes `text` to `path` through a temporary file beside it: a reader,
-  or a run killed mid-write, sees the old file or the new, never half."""
-  temporary = f'{path}.tmp{os.getpid()}'
-  try:
-    with open(temporary, 'w') as f:
-      f.write(text)
-    os.replace(temporary, path)
-  except OSError as e:
-    if os.path.isfile(temporary):
-      os.remove(temporary)
-    raise OSError(e.errno, e.strerror, path) from None
 
 
 class MetricWriter:
@@ -56,7 +44,7 @@ class MetricWriter:
       return
     kept = [r for r in read_metrics(workdir) if r['step'] <= resume_step]
     # Replaced whole, so that a kill mid-write cannot lose the history.
-    write_atomically(self.path, ''.join(map(_json_line, kept)))
+    atomic_files.write_text(self.path, ''.join(map(_json_line, kept)))
     try:
       from tensorboardX import SummaryWriter  # Optional at run time.
       # TensorBoard drops the old events past the restored step (they are

@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lm_jax import tasks
+from lm_jax import atomic_files, tasks
 from lm_jax.train import checkpoint, optim, parallel
 from lm_jax.train.logging import (CONFIG_FILE, MetricWriter, ProfileTrace,
-                                  Progress, write_atomically)
+                                  Progress)
 from lm_jax.train.steps import (TrainState, averages, make_eval_step,
                                 make_multi_step, make_train_step)
 
@@ -397,8 +397,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
-    write_atomically(os.path.join(workdir, CONFIG_FILE),
-                     config.to_json_best_effort(indent=2, sort_keys=True))
+    atomic_files.write_text(
+        os.path.join(workdir, CONFIG_FILE),
+        config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def estimate_and_evaluate(task: tasks.CountingTask,

@@ -702,11 +702,11 @@ def test_a_failed_run_closes_its_checkpointer(make_run_config, tmp_path,
 
 def test_an_unwritable_config_json_names_it_and_leaves_no_temporary_file(
     tmp_path):
-  from lm_jax.train.logging import write_atomically
+  from lm_jax.atomic_files import write_text
   target = tmp_path / 'config.json'
   target.mkdir()  # a folder where the file should go
   with pytest.raises(OSError) as error:
-    write_atomically(str(target), '{}')
+    write_text(str(target), '{}')
   assert error.value.filename == str(target)
   assert os.listdir(tmp_path) == ['config.json']
 

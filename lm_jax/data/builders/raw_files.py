@@ -28,6 +28,8 @@ from typing import Optional
 
 import tensorflow_datasets as tfds
 
+from lm_jax import atomic_files
+
 
 log = logging.getLogger('lm_jax')
 _SOURCE_FILE = 'raw_files.json'  # in a prepared dataset's folder
@@ -57,18 +59,11 @@ def read_text(path: str, newline: Optional[str] = None) -> str:
 
 
 def download(url: str, target: str, timeout: float = 30.0) -> None:
-  """Fetches `url` to `target` (atomically: no partial file is left)."""
+  """Fetches `url` to `target` (whole: no partial file is left)."""
   os.makedirs(os.path.dirname(target), exist_ok=True)
-  partial = target + '.partial'
-  try:
-    with urllib.request.urlopen(url, timeout=timeout) as response, \
-        open(partial, 'wb') as f:
-      shutil.copyfileobj(response, f)
-  except BaseException:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise
-  os.replace(partial, target)
+  with urllib.request.urlopen(url, timeout=timeout) as response, \
+      atomic_files.replacing(target, 'wb') as f:
+    shutil.copyfileobj(response, f)
 
 
 def local_file(raw_dir: str, relative: str) -> Optional[str]:
@@ -184,8 +179,8 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
         builder.download_and_prepare()
       if current is None:  # the raw files were downloaded just now
         current = builder.raw_fingerprint()
-      with open(os.path.join(builder.data_dir, _SOURCE_FILE), 'w') as f:
-        json.dump(current, f)
+      atomic_files.write_text(os.path.join(builder.data_dir, _SOURCE_FILE),
+                              json.dumps(current))
   return builder
 
 

@@ -1,0 +1,61 @@
+"""Files replaced whole: a reader, or a process killed mid-write, finds the
+old file or the new one, never part of one.
+
+The new content goes to a temporary file beside the target (same folder,
+so the rename stays on one file system), which is flushed to disk and then
+renamed over the target. Used for everything lm_jax writes that a later
+launch reads back: a run's `config.json` and `metrics.jsonl`, tokenizers,
+cached vocabularies and downloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import IO, Iterator, Optional
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: str = 'w', encoding: Optional[str] = None
+              ) -> Iterator[IO]:
+  """Opens a file whose content replaces `path` when the block ends.
+
+  If the block raises, `path` is left as it was and the temporary file is
+  removed. Errors of the file operations name `path`, not the temporary.
+
+  Args:
+    path: the file to replace (or create).
+    mode: 'w' (text) or 'wb' (bytes).
+    encoding: text encoding; None for bytes.
+
+  Yields:
+    the open temporary file.
+  """
+  if mode not in ('w', 'wb'):
+    raise ValueError(f"mode must be 'w' or 'wb', not {mode!r}")
+  # Unique per process and call: concurrent writers never share it. 'x'
+  # (not mkstemp) so the file gets the usual permissions, not 0600.
+  partial = f'{path}.{os.getpid()}-{secrets.token_hex(4)}.partial'
+  try:
+    try:
+      f = open(partial, mode.replace('w', 'x'), encoding=encoding)
+    except OSError as e:
+      raise OSError(e.errno, e.strerror, path) from None
+    with f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    try:
+      os.replace(partial, path)
+    except OSError as e:
+      raise OSError(e.errno, e.strerror, path) from None
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(partial)
+
+
+def write_text(path: str, text: str) -> None:
+  """Replaces `path` by `text` (UTF-8), whole."""
+  with replacing(path, encoding='utf-8') as f:
+    f.write(text)

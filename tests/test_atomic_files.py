@@ -1,0 +1,57 @@
+"""Tests of lm_jax.atomic_files: a file is replaced whole or not at all."""
+
+import os
+import stat
+
+import pytest
+
+from lm_jax import atomic_files
+
+
+def test_the_new_content_replaces_the_old_and_nothing_is_left_beside(
+    tmp_path):
+  path = str(tmp_path / 'a.json')
+  atomic_files.write_text(path, 'old')
+  atomic_files.write_text(path, 'néw')
+  with open(path, encoding='utf-8') as f:
+    assert f.read() == 'néw'
+  assert os.listdir(tmp_path) == ['a.json']
+
+
+def test_a_reader_sees_the_old_file_until_the_block_ends(tmp_path):
+  path = tmp_path / 'a.bin'
+  path.write_bytes(b'old')
+  with atomic_files.replacing(str(path), 'wb') as f:
+    f.write(b'new, half written')
+    f.flush()
+    assert path.read_bytes() == b'old'
+  assert path.read_bytes() == b'new, half written'
+
+
+def test_an_error_in_the_block_keeps_the_old_file_and_removes_the_new(
+    tmp_path):
+  path = tmp_path / 'a.txt'
+  path.write_text('old')
+  with pytest.raises(KeyboardInterrupt):
+    with atomic_files.replacing(str(path)) as f:
+      f.write('part')
+      raise KeyboardInterrupt
+  assert path.read_text() == 'old'
+  assert os.listdir(tmp_path) == ['a.txt']
+
+
+def test_the_new_file_has_the_usual_permissions_not_private_ones(tmp_path):
+  # Cached vocabularies and downloads are shared between users.
+  umask = os.umask(0o022)
+  try:
+    path = str(tmp_path / 'vocab.txt')
+    atomic_files.write_text(path, 'a\n')
+  finally:
+    os.umask(umask)
+  assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_a_failure_names_the_target_not_the_temporary(tmp_path):
+  with pytest.raises(OSError) as error:
+    atomic_files.write_text(str(tmp_path / 'missing' / 'a.txt'), 'x')
+  assert error.value.filename == str(tmp_path / 'missing' / 'a.txt')
