@@ -8,7 +8,18 @@ layout only; `ngram.NGramLM.to_arpa` / `from_arpa` turn it into a model.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from lm_jax import atomic_files
+
+
+class Section(NamedTuple):
+  """One order's n-grams, in file order."""
+  grams: list[list[str]]  # [num n-grams][order] words
+  logp: np.ndarray  # float64 `[num n-grams]` log10 probabilities
+  bow: np.ndarray  # float64 `[num n-grams]` log10 backoffs (0 where absent)
 
 
 def write(path: str, names: Sequence[Sequence[str]],
@@ -22,7 +33,8 @@ def write(path: str, names: Sequence[Sequence[str]],
     logp: for each order, the n-grams' log10 probabilities.
     bow: for each order, their log10 backoff weights (None for order N).
   """
-  with open(path, 'w', encoding='utf-8') as f:
+  # Replaced whole: `sample` reads the model back from this file.
+  with atomic_files.replacing(path, encoding='utf-8') as f:
     f.write('\\data\\\n')
     for order, grams in enumerate(names, 1):
       f.write(f'ngram {order}={len(grams)}\n')
@@ -38,8 +50,8 @@ def write(path: str, names: Sequence[Sequence[str]],
     f.write('\n\\end\\\n')
 
 
-def read(path: str) -> dict[int, list[list[str]]]:
-  """Order -> the whitespace-split lines of that order's section.
+def read(path: str) -> dict[int, Section]:
+  """Order -> that order's section.
 
   Raises:
     ValueError: the sections do not hold the n-grams the header declares
@@ -68,4 +80,8 @@ def read(path: str) -> dict[int, list[list[str]]]:
   if not declared or got != declared:
     raise ValueError(f'{path} is not a whole ARPA file: its header '
                      f'declares n-grams {declared}, its sections hold {got}')
-  return sections
+  return {order: Section([r[1:order + 1] for r in rows],
+                        np.array([float(r[0]) for r in rows]),
+                        np.array([float(r[order + 1]) if len(r) > order + 1
+                                  else 0.0 for r in rows]))
+          for order, rows in sections.items()}

@@ -464,7 +464,7 @@ class NGramLM:
     """
     sections = arpa.read(path)
     n = max(sections)
-    vocab = Vocabulary([fields[1] for fields in sections[1]],
+    vocab = Vocabulary([gram[0] for gram in sections[1].grams],
                        unk=NLTK_UNK if nltk_padding else UNK)
     model = cls(vocab, n)
     model.nltk_padding = nltk_padding
@@ -472,12 +472,9 @@ class NGramLM:
     model.smoothing = 'arpa'
     model._keys, model._logp, model._bow = [None], [None], [None]
     for order in range(1, n + 1):
-      rows = sections[order]
-      logp = np.array([float(r[0]) for r in rows])
-      bow = np.array([float(r[order + 1]) if len(r) > order + 1 else 0.0
-                      for r in rows])
-      ids = vocab.encode([w for r in rows for w in r[1:order + 1]])
-      ids = ids.reshape(len(rows), order)
+      grams, logp, bow = sections[order]
+      ids = vocab.encode([w for gram in grams for w in gram])
+      ids = ids.reshape(len(grams), order)
       if order == 1:
         # Words map to ids in file order, so 1-grams are already in id order;
         # the specials Vocabulary added have no entry (log10 p = -99).
