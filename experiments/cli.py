@@ -160,8 +160,16 @@ def use_compilation_cache(cache_dir: str) -> None:
   os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 
+# Settings that name files or folders. A launch records them absolute, so
+# config.json means the same from any directory, and a relaunch compares
+# where they lead rather than how they were spelt.
+_PATH_SETTINGS = ('data_dir', 'cache_dir', 'similarity_dir', 'text_file',
+                  'init_from', 'pretrained_lm', 'elmo_bilm')
+
+
 def resolve_paths(config: ml_collections.ConfigDict) -> None:
-  """Fills `data_dir` and `cache_dir` from the environment when unset.
+  """Fills `data_dir` and `cache_dir` from the environment when unset,
+  and makes every path setting absolute.
 
   data_dir: --config.data_dir, else $LM_JAX_DATA.
   cache_dir: --config.cache_dir, else $LM_JAX_CACHE, else ~/.cache/lm_jax.
@@ -173,6 +181,9 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
       config.cache_dir = os.environ.get(
           'LM_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache',
                                        'lm_jax'))
+    for key in _PATH_SETTINGS:
+      if config.get(key):
+        config[key] = os.path.abspath(os.path.expanduser(config[key]))
 
 
 def _read_run_config(workdir: str) -> Optional[dict]:
@@ -269,6 +280,12 @@ def _has_results(workdir: str) -> bool:
   return os.path.isfile(metrics) and os.path.getsize(metrics) > 0
 
 
+def _differs(key: str, before, now) -> bool:
+  if key in _PATH_SETTINGS and before and now:  # 'runs/lm' is /repo/runs/lm
+    return os.path.realpath(before) != os.path.realpath(now)
+  return before != now
+
+
 def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
                     workdir: str) -> None:
   """Fails if a relaunch of the run in `workdir` changes a setting its
@@ -281,7 +298,7 @@ def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
       'init_from') else None
   changed = sorted(k for k in previous.keys() & current.keys()
                    if k not in _RELAUNCH_MAY_CHANGE
-                   and previous[k] != current[k]
+                   and _differs(k, previous[k], current[k])
                    and not (source and source.get(k) == previous[k]))
   if changed:
     shown = ', '.join(f'{k}={previous[k]!r} (now {current[k]!r})'

@@ -34,8 +34,8 @@ def main(argv):
              else cli.default_workdir(preset, sys.argv[1:]))
   cli.check_values(config)
   cli.check_run_length(config, sys.argv[1:])
-  cli.check_workdir(config, workdir)
   cli.resolve_paths(config)
+  cli.check_workdir(config, workdir)
   cli.use_compilation_cache(config.cache_dir)
   cli.set_cpu_devices(cli.cpu_device_count(
       config.cpu_devices, config.batch_size // config.grad_accum_steps))

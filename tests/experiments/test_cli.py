@@ -493,6 +493,31 @@ def test_a_run_that_took_another_runs_architecture_relaunches(tmp_path):
     cli.check_workdir(config, str(run))
 
 
+def test_a_relaunch_naming_the_same_pretrained_run_otherwise_resumes(
+    tmp_path, monkeypatch):
+  """`--config.pretrained_lm=lm` then `=$PWD/lm/`: one run, spelt twice."""
+  # pylint: disable=import-outside-toplevel
+  from experiments import cli
+  from experiments.configs import sst2_ulmfit
+  monkeypatch.chdir(tmp_path)
+  run = tmp_path / 'run'
+  (run / 'checkpoints' / '10').mkdir(parents=True)
+  config = sst2_ulmfit.get_config()
+  config.pretrained_lm = 'lm'
+  cli.resolve_paths(config)
+  assert config.pretrained_lm == str(tmp_path / 'lm')
+  (run / 'config.json').write_text(config.to_json_best_effort())
+  config.pretrained_lm = str(tmp_path / 'lm') + '/'
+  cli.check_workdir(config, str(run))  # no SystemExit
+  previous = json.loads((run / 'config.json').read_text())
+  previous['pretrained_lm'] = 'lm'  # recorded as typed, before 12-06
+  (run / 'config.json').write_text(json.dumps(previous))
+  cli.check_workdir(config, str(run))
+  config.pretrained_lm = str(tmp_path / 'other_lm')
+  with pytest.raises(SystemExit):
+    cli.check_workdir(config, str(run))
+
+
 def test_relaunching_a_counting_run_with_other_settings_is_refused(
     run_cli, tiny_corpus_dir, tmp_path):
   """An n-gram run has no checkpoints; its results are its records."""
