@@ -74,9 +74,6 @@ def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
   return [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
 
 
-run_name = cli.run_name  # each run's folder in the sweep
-
-
 def check_setting(config: ml_collections.ConfigDict, key: str, value: str
                   ) -> object:
   """`value` parsed as the type of `config`'s (possibly dotted) `key`.
@@ -154,7 +151,8 @@ def summary_table(rows: Sequence[dict], keys: Sequence[str]
     # NLL is what compares runs that differ in it.
     loss = r.get('eval_nll', r.get('eval_loss'))
     bad = r['status'] == 'failed' or loss is None or math.isnan(loss)
-    return bad, math.inf if bad else loss, run_name({k: r[k] for k in keys})
+    name = cli.run_name({k: r[k] for k in keys})
+    return bad, math.inf if bad else loss, name
   return ([*keys, 'status', 'final_step', *evals, 'train_loss',
            'tokens_per_sec', 'wall_s'], sorted(rows, key=rank))
 
@@ -245,7 +243,7 @@ def main(argv):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       filter(None, (cli.ROOT, os.environ.get('PYTHONPATH')))))
   runs = combinations(grid)
-  names = [run_name(r) for r in runs]
+  names = [cli.run_name(r) for r in runs]
   first_of = {}
   for settings, name in zip(runs, names):
     if name in first_of:
@@ -280,11 +278,12 @@ def main(argv):
 
   def say(i, status, wall, note=''):
     with lock:
-      print(f'[{i + 1}/{len(runs)}] {status:<7} {run_name(runs[i])}'
+      print(f'[{i + 1}/{len(runs)}] {status:<7} {cli.run_name(runs[i])}'
             f'{"" if wall is None else f" {wall:.1f}s"}{note}', flush=True)
 
   def launch(i):
-    settings, workdir = runs[i], os.path.join(sweep_dir, run_name(runs[i]))
+    settings = runs[i]
+    workdir = os.path.join(sweep_dir, cli.run_name(settings))
     steps = check_setting(config, 'num_train_steps', {
         'num_train_steps': str(config.num_train_steps), **fixed,
         **settings}['num_train_steps'])

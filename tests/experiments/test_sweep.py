@@ -11,7 +11,7 @@ import sys
 import ml_collections
 import pytest
 
-from experiments import sweep
+from experiments import cli, sweep
 from lm_jax.train.logging import read_metrics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -73,11 +73,11 @@ def test_combinations_is_the_cartesian_product_in_order():
 
 
 def test_run_name_is_sorted_stable_and_filesystem_safe():
-  assert (sweep.run_name({'learning_rate': '0.001', 'batch_size': '12'}) ==
+  assert (cli.run_name({'learning_rate': '0.001', 'batch_size': '12'}) ==
           'batch_size-12_learning_rate-0.001')
-  assert (sweep.run_name({'batch_size': '12', 'learning_rate': '0.001'}) ==
-          sweep.run_name({'learning_rate': '0.001', 'batch_size': '12'}))
-  name = sweep.run_name({'data_dir': '/tmp/a b', 'lr': '1e-3'})
+  assert (cli.run_name({'batch_size': '12', 'learning_rate': '0.001'}) ==
+          cli.run_name({'learning_rate': '0.001', 'batch_size': '12'}))
+  name = cli.run_name({'data_dir': '/tmp/a b', 'lr': '1e-3'})
   assert name == 'data_dir-_tmp_a_b_lr-1e-3'
   assert '/' not in name and ' ' not in name
 
@@ -153,7 +153,7 @@ def test_write_summary_sorts_best_first_failed_last(tmp_path):
   for lr, loss, status in [('0.1', 3.0, 'ok'), ('0.2', None, 'failed'),
                            ('0.3', 1.0, 'failed'), ('0.4', 2.0, 'skipped'),
                            ('0.5', 1.5, 'ok')]:
-    workdir = str(tmp_path / sweep.run_name({'lr': lr}))
+    workdir = str(tmp_path / cli.run_name({'lr': lr}))
     _write_metrics(workdir, _records(loss) if loss else [])
     rows.append({'lr': lr, 'status': status,
                  **sweep.summarize(read_metrics(workdir)),
