@@ -58,6 +58,16 @@ def test_a_changed_raw_file_or_data_dir_prepares_the_dataset_again(tmp_path):
   assert _splits('tiny_shakespeare', other, cache)['validation'] == 'C' * 10
 
 
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+  """Notepad saves UTF-8 with one; it must not become a character of the
+  vocabulary, nor glue itself to the first sentence of a parallel corpus."""
+  raw = tmp_path / 'raw' / 'tiny_shakespeare'
+  raw.mkdir(parents=True)
+  (raw / 'input.txt').write_text('\ufeff' + 'A' * 100, encoding='utf-8')
+  splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
+  assert splits['train'] == 'A' * 90
+
+
 def test_gzipped_raw_file_gives_the_same_splits_as_the_plain_one(
     tiny_corpus_dir, tmp_path):
   with open(os.path.join(tiny_corpus_dir, 'tiny_shakespeare', 'input.txt'),

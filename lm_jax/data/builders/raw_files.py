@@ -41,7 +41,8 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def read_text(path: str, newline: Optional[str] = None) -> str:
-  """A UTF-8 file's text, `.gz` or plain; `newline` as `open` takes it.
+  """A UTF-8 file's text, `.gz` or plain, less a leading byte-order mark
+  (an editor's, never content); `newline` as `open` takes it.
 
   Raises:
     ValueError: the file is damaged (a cut or false gzip, not UTF-8); the
@@ -50,7 +51,7 @@ def read_text(path: str, newline: Optional[str] = None) -> str:
   gzipped = path.endswith('.gz')
   opener = gzip.open if gzipped else open
   try:
-    with opener(path, 'rt', encoding='utf-8', newline=newline) as f:
+    with opener(path, 'rt', encoding='utf-8-sig', newline=newline) as f:
       return f.read()
   except (EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as e:
     what = 'UTF-8 gzip' if gzipped else 'UTF-8 text'
