@@ -39,7 +39,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lm_jax.models.ngram import NGramLM, Vocabulary  # noqa: E402
+from lm_jax.models.ngram import NGramLM  # noqa: E402
+from lm_jax.models.ngram_vocabulary import Vocabulary  # noqa: E402
 
 
 def read_split(data_dir: str, split: str) -> list[list[str]]:

@@ -54,7 +54,7 @@ def main(argv):
   def sample_ngram():
     import numpy as np
     from lm_jax.models.ngram import NGramLM
-    from lm_jax.tasks.ngram_lm import MODEL_FILE, SPACE
+    from lm_jax.tasks.ngram_lm import MODEL_FILE, token_text
 
     path = os.path.join(workdir, MODEL_FILE)
     if not os.path.exists(path):
@@ -66,7 +66,9 @@ def main(argv):
     print(f'# {workdir} ({config.ngram_order}-gram)')
     for _ in range(_NUM_SAMPLES.value):
       words = model.vocab.decode(model.sample(rng, _NUM_TOKENS.value))
-      print(joiner.join(' ' if w == SPACE else w for w in words))
+      if config.tokenizer == 'char':
+        words = map(token_text, words)
+      print(joiner.join(words))
       print('---')
 
   def sample():

@@ -32,7 +32,14 @@ def write(path: str, names: Sequence[Sequence[str]],
     names: for each order 1..N, its n-grams as space-joined words.
     logp: for each order, the n-grams' log10 probabilities.
     bow: for each order, their log10 backoff weights (None for order N).
+
+  Raises:
+    ValueError: a word holds white space, which separates words here.
   """
+  spaced = [w for w in names[0] if len(w.split()) != 1] if names else []
+  if spaced:
+    raise ValueError(f'ARPA files separate words with white space; the '
+                     f'vocabulary holds {spaced[0]!r}')
   # Replaced whole: `sample` reads the model back from this file.
   with atomic_files.replacing(path, encoding='utf-8') as f:
     f.write('\\data\\\n')

@@ -82,6 +82,14 @@ def char_ngrams(word: str, min_n: int = 3, max_n: int = 6) -> list[str]:
   return grams
 
 
+def _bucket(grams: Sequence[str], buckets: int) -> np.ndarray:
+  """int64 `[len(grams)]`: each n-gram's hash bucket."""
+  if grams and buckets < 1:  # numpy's x % 0 is 0, with a warning only
+    raise ValueError(f'character n-grams need fasttext_buckets >= 1, not '
+                     f'{buckets}')
+  return fnv1a_32(grams).astype(np.int64) % max(buckets, 1)
+
+
 def subword_rows(word: str, vocab_size: int, buckets: int, min_n: int = 3,
                  max_n: int = 6, word_id: Optional[int] = None
                  ) -> np.ndarray:
@@ -92,7 +100,7 @@ def subword_rows(word: str, vocab_size: int, buckets: int, min_n: int = 3,
     int32 `[rows]`.
   """
   grams = char_ngrams(word, min_n, max_n)
-  rows = vocab_size + (fnv1a_32(grams).astype(np.int64) % buckets)
+  rows = vocab_size + _bucket(grams, buckets)
   own = [] if word_id is None else [word_id]
   return np.concatenate([np.array(own, np.int64), rows]).astype(np.int32)
 
@@ -107,7 +115,7 @@ def subword_table(words: Sequence[str], buckets: int, min_n: int = 3,
   """
   grams = [char_ngrams(w, min_n, max_n) for w in words]
   flat = [g for gs in grams for g in gs]
-  hashed = len(words) + (fnv1a_32(flat).astype(np.int64) % buckets)
+  hashed = len(words) + _bucket(flat, buckets)
   counts = np.array([len(gs) for gs in grams], np.int64)
   # Each word's own row first, then its n-grams'.
   starts = np.concatenate([[0], np.cumsum(counts + 1)[:-1]])

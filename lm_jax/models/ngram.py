@@ -23,72 +23,16 @@ Lookups of a whole split are then k `np.searchsorted` calls.
 
 from __future__ import annotations
 
-import collections
-import itertools
 from typing import Optional, Sequence
 
 import numpy as np
 
 from lm_jax.models import arpa, ngram_nltk
+from lm_jax.models.ngram_vocabulary import BOS, NLTK_UNK, UNK, Vocabulary
 
-BOS, EOS, UNK = '<s>', '</s>', '<unk>'
-NLTK_UNK = '<UNK>'  # NLTK's unknown word ('kn_nltk' models)
 # KenLM's log10 probability of the never-predicted `<s>` and of log10(0).
 _LOG_ZERO = -99.0
 _SMOOTHINGS = ('mle', 'add_k', 'kn', 'mkn', 'kn_nltk')
-
-
-class Vocabulary:
-  """Words <-> ids, with `<s>`, `</s>` and `<unk>` always present.
-
-  Args:
-    words: every word, id = position; the three special symbols are added
-      at the end if absent.
-    unk: the symbol unknown words become (NLTK's is `<UNK>`).
-  """
-
-  def __init__(self, words: Sequence[str], unk: str = UNK):
-    self.words = list(words)
-    for special in (BOS, EOS, unk):
-      if special not in self.words:
-        self.words.append(special)
-    self._index = {w: i for i, w in enumerate(self.words)}
-    if len(self._index) != len(self.words):
-      raise ValueError('duplicate words in the vocabulary')
-    self.bos_id, self.eos_id, self.unk_id = (self._index[s]
-                                             for s in (BOS, EOS, unk))
-
-  @classmethod
-  def from_sentences(cls, sentences: Sequence[Sequence[str]],
-                     min_count: int = 1, unk: str = UNK) -> 'Vocabulary':
-    """The specials, then the words of `sentences` in sorted order.
-
-    A corpus that already contains `unk` as a word (PTB has `<unk>`) keeps
-    it as that word: it is counted like any other.
-
-    Args:
-      sentences: the training sentences.
-      min_count: words seen fewer times are left out, so that they become
-        `unk` (NLTK's `unk_cutoff`).
-      unk: the unknown-word symbol.
-    """
-    if min_count > 1:
-      counts = collections.Counter(itertools.chain.from_iterable(sentences))
-      seen = {w for w, c in counts.items() if c >= min_count}
-    else:
-      seen = set().union(*map(set, sentences)) if sentences else set()
-    return cls([BOS, EOS, unk] + sorted(seen - {BOS, EOS, unk}), unk)
-
-  def __len__(self) -> int:
-    return len(self.words)
-
-  def encode(self, tokens: Sequence[str]) -> np.ndarray:
-    """Words -> int64 `[len(tokens)]` ids; unknown words become `<unk>`."""
-    get, unk = self._index.get, self.unk_id
-    return np.fromiter((get(t, unk) for t in tokens), np.int64, len(tokens))
-
-  def decode(self, ids: Sequence[int]) -> list[str]:
-    return [self.words[int(i)] for i in ids]
 
 
 class NGramLM:
@@ -123,8 +67,10 @@ class NGramLM:
       raise ValueError(f'order must be >= 1, got {order}')
     if smoothing == 'add_k' and not k > 0:
       raise ValueError(f'add-k needs k > 0, got {k}')
-    if discount is not None and not 0 < discount <= 1:
-      raise ValueError(f'discount must be in (0, 1], got {discount}')
+    if discount is not None and not (smoothing in ('kn', 'kn_nltk')
+                                     and 0 < discount <= 1):
+      raise ValueError(f"a fixed discount, in (0, 1], is for 'kn' or "
+                       f"'kn_nltk' only; got {discount} for {smoothing!r}")
     if smoothing == 'kn_nltk':
       if order < 2:
         # NLTK's unigram divides by the number of bigram types.
@@ -442,7 +388,11 @@ class NGramLM:
     return np.stack(columns[::-1], axis=1)
 
   def to_arpa(self, path: str) -> None:
-    """Writes the model in ARPA format (log10 probabilities and backoffs)."""
+    """Writes the model in ARPA format (log10 probabilities and backoffs).
+
+    ARPA has no log10(0), so an 'mle' model's unseen events read back as
+    1e-99 (-99 is written), not 0; smoothed models read back exactly.
+    """
     n = len(self._logp) - 1
     words = np.array(self.vocab.words, dtype=object)
     names = [[' '.join(w) for w in words[self._ngram_ids(order)].tolist()]

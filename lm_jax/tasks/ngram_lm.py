@@ -12,13 +12,31 @@ import math
 import os
 
 from lm_jax.data.builders.text_corpus import CORPORA, load_text
-from lm_jax.models.ngram import NLTK_UNK, UNK, NGramLM, Vocabulary
+from lm_jax.models.ngram import NGramLM
+from lm_jax.models.ngram_vocabulary import NLTK_UNK, UNK, Vocabulary
 from lm_jax.tasks.base import CountingTask
 
 MODEL_FILE = 'model.arpa'
-# ARPA files separate tokens with spaces, so a character model spells the
-# space character as this token.
+# ARPA files separate tokens with white space, so a character model spells
+# the space character as this token, and any other white space as <U+XXXX>
+# (a token of one character never equals these).
 SPACE = '<space>'
+
+
+def char_token(c: str) -> str:
+  """A character as a character model's token."""
+  if c == ' ':
+    return SPACE
+  return f'<U+{ord(c):04X}>' if c.isspace() else c
+
+
+def token_text(token: str) -> str:
+  """`char_token`'s inverse."""
+  if token == SPACE:
+    return ' '
+  if token.startswith('<U+') and token.endswith('>'):
+    return chr(int(token[3:-1], 16))
+  return token
 
 
 def split_sentences(text: str, tokenizer: str) -> list[list[str]]:
@@ -29,7 +47,7 @@ def split_sentences(text: str, tokenizer: str) -> list[list[str]]:
   if tokenizer == 'word':
     return [line.split() for line in lines]
   if tokenizer == 'char':
-    return [[SPACE if c == ' ' else c for c in line] for line in lines]
+    return [[char_token(c) for c in line] for line in lines]
   raise ValueError(f"the n-gram task takes tokenizer 'word' or 'char', not "
                    f"{tokenizer!r}")
 

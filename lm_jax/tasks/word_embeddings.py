@@ -244,6 +244,8 @@ class FastTextTask(Word2VecTask):
     rows = fasttext.subword_rows(
         word, len(self.vocab), cfg.fasttext_buckets, cfg.fasttext_min_n,
         cfg.fasttext_max_n, word_id=self.vocab.index.get(word))
+    if not len(rows):  # unseen, and shorter than any n-gram: nothing known
+      return None
     return np.asarray(jax.device_get(self.model.apply(
         {'params': params}, rows, method='compose')))
 

@@ -6,6 +6,7 @@ words never seen in training.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lm_jax.models import fasttext
 
@@ -75,6 +76,17 @@ def _model(words=('the', 'cat', 'sat'), buckets=50, dim=6):
   model = fasttext.FastText(len(words), buckets, dim, rows, owners)
   params = model.init(jax.random.key(0), jnp.zeros((1,), jnp.int32))['params']
   return model, params, rows, owners
+
+
+def test_ngrams_without_buckets_are_an_error_not_one_shared_row():
+  with pytest.raises(ValueError, match='fasttext_buckets'):
+    fasttext.subword_table(['the', 'cat'], buckets=0)
+  with pytest.raises(ValueError, match='fasttext_buckets'):
+    fasttext.subword_rows('cat', 2, 0)
+  # Without n-grams (max_n 0) no bucket is needed: fastText's own rule.
+  rows, _ = fasttext.subword_table(['the', 'cat'], buckets=0, max_n=0)
+  assert rows.tolist() == [0, 1]
+  assert fasttext.subword_rows('q', 2, 10, min_n=4).size == 0
 
 
 def test_shapes_and_initialisation():

@@ -11,7 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from lm_jax.models.ngram import NGramLM, Vocabulary
+from lm_jax.models.ngram import NGramLM
+from lm_jax.models.ngram_vocabulary import Vocabulary
 
 LECTURE = ['I like rabbits', 'I like turtles', "I don't like snails"]
 
@@ -385,6 +386,14 @@ def test_kn_nltk_equals_nltk_kneser_ney_with_unk_cutoff_and_discount():
 def test_kn_nltk_needs_a_context_as_nltk_does():
   with pytest.raises(ValueError, match='order >= 2'):
     NGramLM(Vocabulary(['a']), 1, 'kn_nltk')
+
+
+@pytest.mark.parametrize('smoothing, discount', [
+    ('mkn', 0.7), ('mle', 0.5), ('add_k', 0.5), ('kn', 0.0), ('kn', 1.5)])
+def test_a_fixed_discount_the_smoothing_would_ignore_is_refused(smoothing,
+                                                                 discount):
+  with pytest.raises(ValueError, match='discount'):
+    NGramLM(Vocabulary(['a']), 2, smoothing, discount=discount)
 
 
 @pytest.mark.parametrize('smoothing', ['mkn', 'kn_nltk'])
