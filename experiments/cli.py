@@ -371,6 +371,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key, choices in _CHOICES.items():
     if key in config and config[key] not in choices:
       fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
+  if config.get('normalize_loss_by') == 'sequence' and config.task != 'lm':
+    # It divides by tokens / length: the sequences only where no row is
+    # padded, and a classifier's targets have no length at all.
+    fail("normalize_loss_by 'sequence' is for the 'lm' task, whose rows "
+         "are whole windows; use 'token'")
   if config.get('eval_streams') and not (
       config.get('model') == 'rnn_lm'
       and config.get('lm_batching') == 'contiguous'):

@@ -155,7 +155,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer = 'adamw'
   c.learning_rate = 1e-3
   c.min_learning_rate = 1e-4
-  c.schedule = 'cosine'  # or 'constant', 'inverse_sqrt', 'linear', 'epoch_decay'
+  # 'cosine', 'constant', 'inverse_sqrt', 'linear', 'epoch_decay' or
+  # 'slanted_triangular' (the last two rise by their own rule: no warm-up).
+  c.schedule = 'cosine'
   c.warmup_steps = 100
   c.decay_steps = 0  # 0: num_train_steps
   c.lr_decay_start_epoch = 4  # 'epoch_decay': epochs at the full rate

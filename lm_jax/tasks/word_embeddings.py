@@ -143,6 +143,11 @@ class Word2VecTask(EmbeddingTask):
     # The negatives are one row per group of `share_negatives` examples,
     # split over the devices like the batch: the groups must split evenly.
     devices = parallel.mesh_size(cfg.num_devices)
+    if cfg.grad_accum_steps > 1:
+      # Micro-batches take every A-th row of each array, which would pair
+      # an example with another group's negatives.
+      raise ValueError('word vectors train without grad_accum_steps; set it '
+                       'to 1 and choose the batch_size itself')
     if (cfg.share_negatives < 1 or cfg.batch_size % cfg.share_negatives
         or (cfg.batch_size // cfg.share_negatives) % devices):
       raise ValueError(

@@ -89,8 +89,10 @@ class Checkpointer:
                      ) -> Optional[tuple[int, Any, dict]]:
     """Restores the newest readable checkpoint.
 
-    A checkpoint that fails to read (a killed write, a corrupt file) is
-    skipped with a warning and the one before it is tried.
+    A checkpoint that fails to read (a killed write, a cut or missing
+    file) is skipped with a warning and the one before it is tried. Orbax
+    keeps no checksums: a byte flipped inside an array file reads back
+    without an error.
 
     Args:
       abstract_state: the state's structure as `jax.ShapeDtypeStruct`s
@@ -107,9 +109,10 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract_state),
                 data=ocp.args.JsonRestore()))
       except Exception as e:  # noqa: BLE001 - any read failure means corrupt.
+        first_line = (str(e).splitlines() or [''])[0][:200]  # may be ''
         log.warning('checkpoint at step %d in %s is unreadable (%s: %s); '
-                        'trying the previous one', step, self.directory,
-                        type(e).__name__, str(e).splitlines()[0][:200])
+                    'trying the previous one', step, self.directory,
+                    type(e).__name__, first_line)
         self._unreadable.add(step)
         continue
       return step, restored.state, dict(restored.data)

@@ -162,8 +162,15 @@ def _per_group(config: ml_collections.ConfigDict, steps_per_epoch: int,
   if every and steps_per_epoch <= 0:
     raise ValueError('unfreeze_every_epochs needs a task with epochs')
 
-  def labels(params):
-    return jax.tree.map(str, _depths(params))
+  def labels(params):  # fails at init, before any step, if too deep
+    depths = _depths(params)
+    deepest = max(jax.tree.leaves(depths))
+    if deepest > _MAX_DEPTH:
+      raise ValueError(
+          f'per-layer rates and gradual unfreezing take at most '
+          f'{_MAX_DEPTH} groups below the top, and this model has '
+          f'{deepest}; set layer_lr_decay and unfreeze_every_epochs to 0')
+    return jax.tree.map(str, depths)
 
   def group(depth: int) -> optax.GradientTransformation:
     tx = optax.chain(moments, *tail, optax.scale((decay or 1.0) ** -depth))

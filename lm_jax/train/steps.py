@@ -63,8 +63,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     grad_accum_steps: micro-batches per update; the batch's leading
       dimension must divide by it.
     normalize_by: 'token' divides the summed loss by the target tokens;
-      'sequence' by the sequences (tokens / length), the loss summed over
-      time that Zaremba et al.'s learning rate of 1 and clip of 5 assume.
+      'sequence' by the sequences (tokens / length, for unpadded
+      `[batch, length]` targets), the loss summed over time that Zaremba
+      et al.'s learning rate of 1 and clip of 5 assume.
   """
   if normalize_by not in NORMALIZE_BY:
     raise ValueError(f"normalize_by is 'token' or 'sequence', not "

@@ -170,6 +170,10 @@ BAD_TRAIN_ARGS = {
     'eval_streams_of_a_gpt': (['--config=' + CPU_PRESET,
                                '--config.eval_streams=1'],
                               'eval_streams applies to a recurrent LM'),
+    'loss_over_time_of_a_classifier': (
+        ['--config=' + os.path.join(CONFIG_DIR, 'sst2_bilstm.py'),
+         '--config.normalize_loss_by=sequence'],
+        "normalize_loss_by 'sequence' is for the 'lm' task"),
     'negative_warmup': (['--config=' + CPU_PRESET,
                          '--config.warmup_steps=-1'],
                         'warmup_steps must be 0 or more'),

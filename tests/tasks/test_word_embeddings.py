@@ -146,6 +146,13 @@ def test_negative_groups_that_do_not_split_over_the_devices_are_refused(
     task.prepare()
 
 
+@pytest.mark.parametrize('model', ['word2vec', 'fasttext'])
+def test_negative_sampling_refuses_gradient_accumulation(corpus_dir, model):
+  task = tasks.make_task(_config(corpus_dir, model, grad_accum_steps=2))
+  with pytest.raises(ValueError, match='grad_accum_steps'):
+    task.prepare()
+
+
 def test_fasttext_unseen_word_and_neighbours_command(corpus_dir, tmp_path):
   config = _config(corpus_dir, **MODELS['fasttext'])
   loop.train_and_evaluate(config, str(tmp_path))

@@ -168,6 +168,24 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous_with_warning(
   assert 'step 12' in warnings[0].getMessage()
 
 
+def test_a_read_error_without_a_message_still_falls_back(
+    tmp_path, trained_state, monkeypatch):
+  # pylint: disable=protected-access
+  _save(tmp_path, [6, 12], trained_state)
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  restore = reader._manager.restore
+
+  def failing(step, *args, **kwargs):
+    if step == 12:
+      raise AssertionError()  # str() is ''
+    return restore(step, *args, **kwargs)
+
+  monkeypatch.setattr(reader._manager, 'restore', failing)
+  step, _, _ = reader.restore_latest(_abstract(trained_state, 1))
+  reader.close()
+  assert step == 6
+
+
 def test_data_item_round_trips_and_reads_the_old_layout():
   window = {'loss': (np.float64(12.5), np.float64(64.0))}
   item = json.loads(json.dumps(checkpoint.data_item({'next_index': 7}, window)))

@@ -262,6 +262,24 @@ def test_discriminative_rates_and_gradual_unfreezing(make_tiny_config):
     optim.make_optimizer(config)
 
 
+@pytest.mark.parametrize('num_layers, fits', [(31, True), (32, False)])
+def test_per_layer_rates_name_their_depth_limit(make_tiny_config,
+                                                num_layers, fits):
+  """32 layers make 33 groups below the head: beyond the transforms built,
+  which optax reported as unlabelled parameters."""
+  config = make_tiny_config(optimizer='sgd', layer_lr_decay=1.1)
+  params = {'token_embedding': {'embedding': jnp.zeros(2)},
+            **{f'block_{i}': {'kernel': jnp.zeros(2)}
+               for i in range(num_layers)},
+            'final_norm': {'scale': jnp.zeros(2)}}
+  tx = optim.make_optimizer(config)
+  if fits:
+    tx.update(params, tx.init(params), params)
+  else:
+    with pytest.raises(ValueError, match='at most 32 groups'):
+      tx.init(params)
+
+
 def _steps_of(tx, params, grads_at, num_steps):
   """Each update's step (minus the update) per top-level parameter."""
   state, steps, update = tx.init(params), [], jax.jit(tx.update)
