@@ -362,7 +362,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
               'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
               'warmup_steps', 'decay_steps', 'eval_streams', 'learning_rate',
-              'min_learning_rate'):
+              'min_learning_rate', 'length_penalty'):
     if key in config and config[key] < 0:
       fail(f'{key} must be 0 or more, not {config[key]}')
   for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):

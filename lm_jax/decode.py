@@ -261,7 +261,9 @@ def beam_search(model: nn.Module, params: Any, inputs: Array, beam_size: int,
     inputs: source ids `[batch, src_length]`, 0 for padding.
     beam_size: hypotheses kept per sentence.
     max_length: the most tokens generated, EOS included.
-    alpha: the length penalty's exponent (Wu et al.: 0.6 to 1.0).
+    alpha: the length penalty's exponent (Wu et al.: 0.6 to 1.0), >= 0:
+      a negative one would favour short hypotheses, and the search could
+      stop before finding the best.
     bos_id: the decoder's first input.
     eos_id: ends a hypothesis.
 
@@ -270,6 +272,8 @@ def beam_search(model: nn.Module, params: Any, inputs: Array, beam_size: int,
     float32 `[batch]` its score). A sentence with no finished hypothesis
     after `max_length` steps gets its best live one.
   """
+  if alpha < 0:
+    raise ValueError(f'the length penalty must be 0 or more, not {alpha}')
   batch, k = inputs.shape[0], beam_size
   memory, cache = _seq2seq_start(model, params, inputs, max_length, k)
   best_possible = length_penalty(float(max_length), alpha)

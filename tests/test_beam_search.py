@@ -83,6 +83,14 @@ def test_beam_search_finds_what_greedy_misses():
   np.testing.assert_allclose(score, math.log(0.4 * 0.9), rtol=1e-4)
 
 
+def test_a_negative_length_penalty_is_refused():
+  """Its penalty shrinks with length, so the early stop (no live
+  hypothesis can beat the best finished one) no longer holds."""
+  with pytest.raises(ValueError, match='length penalty'):
+    decode.beam_search(MarkovTable(TRAP), {}, SOURCE[:1], 2, 4, -1.0, BOS,
+                       EOS)
+
+
 @pytest.mark.parametrize('alpha', [0.0, 0.6, 2.0])
 def test_a_wide_beam_equals_brute_force(alpha):
   rng = np.random.default_rng(1)
