@@ -11,9 +11,11 @@ Every task runs through here. The loop:
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import logging
 import os
+import tempfile
 import time
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -201,6 +203,23 @@ def _check_run(config: ml_collections.ConfigDict, task, mesh) -> None:
     config.num_train_steps = config.num_epochs * task.steps_per_epoch
 
 
+def _check_assets_unchanged(task, workdir: str) -> None:
+  """A resumed run's checkpoints were trained on the ids of its saved
+  tokenizer (and tags): this launch, which built them again from the data
+  and any pre-trained run it names, must have built the same."""
+  with tempfile.TemporaryDirectory() as fresh:
+    task.save_assets(fresh)
+    for name in sorted(os.listdir(fresh)):
+      saved = os.path.join(workdir, name)
+      if os.path.isfile(saved) and not filecmp.cmp(
+          saved, os.path.join(fresh, name), shallow=False):
+        raise ValueError(
+            f'{saved} differs from the one this launch built from its data '
+            'and pre-trained runs (init_from, pretrained_lm, elmo_bilm), '
+            'which changed since the run was trained: restore them, or '
+            'train anew in another --workdir')
+
+
 def _restore_or_start(ckpt: checkpoint.Checkpointer, state: TrainState,
                       stream, task, tx, mesh
                       ) -> tuple[TrainState, Optional[dict]]:
@@ -306,6 +325,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                    config.checkpoint_every,
                                    config.async_checkpoint)
     stack.push(_closing(ckpt.close))
+    if ckpt.steps():
+      _check_assets_unchanged(task, workdir)
     stream = task.train_stream(rows)
     state, resumed_window = _restore_or_start(ckpt, state, stream, task, tx,
                                               mesh)

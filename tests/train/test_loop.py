@@ -366,6 +366,36 @@ def test_relaunching_with_fewer_steps_than_trained_is_refused(
     assert f.read() == before
 
 
+def test_a_resume_whose_tokenizer_would_change_is_refused(uninterrupted,
+                                                         tmp_path):
+  """The launch builds its tokenizer again (from the data, or from the run
+  named by init_from); were it another, the checkpoints' ids would be
+  read with the wrong characters, words or pieces."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  path = os.path.join(workdir, 'tokenizer.json')
+  with open(path, encoding='utf-8') as f:
+    saved = json.load(f)
+  chars = saved['chars']
+  chars[1], chars[2] = chars[2], chars[1]  # the run was trained on these
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump(saved, f)
+  before = _snapshot_files(workdir)
+  config = uninterrupted['config'].copy_and_resolve_references()
+  config.num_train_steps = 18
+  with pytest.raises(ValueError, match='tokenizer.json differs'):
+    loop.train_and_evaluate(config, workdir)
+  assert _snapshot_files(workdir) == before
+
+
+def _snapshot_files(workdir):
+  snapshot = {}
+  for name in ('config.json', 'tokenizer.json', 'metrics.jsonl'):
+    with open(os.path.join(workdir, name), 'rb') as f:
+      snapshot[name] = f.read()
+  return snapshot
+
+
 def test_a_diverged_value_is_written_as_strict_json_and_read_as_nan(
     tmp_path):
   writer = MetricWriter(str(tmp_path))
