@@ -120,6 +120,14 @@ def _strip_prefix(tensors: dict) -> dict:
   return out
 
 
+class _Tensors(dict):
+  """A checkpoint's tensors by name; a missing one is bad input."""
+
+  def __missing__(self, name: str):
+    raise ValueError(f'the checkpoint has no tensor {name!r}: it is not a '
+                     'BertModel of the architecture its config.json gives')
+
+
 def params_from_hf(tensors: dict[str, np.ndarray], cfg: BertConfig,
                    fresh: Any) -> dict:
   """`BertPretraining` parameters from Hugging Face tensors.
@@ -130,7 +138,8 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: BertConfig,
     fresh: initialised parameters, whose `mlm_head` is used where the
       checkpoint has none (and whose shapes every tensor must match).
   """
-  t = {k: np.asarray(v, np.float32) for k, v in _strip_prefix(tensors).items()}
+  t = _Tensors({k: np.asarray(v, np.float32)
+                for k, v in _strip_prefix(tensors).items()})
   h, d = cfg.num_heads, cfg.embed_dim
   hd = d // h
 
@@ -168,8 +177,11 @@ def params_from_hf(tensors: dict[str, np.ndarray], cfg: BertConfig,
         'mlp_norm': norm(f'{p}output.LayerNorm'),
     }
   params = {'encoder': encoder}
-  params['pooler'] = (dense('pooler.dense') if 'pooler.dense.weight' in t
-                      else fresh['pooler'])
+  if 'pooler.dense.weight' in t:
+    params['pooler'] = dense('pooler.dense')
+  else:  # BertForMaskedLM's checkpoints have none
+    log.info('the checkpoint has no pooler: it starts fresh')
+    params['pooler'] = fresh['pooler']
   decoder = t.get('cls.predictions.decoder.weight')
   if decoder is not None and not np.array_equal(
       decoder, t['embeddings.word_embeddings.weight']):

@@ -188,6 +188,18 @@ def test_import_refuses_an_untied_decoder_tensor(tmp_path):
     _import(tmp_path / 'hf', tmp_path / 'untied')
 
 
+def test_import_names_a_tensor_the_checkpoint_lacks(tmp_path):
+  """config.json's layer count disagreeing with the weights was a bare
+  KeyError, a traceback instead of one error line."""
+  from safetensors.numpy import save_file
+  tensors = fake_hf_bert.write_folder(tmp_path / 'hf')
+  save_file({k: v for k, v in tensors.items()
+             if not k.startswith('encoder.layer.1.')},
+            str(tmp_path / 'hf' / 'model.safetensors'))
+  with pytest.raises(ValueError, match="no tensor 'encoder.layer.1."):
+    _import(tmp_path / 'hf', tmp_path / 'run')
+
+
 def _encode_all(tmp_path, folder, texts):
   _import(folder, tmp_path / 'run')
   from experiments.encode import encode_sentences
