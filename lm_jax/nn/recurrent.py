@@ -74,8 +74,9 @@ class _Cell(nn.Module):
     return self.input(inputs)
 
   def __call__(self, carry: Carry, inputs: Array) -> tuple[Carry, Array]:
-    """One time step from raw inputs `[batch, in]` (the `flax.linen` cell
-    interface): `(carry, inputs) -> (carry, output [batch, H])`."""
+    """One time step from raw inputs `[batch, in]`, with flax cells' call
+    signature (not their whole interface: `flax.linen.RNN` needs more):
+    `(carry, inputs) -> (carry, output [batch, H])`."""
     return self.step(carry, self.project(inputs))
 
   def step(self, carry: Carry, projected: Array) -> tuple[Carry, Array]:

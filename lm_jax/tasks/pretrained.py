@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from lm_jax.data import tokenizers
 from lm_jax.models.elmo import ElmoEmbedder
 from lm_jax.tasks.bilm import bilm_config
+from lm_jax.train import optim
 from lm_jax.train.checkpoint import load_params
 from lm_jax.train.logging import CONFIG_FILE, read_run_config
 
@@ -50,7 +51,7 @@ def elmo_for(config) -> tuple[tokenizers.Tokenizer, ElmoEmbedder]:
   workdir `config.elmo_bilm` (experiments/configs/*_bilm.py), for a
   downstream task whose config keeps that bi-LM frozen; its weights go in
   by `elmo_weights`."""
-  if ELMO_BILM not in config.frozen_params.split(','):
+  if not optim.freezes(config.frozen_params, ELMO_BILM):
     raise ValueError('ELMo keeps its bi-LM frozen: add '
                      f'--config.frozen_params={ELMO_BILM}')
   workdir = config.elmo_bilm

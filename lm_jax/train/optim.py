@@ -237,12 +237,23 @@ def clip_trainable_by_global_norm(max_norm: float, trainable
   return optax.GradientTransformation(init, update)
 
 
+def _frozen_prefixes(prefixes: str) -> tuple[str, ...]:
+  return tuple(p.strip().strip('/') for p in prefixes.split(',')
+               if p.strip().strip('/'))
+
+
+def freezes(prefixes: str, name: str) -> bool:
+  """Whether `frozen_params` `prefixes` freeze the '/'-joined path `name`
+  (it or a parent of it is one of them)."""
+  return any(name == p or name.startswith(p + '/')
+             for p in _frozen_prefixes(prefixes))
+
+
 def frozen_mask(prefixes: str):
   """`params -> bool tree`: True under any of the comma-separated
   `prefixes` of '/'-joined parameter paths ('elmo/bilm' freezes
   params['elmo']['bilm'] and everything under it)."""
-  wanted = tuple(p.strip().strip('/') for p in prefixes.split(',')
-                 if p.strip())
+  wanted = _frozen_prefixes(prefixes)
 
   def mask(params):
     names = jax.tree_util.tree_map_with_path(

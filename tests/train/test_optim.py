@@ -332,6 +332,15 @@ def test_a_layer_joins_with_fresh_adam_moments(make_tiny_config):
   np.testing.assert_allclose([s['head'] for s in steps], [1] * 12, rtol=1e-5)
 
 
+@pytest.mark.parametrize('prefixes, frozen', [
+    ('elmo/bilm', True), ('embed, elmo/bilm', True), ('elmo/bilm/', True),
+    ('elmo', True), ('elmo/bil', False), ('elmo/bilm/x', False), ('', False)])
+def test_freezes_reads_prefixes_as_the_mask_does(prefixes, frozen):
+  """ELMo's check that its bi-LM is frozen compared the prefixes as typed,
+  and refused a space after the comma or a parent prefix."""
+  assert optim.freezes(prefixes, 'elmo/bilm') is frozen
+
+
 def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
   config = make_tiny_config(frozen_params='elmo/bilm, head/bias',
                             weight_decay=0.5)
