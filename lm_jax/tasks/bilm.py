@@ -58,7 +58,7 @@ class BiLMTask(SentenceTask):
         eos='')
     self.examples = {
         split: {'inputs': [self.tokenizer.encode(line)
-                           for line in text.splitlines() if line.split()]}
+                           for line in text.split('\n') if line.split()]}
         for split, text in texts.items()}
     self._model = BiLM(bilm_config(cfg, self.tokenizer.vocab_size))
 

@@ -142,7 +142,9 @@ def corpus_sentences(names: str, split: str, data_dir: str, cache_dir: str
                        else corpus.files):
         continue
       text = text_corpus.load_text(name, split, data_dir, cache_dir)
-      lines = text.replace('<unk>', '[UNK]').splitlines()
+      # '\n' alone ends a line, as in every reader here (splitlines()
+      # would also cut at '\x0c', '\x85', '\u2028'...).
+      lines = text.replace('<unk>', '[UNK]').split('\n')
     elif name in glue_tsv.DATASETS:
       if split not in glue_tsv.DATASETS[name].files:
         continue
