@@ -22,7 +22,8 @@ def replacing(path: str, mode: str = 'w', encoding: Optional[str] = None
   """Opens a file whose content replaces `path` when the block ends.
 
   If the block raises, `path` is left as it was and the temporary file is
-  removed. Errors of the file operations name `path`, not the temporary.
+  removed. Errors of the file operations (opening, writing, flushing,
+  renaming: a full disk, say) name `path`, not the temporary.
 
   Args:
     path: the file to replace (or create).
@@ -42,10 +43,18 @@ def replacing(path: str, mode: str = 'w', encoding: Optional[str] = None
       f = open(partial, mode.replace('w', 'x'), encoding=encoding)
     except OSError as e:
       raise OSError(e.errno, e.strerror, path) from None
-    with f:
-      yield f
-      f.flush()
-      os.fsync(f.fileno())
+    try:
+      with f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+      # A failed write (full disk, quota) is a bare OSError with an errno
+      # and no file name; what else the block raises (a download's
+      # connection errors, its own subclasses) passes unchanged.
+      if type(e) is not OSError or e.errno is None or e.filename:
+        raise
+      raise OSError(e.errno, e.strerror, path) from None
     try:
       os.replace(partial, path)
     except OSError as e:

@@ -51,6 +51,29 @@ def test_the_new_file_has_the_usual_permissions_not_private_ones(tmp_path):
   assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
 
 
+def test_a_full_disk_names_the_target_and_keeps_the_old_file(tmp_path,
+                                                             monkeypatch):
+  path = tmp_path / 'config.json'
+  path.write_text('old')
+
+  def full(fd):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(atomic_files.os, 'fsync', full)
+  with pytest.raises(OSError) as error:
+    atomic_files.write_text(str(path), 'new')
+  assert error.value.errno == 28 and error.value.filename == str(path)
+  assert path.read_text() == 'old'
+  assert os.listdir(tmp_path) == ['config.json']
+
+
+def test_other_errors_of_the_block_pass_unchanged(tmp_path):
+  with pytest.raises(ConnectionResetError):
+    with atomic_files.replacing(str(tmp_path / 'a'), 'wb'):
+      raise ConnectionResetError(104, 'Connection reset by peer')
+  assert not os.listdir(tmp_path)
+
+
 def test_a_failure_names_the_target_not_the_temporary(tmp_path):
   with pytest.raises(OSError) as error:
     atomic_files.write_text(str(tmp_path / 'missing' / 'a.txt'), 'x')

@@ -156,7 +156,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.min_learning_rate = 1e-4
   # 'cosine', 'constant', 'inverse_sqrt', 'linear', 'epoch_decay' or
-  # 'slanted_triangular' (the last two rise by their own rule: no warm-up).
+  # 'slanted_triangular' (the last two ignore warmup_steps).
   c.schedule = 'cosine'
   c.warmup_steps = 100
   c.decay_steps = 0  # 0: num_train_steps

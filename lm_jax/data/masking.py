@@ -187,9 +187,8 @@ class MaskedBatches:
 
   Batch k is batch k mod steps_per_epoch of a permutation drawn from (seed,
   epoch); its corruption is drawn from (seed, k), independent of every
-  epoch's order, so a resumed run sees the
-  same batches, and every epoch masks each sequence anew (RoBERTa's dynamic
-  masking).
+  epoch's order, so a resumed run sees the same batches, and every epoch
+  masks each sequence anew (RoBERTa's dynamic masking).
 
   Args:
     sequences: int32 `[n, length]` packed ids.
@@ -219,8 +218,8 @@ class MaskedBatches:
     order = np.random.default_rng([self.seed, _ORDER, epoch]).permutation(
         len(self.sequences))
     picked = order[step * self.batch_size:(step + 1) * self.batch_size]
-    batch = self.masking(self.sequences[picked], self.lengths[picked],
-                         np.random.default_rng([self.seed, _TRAIN_MASKS, batch_number]))
+    rng = np.random.default_rng([self.seed, _TRAIN_MASKS, batch_number])
+    batch = self.masking(self.sequences[picked], self.lengths[picked], rng)
     return {k: v[self.rows] for k, v in batch.items()}
 
 

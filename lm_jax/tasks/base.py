@@ -7,7 +7,7 @@ Tasks differ by model, loss and data, never by training loop: the loop in
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import flax.linen as nn
 import jax
@@ -24,10 +24,15 @@ class _TaskBase(abc.ABC):
 
   Args:
     config: the run config.
+
+  Attributes:
+    output_dir: where `final_evaluation` may write result files (word
+      vectors); the loop sets it to the workdir on the first host only.
   """
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+    self.output_dir: Optional[str] = None
 
   @abc.abstractmethod
   def prepare(self) -> None:
@@ -35,7 +40,8 @@ class _TaskBase(abc.ABC):
     nothing, so bad input fails before the workdir is touched."""
 
   def save_assets(self, workdir: str) -> None:
-    """Writes what sampling needs besides checkpoints (tokenizer, model)."""
+    """Writes what sampling needs besides checkpoints (tokenizer, model),
+    and nothing else: the loop also writes them elsewhere to compare."""
 
 
 class Task(_TaskBase):

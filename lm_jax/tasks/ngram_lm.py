@@ -3,7 +3,7 @@
 Sentences are the corpus's lines: words split on white space (PTB) or the
 characters of each line (char-level models, where `</s>` stands for the
 newline, so bits per token are bits per character; the space character is
-the token `<space>`).
+the token `<space>`, any other white space `<U+XXXX>`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def token_text(token: str) -> str:
 
 
 def split_sentences(text: str, tokenizer: str) -> list[list[str]]:
-  """A split's text -> its lines as word ('word') or character ('char') lists."""
+  """A split's text -> its lines as lists of words ('word') or of
+  character tokens ('char')."""
   lines = text.split('\n')
   if lines and not lines[-1]:
     lines.pop()  # the text's final newline ends the last line

@@ -80,7 +80,6 @@ class EmbeddingTask(Task):
     if cfg.similarity_dir and not os.path.isdir(cfg.similarity_dir):
       raise FileNotFoundError(f'similarity_dir {cfg.similarity_dir} does '
                               'not exist')
-    self._workdir = None
     self._prepare_model()
     log.info('%d words in the vocabulary, %d training tokens',
              len(self.vocab), len(self.train_corpus.ids))
@@ -92,11 +91,6 @@ class EmbeddingTask(Task):
   @property
   def model(self) -> nn.Module:
     return self._model
-
-  def save_assets(self, workdir: str) -> None:
-    # The vectors are written at the end of training, by final_evaluation
-    # (which the loop calls on every host; this runs on the first only).
-    self._workdir = workdir
 
   @property
   def steps_per_epoch(self) -> int:
@@ -123,8 +117,8 @@ class EmbeddingTask(Task):
     del rows, evaluate
     vectors = word_similarity.WordVectors(self.vocab.words,
                                           self.embeddings(params))
-    if self._workdir:
-      vectors.save_word2vec_text(os.path.join(self._workdir, VECTORS_FILE))
+    if self.output_dir:  # the first host's workdir
+      vectors.save_word2vec_text(os.path.join(self.output_dir, VECTORS_FILE))
     if not os.path.isdir(self.similarity_dir):
       log.warning('no word-similarity sets in %s; skipping them',
                   self.similarity_dir)
@@ -244,7 +238,8 @@ class FastTextTask(Word2VecTask):
                             batch['targets'], batch['negatives'])
 
   def word_vector(self, params: Any, word: str) -> Optional[np.ndarray]:
-    """Any word's vector: unseen words are composed of their n-grams."""
+    """Any word's vector: unseen words are composed of their n-grams
+    (None for one too short to have any)."""
     cfg = self.config
     rows = fasttext.subword_rows(
         word, len(self.vocab), cfg.fasttext_buckets, cfg.fasttext_min_n,

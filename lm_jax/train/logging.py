@@ -193,7 +193,8 @@ class Progress:
   """Console lines: step, loss, tokens/s, ETA."""
 
   def __init__(self, total_steps: int, start_step: int):
-    self.total, self._t, self._step = total_steps, time.perf_counter(), start_step
+    self.total, self._step = total_steps, start_step
+    self._t = time.perf_counter()
 
   def rate(self, step: int) -> float:
     """Seconds per step since the previous call; resets the clock."""

@@ -341,6 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     _write_config(config, workdir)
     if jax.process_index() == 0:
       task.save_assets(workdir)
+      task.output_dir = workdir
     steps = _compile_steps(task, tx, config, mesh)
     steps_per_call = config.get('steps_per_call', 1)
     rng = jax.random.key(config.seed + 1)

@@ -7,6 +7,7 @@ vectors.txt; fastText vectors for unseen words; the neighbours command.
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -144,6 +145,30 @@ def test_negative_groups_that_do_not_split_over_the_devices_are_refused(
                                  batch_size=batch_size, share_negatives=share))
   with pytest.raises(ValueError, match='share_negatives'):
     task.prepare()
+
+
+def test_a_resume_on_a_second_host_writes_no_vectors_and_finishes(
+    corpus_dir, tmp_path, monkeypatch):
+  """Only the first host writes vectors.txt. The resume check once ran
+  save_assets into a temporary folder, which then became every other
+  host's output folder: their final evaluation wrote into a deleted one."""
+  config = _config(corpus_dir, 'word2vec', num_train_steps=4,
+                   checkpoint_every=2, similarity_dir='')
+  loop.train_and_evaluate(config, str(tmp_path))
+  os.remove(tmp_path / 'vectors.txt')
+  import jax  # pylint: disable=import-outside-toplevel
+
+  class SecondHost(types.ModuleType):  # jax as the loop sees it on host 1
+    def __getattr__(self, name):
+      return getattr(jax, name)
+
+  second = SecondHost('jax')
+  second.process_index = lambda: 1
+  monkeypatch.setattr(loop, 'jax', second)
+  config.num_train_steps = 6
+  loop.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / 'vectors.txt').exists()
+  assert sorted(os.listdir(tmp_path / 'checkpoints'))[-1] == '6'
 
 
 @pytest.mark.parametrize('model', ['word2vec', 'fasttext'])
