@@ -408,7 +408,7 @@ def run_guarded(main: Callable[[], object]) -> object:
   """
   try:
     return main()
-  except FileNotFoundError as e:
+  except (FileNotFoundError, BlockingIOError) as e:  # a held workdir
     fail(str(e))
   except OSError as e:
     if not e.filename:  # not about a path (a timeout, a lost connection)

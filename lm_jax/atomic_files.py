@@ -5,12 +5,14 @@ The new content goes to a temporary file beside the target (same folder,
 so the rename stays on one file system), which is flushed to disk and then
 renamed over the target. Used for everything lm_jax writes that a later
 launch reads back: a run's `config.json` and `metrics.jsonl`, tokenizers,
-cached vocabularies and downloads.
+cached vocabularies and downloads. And a run's folder is written by one
+process at a time (`held_exclusively`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 from typing import IO, Iterator, Optional
@@ -62,6 +64,28 @@ def replacing(path: str, mode: str = 'w', encoding: Optional[str] = None
   finally:
     with contextlib.suppress(FileNotFoundError):
       os.remove(partial)
+
+
+@contextlib.contextmanager
+def held_exclusively(folder: str) -> Iterator[None]:
+  """Holds `folder` (made if need be) against other holders until the
+  block ends, or the process does.
+
+  Raises:
+    BlockingIOError: another process holds it; the message names it.
+  """
+  os.makedirs(folder, exist_ok=True)
+  fd = os.open(folder, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise BlockingIOError(
+          f'another process is training in {folder}; wait for it to end, '
+          'or use another --workdir') from None
+    yield
+  finally:
+    os.close(fd)  # which releases the lock
 
 
 def write_text(path: str, text: str) -> None:

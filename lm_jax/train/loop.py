@@ -321,6 +321,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
            f'{num_params:,}', mesh.size)
 
   with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:  # two launches would interleave steps
+      stack.enter_context(atomic_files.held_exclusively(workdir))
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                    config.checkpoint_every,
                                    config.async_checkpoint)
@@ -434,6 +436,13 @@ def estimate_and_evaluate(task: tasks.CountingTask,
   `eval_*` for the validation split, `test_*` for a test split if there is
   one, and `estimate_seconds`.
   """
+  with atomic_files.held_exclusively(workdir):
+    return _estimate_and_evaluate(task, config, workdir)
+
+
+def _estimate_and_evaluate(task: tasks.CountingTask,
+                           config: ml_collections.ConfigDict, workdir: str
+                           ) -> dict[str, float]:
   _write_config(config, workdir)
   start = time.perf_counter()
   task.estimate()

@@ -388,6 +388,22 @@ def test_a_resume_whose_tokenizer_would_change_is_refused(uninterrupted,
   assert _snapshot_files(workdir) == before
 
 
+def test_a_second_launch_on_a_workdir_in_training_is_refused(uninterrupted,
+                                                             tmp_path):
+  """Two processes training one workdir interleaved their checkpoints
+  and metrics.jsonl (a relaunched sweep still running, say)."""
+  from lm_jax import atomic_files  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  before = _snapshot_files(workdir)
+  config = uninterrupted['config'].copy_and_resolve_references()
+  config.num_train_steps = 18
+  with atomic_files.held_exclusively(workdir):  # as the first launch does
+    with pytest.raises(BlockingIOError, match='another process is training'):
+      loop.train_and_evaluate(config, workdir)
+  assert _snapshot_files(workdir) == before
+
+
 def _snapshot_files(workdir):
   snapshot = {}
   for name in ('config.json', 'tokenizer.json', 'metrics.jsonl'):
