@@ -203,12 +203,18 @@ def _read_run_config(workdir: str) -> Optional[dict]:
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run in `workdir` was trained with."""
+  """The config a run in `workdir` was trained with; keys added since it
+  was trained take their defaults (what the code did before them)."""
+  if os.path.isfile(workdir):
+    fail(f'{workdir} is a file, not a run directory; pass the folder '
+         'that holds config.json')
   config = _read_run_config(workdir)
   if config is None:
     fail(f'{workdir} holds no run (no config.json); train one first with '
          './launch.sh train PRESET --workdir DIR')
-  return ml_collections.ConfigDict(config)
+  from experiments.configs import base  # pylint: disable=import-outside-toplevel
+  defaults = json.loads(base.get_config().to_json_best_effort())
+  return ml_collections.ConfigDict({**defaults, **config})
 
 
 # What makes a run another kind of run: training one of these into a

@@ -45,7 +45,8 @@ def main(argv):
     cli.fail('no sentences: give --text, or lines on stdin')
   config = cli.load_run_config(_WORKDIR.value)
   if config.get('model') != 'bert':
-    cli.fail(f'{_WORKDIR.value} is a {config.get("model")!r} run, not BERT')
+    cli.fail(f'{_WORKDIR.value} is a {config.get("task")!r} run of model '
+             f'{config.get("model")!r}, not a BERT one')
   cli.set_cpu_devices(1)
   cli.setup_logging()
 

@@ -37,6 +37,8 @@ def main(argv):
     cli.fail('need a finite temperature >= 0, 0 < top_p <= 1 and top_k >= 0')
   if _NUM_TOKENS.value < 1 or _NUM_SAMPLES.value < 1:
     cli.fail('need num_tokens >= 1 and num_samples >= 1')
+  if not 0 <= _SEED.value < 2**63:  # what numpy and JAX take
+    cli.fail(f'--seed must be in [0, 2**63), not {_SEED.value}')
   workdir = _WORKDIR.value
   config = cli.load_run_config(workdir)
   if config.get('task') not in ('lm', 'ngram'):

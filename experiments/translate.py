@@ -11,6 +11,7 @@ sentence: one map for an RNN with attention, one per layer and head of the
 Transformer's cross-attention.
 """
 
+import math
 import os
 import sys
 
@@ -47,6 +48,9 @@ def main(argv):
     cli.fail('--workdir is required (a folder made by ./launch.sh train)')
   if _BEAM_SIZE.value < 0:
     cli.fail('--beam_size must be >= 1 (or 0 for the run\'s)')
+  if not math.isfinite(_LENGTH_PENALTY.value):
+    cli.fail('--length_penalty must be a finite number (negative for the '
+             "run's)")
   workdir = _WORKDIR.value
   config = cli.load_run_config(workdir)
   if config.get('task') != 'translate':

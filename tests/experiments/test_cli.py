@@ -384,7 +384,8 @@ def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
 @pytest.mark.parametrize('args', [['--temperature=-1'], ['--top_p=0'],
                                   ['--temperature=nan'],
                                   ['--top_k=-2'], ['--num_tokens=x'],
-                                  ['--num_tokens=0'], ['--num_samples=0']])
+                                  ['--num_tokens=0'], ['--num_samples=0'],
+                                  ['--seed=-1'], ['--seed=' + '9' * 20]])
 def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
                                                          args):
   result = run_cli(_python('experiments.sample',
@@ -475,6 +476,21 @@ def test_config_overrides_read_both_flag_forms():
           'learning_rate': '1e-3'}
   assert cli.default_workdir('p', ['--config.seed', '3']).endswith(
       os.path.join('runs', 'p-seed-3'))
+
+
+def test_a_run_from_before_a_key_existed_loads_with_its_default(tmp_path,
+                                                                 capsys):
+  """sample/translate/encode read config.json as saved: a run trained
+  before matmul_dtype existed crashed them with an AttributeError."""
+  from experiments import cli  # pylint: disable=import-outside-toplevel
+  (tmp_path / 'config.json').write_text(json.dumps(
+      {'task': 'lm', 'model': 'gpt', 'corpus': 'tiny_shakespeare',
+       'embed_dim': 48}))
+  config = cli.load_run_config(str(tmp_path))
+  assert config.embed_dim == 48 and config.matmul_dtype == ''
+  with pytest.raises(SystemExit):
+    cli.load_run_config(str(tmp_path / 'config.json'))
+  assert 'is a file, not a run directory' in capsys.readouterr().err
 
 
 def test_a_run_that_took_another_runs_architecture_relaunches(tmp_path):

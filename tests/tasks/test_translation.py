@@ -225,6 +225,8 @@ def test_translate_errors_are_one_line(trained_workdir, tmp_path):
   assert 'nothing to translate' in _one_error_line(
       _run(['--workdir', workdir], stdin=''))
   assert '--workdir is required' in _one_error_line(_run(['--text', 'x']))
+  assert 'finite' in _one_error_line(
+      _run(['--workdir', workdir, '--text', 'x', '--length_penalty=nan']))
 
 
 def test_train_with_missing_data_is_one_error_line(tmp_path):
