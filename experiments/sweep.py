@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -150,7 +151,8 @@ def summary_table(rows: Sequence[dict], keys: Sequence[str]
     # A label-smoothed loss rises with the smoothing: the true targets'
     # NLL is what compares runs that differ in it.
     loss = r.get('eval_nll', r.get('eval_loss'))
-    bad = r['status'] == 'failed' or loss is None or math.isnan(loss)
+    bad = (r['status'] in ('failed', 'interrupted') or loss is None
+           or math.isnan(loss))
     name = cli.run_name({k: r[k] for k in keys})
     return bad, math.inf if bad else loss, name
   return ([*keys, 'status', 'final_step', *evals, 'train_loss',
@@ -182,7 +184,8 @@ def run_one(cmd: Sequence[str], workdir: str, env: Optional[dict] = None,
   """Runs `cmd`, its output appended to `workdir/train.log`.
 
   Returns:
-    ('ok' or 'failed', wall seconds, on failure the log's last line).
+    ('ok', 'failed' or 'interrupted' (by Ctrl-C or the sweep stopping it),
+    wall seconds, on failure the log's last line).
   """
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, 'train.log')
@@ -196,6 +199,8 @@ def run_one(cmd: Sequence[str], workdir: str, env: Optional[dict] = None,
   wall = time.perf_counter() - start
   if code == 0:
     return 'ok', wall, ''
+  if code in (-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT):
+    return 'interrupted', wall, ''
   with open(log_path, errors='replace') as f:
     lines = [line.strip() for line in f if line.strip()] or [f'exit {code}']
   return 'failed', wall, lines[-1][:300]
@@ -275,9 +280,12 @@ def main(argv):
     cli.fail(f'cannot make the sweep folder {sweep_dir}: {e.strerror}; '
              'use another --sweep_dir')
   lock, procs, rows = threading.Lock(), set(), [{}] * len(runs)
+  stopping = threading.Event()  # after Ctrl-C: nothing below the error
 
   def say(i, status, wall, note=''):
     with lock:
+      if stopping.is_set():
+        return
       print(f'[{i + 1}/{len(runs)}] {status:<7} {cli.run_name(runs[i])}'
             f'{"" if wall is None else f" {wall:.1f}s"}{note}', flush=True)
 
@@ -314,6 +322,7 @@ def main(argv):
   try:
     list(pool.map(launch, range(len(runs))))
   except KeyboardInterrupt:
+    stopping.set()
     pool.shutdown(wait=False, cancel_futures=True)
     for proc in list(procs):
       proc.terminate()
@@ -321,9 +330,10 @@ def main(argv):
   pool.shutdown()
   print(f'\n{os.path.join(sweep_dir, "summary.md")}:\n', flush=True)
   print(write_summary(sweep_dir, rows, list(grid)), end='', flush=True)
-  failed = sum(r['status'] == 'failed' for r in rows)
+  failed = sum(r['status'] in ('failed', 'interrupted') for r in rows)
   if failed:
-    cli.fail(f'{failed} of {len(rows)} runs failed; see their train.log', 1)
+    cli.fail(f'{failed} of {len(rows)} runs failed or were stopped; see '
+             'their train.log, and launch the sweep again to resume them', 1)
 
 
 def _flags_parser(argv: list[str]) -> list[str]:

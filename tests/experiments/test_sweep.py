@@ -187,6 +187,17 @@ def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
     assert f.read() == 'working\nerror: boom\n'  # appended, never truncated
 
 
+@pytest.mark.parametrize('code', [
+    'import os, signal; os.kill(os.getpid(), signal.SIGINT)',  # Ctrl-C
+    'import os, signal; os.kill(os.getpid(), signal.SIGTERM)'])  # stopped
+def test_run_one_reports_a_stopped_run_as_interrupted(tmp_path, code):
+  """Not as failed with its last log line (an ordinary progress line)."""
+  status, _, error = sweep.run_one([sys.executable, '-c',
+                                    f'print("step 500"); {code}'],
+                                   str(tmp_path / 'run'))
+  assert (status, error) == ('interrupted', '')
+
+
 @pytest.mark.parametrize('args, message', [
     (['--preset=nope', '--grid=seed=1'], "unknown preset 'nope'"),
     (['--preset=shakespeare_char_cpu', '--grid=no_such_key=1,2'],
