@@ -172,7 +172,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.layer_lr_decay = 0.0
   c.unfreeze_every_epochs = 0
   # Parameters never updated (pre-trained parts): comma-separated prefixes of
-  # '/'-joined parameter paths, e.g. 'elmo/bilm'.
+  # '/'-joined parameter paths, e.g. 'elmo/bilm'. Their optimizer moments
+  # are still kept (their updates, weight decay included, are zeroed after).
   c.frozen_params = ''
   c.beta1 = 0.9
   c.beta2 = 0.99
