@@ -242,11 +242,14 @@ def _frozen_prefixes(prefixes: str) -> tuple[str, ...]:
                if p.strip().strip('/'))
 
 
+def _under(name: str, prefix: str) -> bool:
+  return name == prefix or name.startswith(prefix + '/')
+
+
 def freezes(prefixes: str, name: str) -> bool:
   """Whether `frozen_params` `prefixes` freeze the '/'-joined path `name`
   (it or a parent of it is one of them)."""
-  return any(name == p or name.startswith(p + '/')
-             for p in _frozen_prefixes(prefixes))
+  return any(_under(name, p) for p in _frozen_prefixes(prefixes))
 
 
 def frozen_mask(prefixes: str):
@@ -259,15 +262,13 @@ def frozen_mask(prefixes: str):
     names = jax.tree_util.tree_map_with_path(
         lambda path, _: '/'.join(str(getattr(k, 'key', k)) for k in path),
         params)
-    under = lambda name, p: name == p or name.startswith(p + '/')  # noqa
     # A misspelt prefix would freeze nothing, silently.
     for p in wanted:
-      if not any(under(name, p) for name in jax.tree.leaves(names)):
+      if not any(_under(name, p) for name in jax.tree.leaves(names)):
         top = sorted({name.split('/')[0] for name in jax.tree.leaves(names)})
         raise ValueError(f'frozen_params {p!r} names no parameters; the '
                          f'model\'s start with {", ".join(top)}')
-    return jax.tree.map(lambda name: any(under(name, p) for p in wanted),
-                        names)
+    return jax.tree.map(lambda name: freezes(prefixes, name), names)
   return mask
 
 
