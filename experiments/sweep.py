@@ -70,6 +70,11 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
   return grid
 
 
+# Statuses of runs that did not finish: they rank last, fail the sweep, and
+# a relaunch resumes them.
+_NOT_DONE = ('failed', 'interrupted')
+
+
 def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
   """Every combination of the grid's values; the last key varies fastest."""
   return [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
@@ -151,8 +156,7 @@ def summary_table(rows: Sequence[dict], keys: Sequence[str]
     # A label-smoothed loss rises with the smoothing: the true targets'
     # NLL is what compares runs that differ in it.
     loss = r.get('eval_nll', r.get('eval_loss'))
-    bad = (r['status'] in ('failed', 'interrupted') or loss is None
-           or math.isnan(loss))
+    bad = r['status'] in _NOT_DONE or loss is None or math.isnan(loss)
     name = cli.run_name({k: r[k] for k in keys})
     return bad, math.inf if bad else loss, name
   return ([*keys, 'status', 'final_step', *evals, 'train_loss',
@@ -330,7 +334,7 @@ def main(argv):
   pool.shutdown()
   print(f'\n{os.path.join(sweep_dir, "summary.md")}:\n', flush=True)
   print(write_summary(sweep_dir, rows, list(grid)), end='', flush=True)
-  failed = sum(r['status'] in ('failed', 'interrupted') for r in rows)
+  failed = sum(r['status'] in _NOT_DONE for r in rows)
   if failed:
     cli.fail(f'{failed} of {len(rows)} runs failed or were stopped; see '
              'their train.log, and launch the sweep again to resume them', 1)

@@ -308,7 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   task = tasks.make_task(config)
   task.prepare()
   if isinstance(task, tasks.CountingTask):
-    return estimate_and_evaluate(task, config, workdir)
+    with atomic_files.held_exclusively(workdir):  # as training holds it
+      return estimate_and_evaluate(task, config, workdir)
   mesh = parallel.make_data_mesh(config.num_devices)
   _check_run(config, task, mesh)
   rows = parallel.process_rows(config.batch_size)
@@ -436,13 +437,6 @@ def estimate_and_evaluate(task: tasks.CountingTask,
   `eval_*` for the validation split, `test_*` for a test split if there is
   one, and `estimate_seconds`.
   """
-  with atomic_files.held_exclusively(workdir):
-    return _estimate_and_evaluate(task, config, workdir)
-
-
-def _estimate_and_evaluate(task: tasks.CountingTask,
-                           config: ml_collections.ConfigDict, workdir: str
-                           ) -> dict[str, float]:
   _write_config(config, workdir)
   start = time.perf_counter()
   task.estimate()
