@@ -107,7 +107,7 @@ def _measure(args) -> dict:
   cpu_ms = (time.process_time() - cpu_start) / (calls * per_call) * 1e3
 
   # As the training loop runs: each batch put on the devices in the step,
-  # and up to `in_flight` calls (the loop's _MAX_STEPS_IN_FLIGHT) dispatched
+  # and up to `in_flight` calls (the loop's MAX_STEPS_IN_FLIGHT) dispatched
   # ahead of the one that is waited for; timed over windows of 20 calls.
   window_times = []
   for _ in range(max(1, calls // 20)):
@@ -191,8 +191,8 @@ def main():
                                f'{args.devices}').strip()
   if args.in_flight is None:
     sys.path.insert(0, ROOT)
-    from lm_jax.train import loop
-    args.in_flight = loop._MAX_STEPS_IN_FLIGHT
+    from lm_jax.train import log_window
+    args.in_flight = log_window.MAX_STEPS_IN_FLIGHT
   if args.one:
     print(json.dumps(_measure(args)))
     return

@@ -66,6 +66,16 @@ class MetricWriter:
         self._tb.add_scalar(k, v, step)
       self._tb.flush()
 
+  def replace(self, step: int, values: dict[str, float]) -> None:
+    """Writes `values` at `step` in place of the records there that hold
+    any of their keys (an evaluation recorded again)."""
+    if not self.active:
+      return
+    kept = [r for r in read_metrics(self.workdir)
+            if r['step'] != step or not values.keys() & r.keys()]
+    atomic_files.write_text(self.path, ''.join(map(_json_line, kept)))
+    self.write(step, values)
+
   def plot(self) -> Optional[str]:
     """Writes `loss.png` (train and eval loss against step)."""
     if not self.active:
@@ -202,6 +212,10 @@ class Progress:
     seconds = (now - self._t) / max(step - self._step, 1)
     self._t, self._step = now, step
     return seconds
+
+  def restart_clock(self) -> None:
+    """After the log line: writing it is no step's time."""
+    self._t = time.perf_counter()
 
   def exclude(self, seconds: float) -> None:
     """Leaves `seconds` (an evaluation, say) out of the next `rate`."""

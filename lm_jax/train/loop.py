@@ -5,7 +5,7 @@ Every task runs through here. The loop:
   2. initialises or restores the train state and the data iterator;
   3. runs the jit-compiled `train_step` with the batch sharded on `data`;
   4. logs, evaluates and checkpoints on schedule;
-  5. ends with a checkpoint and an exact evaluation on the whole split.
+  5. ends with a checkpoint, then an exact evaluation on the whole split.
 """
 
 from __future__ import annotations
@@ -26,26 +26,13 @@ import numpy as np
 
 from lm_jax import atomic_files, tasks
 from lm_jax.train import checkpoint, optim, parallel
+from lm_jax.train.log_window import LogWindow, paused
 from lm_jax.train.logging import (CONFIG_FILE, MetricWriter, ProfileTrace,
                                   Progress)
 from lm_jax.train.steps import (TrainState, averages, make_eval_step,
                                 make_multi_step, make_train_step)
 
 log = logging.getLogger('lm_jax')
-# Training steps dispatched ahead of the one the host waits for.
-_MAX_STEPS_IN_FLIGHT = 4
-# Steps' metrics kept on device between two logs at most; beyond, the older
-# ones are summed on the host (log_every=0 would keep every step's).
-_MAX_PENDING = 1000
-
-
-def _window_sums(pending: list) -> dict:
-  """Host float64 (sum, weight) of each metric over `pending` steps' values
-  (a leaf is one step's value, or several steps' stacked)."""
-  return jax.tree.map(
-      lambda *xs: sum(np.sum(x, dtype=np.float64) for x in xs),
-      *parallel.to_host(pending))
-
 
 def _state_initializer(model, tx, inputs: np.ndarray, carry: Any = ()):
   def init(rng) -> TrainState:
@@ -116,56 +103,6 @@ def evaluate(eval_step, params, batches, mesh, task) -> dict[str, float]:
     raise ValueError('the evaluation had no batches: the split is shorter '
                      'than one batch')
   return averages(total)
-
-
-class _LogWindow:
-  """The training metrics since the last log line: each step's, on device
-  until the host needs them, and the clock and tokens behind tokens/s."""
-
-  def __init__(self, resumed: Optional[dict]):
-    # A resumed run starts from the sums its checkpoint kept of the steps
-    # logged before it; their tokens took no time in this process.
-    self._pending = [resumed] if resumed else []
-    self._carried_tokens = resumed['loss'][1] if resumed else 0.0
-    self._start = time.perf_counter()
-
-  def add(self, metrics: dict) -> None:
-    # Summed on the host at log time: adding on device would dispatch a
-    # few tiny ops every step.
-    self._pending.append(metrics)
-    if len(self._pending) > _MAX_STEPS_IN_FLIGHT:
-      # Dispatch stays a few steps ahead, not hundreds: with hundreds of
-      # multi-device steps queued, XLA's CPU backend has left one device
-      # out of a gradient all-reduce until its rendezvous timed out and
-      # aborted the run (with log_every=500, never with 250 or less).
-      jax.block_until_ready(self._pending[-1 - _MAX_STEPS_IN_FLIGHT])
-    if len(self._pending) > _MAX_PENDING:
-      self._pending = [_window_sums(self._pending)]
-
-  def pause(self, seconds: float) -> None:
-    """Leaves `seconds` (an evaluation's) out of tokens/s."""
-    self._start += seconds
-
-  def sums(self) -> Optional[dict]:
-    """The window's (sum, weight) pairs so far, for a checkpoint."""
-    if not self._pending:
-      return None
-    self._pending = [_window_sums(self._pending)]
-    return self._pending[0]
-
-  def take(self) -> tuple[dict, float]:
-    """(sums, tokens per second) of the window, once the device has
-    finished its steps; the next window's steps start from here, its clock
-    from `restart_clock`."""
-    host = _window_sums(self._pending)
-    tokens = float(host['loss'][1] - self._carried_tokens)
-    rate = tokens / max(time.perf_counter() - self._start, 1e-9)
-    self._pending, self._carried_tokens = [], 0.0
-    return host, rate
-
-  def restart_clock(self) -> None:
-    """After the log line: writing it is no step's time."""
-    self._start = time.perf_counter()
 
 
 def _closing(close: Callable[[], None]):
@@ -354,8 +291,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                          config.num_train_steps)
     stack.push(_closing(trace.close))
     progress = Progress(config.num_train_steps, start)
-    window = _LogWindow(resumed_window)
+    window = LogWindow(resumed_window)
     config_dict = json.loads(config.to_json_best_effort())
+
+    def save(step: int, state: TrainState) -> None:
+      with paused(state, window, progress):
+        # Between two log steps the window so far goes along.
+        ckpt.save(step, state,
+                  checkpoint.data_item(stream.get_state(), window.sums()),
+                  config_dict)
 
     step = start
     while step < config.num_train_steps:
@@ -386,36 +330,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         log.info(progress.line(step, {
             'loss': values['train_loss'],
             'tok/s': values['tokens_per_sec']}, seconds))
+        # Writing the line is no step's time.
         window.restart_clock()
-      if (config.eval_every and step % config.eval_every == 0) or final:
-        # The steps still in flight are training time, not evaluation's.
-        jax.block_until_ready(state)
-        eval_start = time.perf_counter()
-        # The last evaluation covers the whole split, exactly; with
-        # eval_steps 0 every one does.
-        full = (final and config.final_eval_full) or not config.eval_steps
-        evals = _evaluate_state(task, state, rows, steps, full=full,
-                                final=final)
-        writer.write(step, evals)
-        log.info('eval at step %d%s: %s', step,
-                 ' (whole split)' if full else '',
-                 ' '.join(f'{k}={v:.4f}' for k, v in evals.items()))
-        writer.plot()
-        # Evaluation time stays out of tokens/s and ms/step: both clocks
-        # move forward by it.
-        paused = time.perf_counter() - eval_start
-        window.pause(paused)
-        progress.exclude(paused)
-      if final or ckpt.is_save_step(step):
-        # Between two log steps the window so far goes along.
-        ckpt.save(step, state,
-                  checkpoint.data_item(stream.get_state(), window.sums()),
-                  config_dict)
+        progress.restart_clock()
 
-    if step == start:  # Nothing left to train: report the finished run.
+      if final:
+        # Before the final evaluation, which can be long (the whole split,
+        # beam search): a kill there then loses no training, and the
+        # relaunch records the evaluation (below).
+        save(step, state)
+      if (config.eval_every and step % config.eval_every == 0) or final:
+        with paused(state, window, progress):
+          # The last evaluation covers the whole split, exactly; with
+          # eval_steps 0 every one does.
+          full = (final and config.final_eval_full) or not config.eval_steps
+          evals = _evaluate_state(task, state, rows, steps, full=full,
+                                  final=final)
+          writer.write(step, evals)
+          log.info('eval at step %d%s: %s', step,
+                   ' (whole split)' if full else '',
+                   ' '.join(f'{k}={v:.4f}' for k, v in evals.items()))
+          writer.plot()
+      if not final and ckpt.is_save_step(step):
+        save(step, state)
+
+    if step == start:
+      # Nothing left to train. The run's records may lack the final
+      # evaluation (a kill during it, or a relaunch that shortened a run to
+      # a step it had evaluated on a sample only): this one replaces any
+      # evaluation recorded at this step.
       evals = _evaluate_state(
           task, state, rows, steps, final=True,
           full=config.final_eval_full or not config.eval_steps)
+      writer.replace(step, evals)
+      writer.plot()
   return evals
 
 

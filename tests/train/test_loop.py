@@ -24,7 +24,7 @@ from lm_jax import losses
 from lm_jax.data import pipelines, tokenizers
 from lm_jax.models import build_model
 from lm_jax.tasks.language_modeling import LanguageModelingTask
-from lm_jax.train import checkpoint, loop
+from lm_jax.train import checkpoint, log_window, loop
 from lm_jax.train.logging import MetricWriter, read_metrics
 
 
@@ -349,6 +349,50 @@ def test_relaunching_a_finished_run_trains_nothing_and_reports_it(
   assert _records(workdir, '') == before
 
 
+def test_a_kill_during_the_final_evaluation_loses_no_training(
+    uninterrupted, tmp_path):
+  """The final checkpoint is written before the final evaluation; the
+  relaunch trains nothing and records that evaluation."""
+  workdir = str(tmp_path / 'run')
+  original = loop._evaluate_state
+
+  def killed_when_final(*args, final, **kwargs):
+    if final:
+      raise _Crash('killed during the final evaluation')
+    return original(*args, final=final, **kwargs)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, '_evaluate_state', killed_when_final)
+    results, _ = _train(uninterrupted['config'], workdir)
+  assert results is None
+  _wait_for_checkpoint(workdir, 12)
+  results, seen = _train(uninterrupted['config'], workdir)
+  assert seen == []
+  _assert_ends_as_uninterrupted(uninterrupted, workdir,
+                                uninterrupted['config'], results)
+
+
+def test_a_run_shortened_to_a_step_it_evaluated_on_a_sample_records_the_final_evaluation(
+    uninterrupted, tmp_path):
+  """A 12-step run killed after its step-6 checkpoint, relaunched as a
+  6-step run: its evaluation at 6 was the periodic one (2 batches); the
+  relaunch replaces it with the exact one, as a sweep reads the last."""
+  workdir = str(tmp_path / 'run')
+  results, _ = _train(uninterrupted['config'], workdir, crash_at=9)
+  assert results is None
+  _wait_for_checkpoint(workdir, 6)
+  sampled = _records(workdir, 'eval_')
+  assert [r['step'] for r in sampled] == [6]
+  config = uninterrupted['config'].copy_and_resolve_references()
+  config.num_train_steps = 6
+  results = loop.train_and_evaluate(config, workdir)
+  evals = _records(workdir, 'eval_')
+  assert [r['step'] for r in evals] == [6]
+  assert evals[0]['eval_loss'] != sampled[0]['eval_loss']
+  _assert_results_equal(evals[0], {'step': 6, **results})
+  assert [r['step'] for r in _records(workdir, 'train_')] == [3, 6]
+
+
 def test_relaunching_with_fewer_steps_than_trained_is_refused(
     uninterrupted, tmp_path):
   """The workdir would otherwise report the longer run under a config.json
@@ -487,13 +531,16 @@ def test_a_changed_optimizer_layout_refuses_to_start_over(uninterrupted,
     assert open(os.path.join(workdir, name), 'rb').read() == content, name
 
 
-def test_tokens_per_sec_leaves_evaluation_time_out(make_run_config, tmp_path):
-  """On a clock where each training batch takes 1 s and each evaluation
-  100 s, every logged window reads 64 tokens (4 rows of 16) a second, the
-  window 4-8 around the evaluation at step 6 included."""
+def test_tokens_per_sec_leaves_evaluation_and_saving_time_out(
+    make_run_config, tmp_path):
+  """On a clock where each training batch takes 1 s, each evaluation 100 s
+  and each checkpoint save 50 s, every logged window reads 64 tokens (4
+  rows of 16) a second, the window 4-8 around the evaluation and save at
+  step 6 included."""
   clock = [0.0]
   original_stream = LanguageModelingTask.train_stream
   original_evaluate = loop.evaluate
+  original_save = checkpoint.Checkpointer.save
 
   class TimedStream(_StreamSpy):
     def __next__(self):
@@ -504,10 +551,15 @@ def test_tokens_per_sec_leaves_evaluation_time_out(make_run_config, tmp_path):
     clock[0] += 100.0
     return original_evaluate(*args, **kwargs)
 
+  def slow_save(*args, **kwargs):
+    clock[0] += 50.0
+    return original_save(*args, **kwargs)
+
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(loop, 'time', types.SimpleNamespace(
+    patch.setattr(log_window, 'time', types.SimpleNamespace(
         perf_counter=lambda: clock[0]))
     patch.setattr(loop, 'evaluate', slow_evaluate)
+    patch.setattr(checkpoint.Checkpointer, 'save', slow_save)
     patch.setattr(LanguageModelingTask, 'train_stream',
                   lambda self, rows: TimedStream(original_stream(self, rows),
                                                  []))
@@ -566,9 +618,9 @@ def test_metrics_summed_early_on_a_long_unlogged_run_log_the_same(
   (here every 3 steps) instead of keeping them all on device."""
   config = make_run_config(log_every=0, checkpoint_every=0)
   loop.train_and_evaluate(config, str(tmp_path / 'kept'))
-  monkeypatch.setattr(loop, '_MAX_PENDING', 3)
-  sums, original = [], loop._window_sums
-  monkeypatch.setattr(loop, '_window_sums',
+  monkeypatch.setattr(log_window, 'MAX_PENDING', 3)
+  sums, original = [], log_window.window_sums
+  monkeypatch.setattr(log_window, 'window_sums',
                       lambda pending: sums.append(len(pending))
                       or original(pending))
   loop.train_and_evaluate(config, str(tmp_path / 'folded'))
