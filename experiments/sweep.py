@@ -322,6 +322,11 @@ def main(argv):
     rows[i] = {**settings, 'status': status, **summarize(records),
                'wall_s': wall}
 
+  # `kill` and a closed terminal stop the runs as Ctrl-C does; else the
+  # runs would train on unwatched, and hold their workdirs' locks against
+  # the relaunch.
+  for signum in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, _interrupt)
   pool = concurrent.futures.ThreadPoolExecutor(_PARALLEL.value)
   try:
     list(pool.map(launch, range(len(runs))))
@@ -338,6 +343,11 @@ def main(argv):
   if failed:
     cli.fail(f'{failed} of {len(rows)} runs failed or were stopped; see '
              'their train.log, and launch the sweep again to resume them', 1)
+
+
+def _interrupt(signum, frame) -> None:
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def _flags_parser(argv: list[str]) -> list[str]:

@@ -5,8 +5,10 @@ the second launch skips both runs)."""
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -285,6 +287,41 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
   fourth = _sweep(*other, env=env)
   assert fourth.returncode == 2, fourth.stdout + fourth.stderr
   assert "is a run of preset 'shakespeare_char_cpu'" in fourth.stderr
+
+
+def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
+  """As after Ctrl-C: the run is stopped and noted as interrupted, not left
+  training with nobody watching."""
+  env = dict(os.environ, LM_JAX_DATA=shared_data_dir,
+             PYTHONPATH=REPO_ROOT)
+  env.pop('XLA_FLAGS', None)
+  workdir = tmp_path / 'sweep' / 'seed-0'
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'experiments.sweep',
+       '--preset=shakespeare_char_cpu', '--grid=seed=0',
+       f'--sweep_dir={tmp_path / "sweep"}', '--config.num_layers=1',
+       '--config.embed_dim=16', '--config.num_heads=1',
+       '--config.block_size=8', '--config.batch_size=2',
+       '--config.num_train_steps=10000000', '--config.log_every=1',
+       '--config.eval_every=0', '--config.checkpoint_every=0',
+       f'--config.cache_dir={tmp_path / "cache"}'],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  try:
+    deadline = time.monotonic() + 240
+    while not read_metrics(str(workdir)):  # the run is training
+      assert proc.poll() is None and time.monotonic() < deadline, (
+          proc.poll(), (workdir / 'train.log').read_text())
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert proc.returncode == 130, stderr
+  assert stderr.strip().splitlines()[-1].startswith('error: interrupted')
+  assert sweep.read_run_file(str(workdir))['status'] == 'interrupted'
+  steps = len(read_metrics(str(workdir)))
+  time.sleep(2)  # nothing trains on
+  assert len(read_metrics(str(workdir))) == steps
 
 
 def test_a_sweep_dir_that_is_a_file_is_one_error_line(tmp_path):
