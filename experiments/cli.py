@@ -73,9 +73,25 @@ def presets() -> list[str]:
                 if f.endswith('.py') and f not in ('base.py', '__init__.py'))
 
 
+# Flags naming a file or folder. The shell expands `~` in `--workdir ~/x`
+# but not in `--workdir=~/x`, which would make a folder named '~' here.
+_PATH_FLAGS = ('workdir', 'sweep_dir', 'hf_dir', 'out', 'export',
+               'attention_png')
+
+
+def expand_home(arg: str) -> str:
+  """`--PATH_FLAG=~/x` as the shell expands `--PATH_FLAG ~/x`."""
+  name, eq, value = arg.partition('=')
+  if eq and name.lstrip('-') in _PATH_FLAGS and value.startswith('~'):
+    return f'{name}={os.path.expanduser(value)}'
+  return arg
+
+
 def flags_parser(argv: list[str]) -> list[str]:
   """absl's parser, with flag errors (an unknown preset or config key, a
-  value of the wrong type) reduced to one line and exit code 2."""
+  value of the wrong type) reduced to one line and exit code 2; path flags'
+  `~` expanded (`expand_home`)."""
+  argv = [argv[0], *map(expand_home, argv[1:])]
   for arg in argv[1:]:
     # The presets are flat: a key is a plain name (ml_collections would
     # read 'a.b' or 'a[0]' as a path into it and fail obscurely).

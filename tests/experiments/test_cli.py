@@ -467,6 +467,17 @@ def test_a_launch_that_changes_the_training_gets_its_own_default_workdir():
           runs, 'ptb_lstm_small-matmul_dtype-bfloat16_seed-1')
 
 
+def test_a_path_flag_written_with_equals_expands_home(run_cli, tmp_path):
+  """As the shell does for `--workdir ~/x`: not a folder named '~' here."""
+  home = str(tmp_path / 'home')
+  result = run_cli(_python('experiments.sample', '--workdir=~/nowhere'),
+                   HOME=home)
+  _assert_one_error_line(result)
+  assert f'{home}/nowhere holds no run' in result.stderr
+  assert cli.expand_home('--prompt=~/x') == '--prompt=~/x'  # not a path
+  assert cli.expand_home('--workdir=runs/~x') == '--workdir=runs/~x'
+
+
 def test_config_overrides_read_both_flag_forms():
   from experiments import cli  # pylint: disable=import-outside-toplevel
   assert cli.config_overrides([
