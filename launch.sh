@@ -24,6 +24,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${LM_JAX_VENV:-$ROOT/.venv}"
+# Absolute: some verbs change directory before they run Python.
+case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 PY="$VENV/bin/python"
 STAMP="$VENV/.lm_jax-installed"
 
@@ -36,10 +38,15 @@ setup() {
     return
   fi
   echo "setting up $VENV ..." >&2
-  if [ ! -x "$PY" ]; then
+  # Made again where a creation was cut short (no pip) or its Python is
+  # gone, which would otherwise fail at every launch.
+  if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
+    if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
+      die "$VENV exists and is not a virtual environment; move it away or set LM_JAX_VENV"
+    fi
     "${PYTHON:-python3}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
       || die "the pinned packages need Python 3.11 or newer; set PYTHON=/path/to/python3.11"
-    "${PYTHON:-python3}" -m venv "$VENV"
+    "${PYTHON:-python3}" -m venv --clear "$VENV"
   fi
   "$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints.txt" \
     -e "$ROOT[test]" >&2
@@ -71,6 +78,7 @@ verb="${1:-}"
 [ $# -gt 0 ] && shift
 case "$verb" in
   setup)
+    rm -f "$STAMP"  # asked for: install whatever is missing
     setup ;;
   test)
     setup
