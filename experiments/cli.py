@@ -9,7 +9,7 @@ import math
 import os
 import re
 import sys
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Callable, Collection, NoReturn, Optional, Sequence
 
 from absl import flags
 import ml_collections
@@ -309,7 +309,7 @@ def _differs(key: str, before, now) -> bool:
 
 
 def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
-                    workdir: str) -> None:
+                    workdir: str, overridden: Collection[str]) -> None:
   """Fails if a relaunch of the run in `workdir` changes a setting its
   results were trained with (see `_RELAUNCH_MAY_CHANGE`)."""
   if not _has_results(workdir):
@@ -326,15 +326,21 @@ def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
     shown = ', '.join(f'{k}={previous[k]!r} (now {current[k]!r})'
                       for k in changed[:3])
     more = f' and {len(changed) - 3} more' if len(changed) > 3 else ''
+    if set(changed) & set(overridden):
+      fix = 'drop those overrides, or pick another --workdir'
+    else:  # e.g. `./launch.sh quickstart` after a pull changed the preset
+      fix = (f'no --config flag changed it, the preset did: move {workdir} '
+             'away to train it anew, or pick another --workdir')
     fail(f'{workdir} holds a run trained with {shown}{more}; a relaunch '
-         'resumes it and cannot change that: drop those overrides, or pick '
-         'another --workdir')
+         f'resumes it and cannot change that: {fix}')
 
 
-def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_workdir(config: ml_collections.ConfigDict, workdir: str,
+                  overridden: Collection[str] = ()) -> None:
   """Fails, before anything is written, where `workdir` cannot take a run
   of `config`: a file, the workdir of another kind of run, or of this run
-  trained with other settings."""
+  trained with other settings (`overridden`: the keys the command's
+  --config flags set, for the advice)."""
   if not workdir:
     fail('--workdir is empty; name a run directory')
   if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -352,7 +358,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     held = ', '.join(f'{k} {previous.get(k)!r}' for k in _RUN_KIND)
     fail(f'{workdir} holds another run ({held}); pick another --workdir '
          'for this one')
-  _check_relaunch(previous, config, workdir)
+  _check_relaunch(previous, config, workdir, overridden)
 
 
 # Values a run's settings may take, where a wrong one would otherwise

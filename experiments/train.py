@@ -35,7 +35,7 @@ def main(argv):
   cli.check_values(config)
   cli.check_run_length(config, sys.argv[1:])
   cli.resolve_paths(config)
-  cli.check_workdir(config, workdir)
+  cli.check_workdir(config, workdir, cli.config_overrides(sys.argv[1:]))
   cli.use_compilation_cache(config.cache_dir)
   cli.set_cpu_devices(cli.cpu_device_count(
       config.cpu_devices, config.batch_size // config.grad_accum_steps))

@@ -552,6 +552,23 @@ def test_a_relaunch_naming_the_same_pretrained_run_otherwise_resumes(
     cli.check_workdir(config, str(run))
 
 
+def test_a_relaunch_refused_for_a_changed_preset_says_so(tmp_path, capsys):
+  """`./launch.sh quickstart` takes no flags to drop, nor a --workdir: the
+  advice names the folder to move away."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import shakespeare_char_cpu
+  run = tmp_path / 'run'
+  (run / 'checkpoints' / '10').mkdir(parents=True)
+  config = shakespeare_char_cpu.get_config()
+  (run / 'config.json').write_text(config.to_json_best_effort())
+  config.dropout_rate = 0.1
+  for overridden, advice in [({'dropout_rate'}, 'drop those overrides'),
+                             ((), f'the preset did: move {run} away')]:
+    with pytest.raises(SystemExit):
+      cli.check_workdir(config, str(run), overridden)
+    assert advice in capsys.readouterr().err
+
+
 def test_relaunching_a_counting_run_with_other_settings_is_refused(
     run_cli, tiny_corpus_dir, tmp_path):
   """An n-gram run has no checkpoints; its results are its records."""
