@@ -130,19 +130,22 @@ def flags_parser(argv: list[str]) -> list[str]:
     fail(f'{what} (presets: {", ".join(presets())})')
 
 
-def cpu_device_count(requested: int, batch_size: int) -> int:
+def cpu_device_count(requested: int, batch_size: int,
+                     num_devices: int = 0) -> int:
   """How many XLA CPU devices to create.
 
   XLA's CPU backend runs one device's ops mostly one at a time, so a single
   device leaves cores idle on small models. One device per core, fed by data
   parallelism, keeps them busy. 0 means automatic: the largest divisor of
-  the batch size that does not exceed the core count.
+  the batch size that does not exceed the core count, or more where the run
+  asks for a mesh of `num_devices`.
   """
   if requested > 0:
     return requested
   cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') \
       else (os.cpu_count() or 1)
-  return max(d for d in range(1, cores + 1) if batch_size % d == 0)
+  return max(num_devices,
+             max(d for d in range(1, cores + 1) if batch_size % d == 0))
 
 
 def _before_jax(caller: str) -> None:

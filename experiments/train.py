@@ -38,7 +38,8 @@ def main(argv):
   cli.check_workdir(config, workdir, cli.config_overrides(sys.argv[1:]))
   cli.use_compilation_cache(config.cache_dir)
   cli.set_cpu_devices(cli.cpu_device_count(
-      config.cpu_devices, config.batch_size // config.grad_accum_steps))
+      config.cpu_devices, config.batch_size // config.grad_accum_steps,
+      config.num_devices))
   if config.multihost:
     from lm_jax.train.parallel import initialize_distributed
     initialize_distributed(config.coordinator_address, config.num_processes,

@@ -45,7 +45,9 @@ def make_data_mesh(num_devices: int = 0) -> Mesh:
   devices = jax.devices()
   n = mesh_size(num_devices)
   if n > len(devices):
-    raise ValueError(f'asked for {n} devices but only {len(devices)} exist')
+    raise ValueError(f'asked for {n} devices but only {len(devices)} exist'
+                     + (' (on CPU, cpu_devices sets how many)'
+                        if devices[0].platform == 'cpu' else ''))
   if jax.process_count() > 1 and n != len(devices):
     # The first n would leave some hosts without a device for their rows.
     raise ValueError(f'on {jax.process_count()} hosts the data mesh spans '

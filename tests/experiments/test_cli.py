@@ -478,6 +478,15 @@ def test_a_path_flag_written_with_equals_expands_home(run_cli, tmp_path):
   assert cli.expand_home('--workdir=runs/~x') == '--workdir=runs/~x'
 
 
+def test_cpu_devices_on_their_own_make_the_mesh_a_run_asks_for(
+    monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1})
+  assert cli.cpu_device_count(0, 12) == 2  # one a core
+  assert cli.cpu_device_count(0, 9) == 1  # the batch splits evenly
+  assert cli.cpu_device_count(0, 12, num_devices=3) == 3
+  assert cli.cpu_device_count(5, 12, num_devices=3) == 5  # as set
+
+
 def test_config_overrides_read_both_flag_forms():
   from experiments import cli  # pylint: disable=import-outside-toplevel
   assert cli.config_overrides([
