@@ -272,10 +272,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                                               mesh)
     start = int(parallel.to_host(state.step))
     if start > config.num_train_steps:
+      if config.get('num_epochs'):  # what the command line set
+        epochs = -(-start // task.steps_per_epoch)
+        asked = (f'num_epochs={config.num_epochs} '
+                 f'({config.num_train_steps} steps)')
+        needed = f'num_epochs={epochs}'
+      else:
+        asked = f'num_train_steps={config.num_train_steps}'
+        needed = f'{start} steps'
       raise ValueError(
-          f'{workdir} has trained {start} steps, more than num_train_steps='
-          f'{config.num_train_steps}; relaunch it with at least {start} '
-          'steps, or train the shorter run in a new --workdir')
+          f'{workdir} has trained {start} steps, more than {asked}; '
+          f'relaunch it with at least {needed}, or train the shorter run in '
+          'a new --workdir')
     # Only now, with the checkpoints known to fit: a relaunch refused above
     # must leave the run's config and assets as they were.
     _write_config(config, workdir)

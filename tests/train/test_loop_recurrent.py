@@ -78,6 +78,11 @@ def test_epochs_set_the_length_and_the_learning_rate(make_rnn_config,
   assert rates == [1.0] * 4 + [0.5] * 4
   with open(os.path.join(tmp_path, 'config.json')) as f:
     assert '"num_train_steps": 8' in f.read()
+  # Refused in the setting the command line gave, epochs.
+  config.num_epochs = 1
+  with pytest.raises(ValueError, match=r'more than num_epochs=1 \(4 steps\); '
+                     r'relaunch it with at least num_epochs=2,'):
+    loop.train_and_evaluate(config, str(tmp_path))
 
 
 def test_num_epochs_needs_a_task_with_epochs(make_tiny_config, tmp_path):
