@@ -15,6 +15,7 @@ eval_loss is label-smoothed; else eval_loss).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import importlib
 import itertools
@@ -283,6 +284,15 @@ def main(argv):
   except OSError as e:
     cli.fail(f'cannot make the sweep folder {sweep_dir}: {e.strerror}; '
              'use another --sweep_dir')
+  # One sweep at a time in a folder: a second would start the runs the
+  # first has not reached yet, and fail those it has on their workdirs'
+  # locks. Held until this function ends.
+  held = contextlib.ExitStack()
+  try:
+    held.enter_context(atomic_files.held_exclusively(sweep_dir))
+  except BlockingIOError:
+    cli.fail(f'another sweep is running in {sweep_dir}; wait for it to '
+             'end, or use another --sweep_dir')
   lock, procs, rows = threading.Lock(), set(), [{}] * len(runs)
   stopping = threading.Event()  # after Ctrl-C: nothing below the error
 

@@ -14,6 +14,7 @@ import ml_collections
 import pytest
 
 from experiments import cli, sweep
+from lm_jax import atomic_files
 from lm_jax.train.logging import read_metrics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -322,6 +323,17 @@ def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
   steps = len(read_metrics(str(workdir)))
   time.sleep(2)  # nothing trains on
   assert len(read_metrics(str(workdir))) == steps
+
+
+def test_a_second_sweep_in_a_sweep_dir_in_use_is_one_error_line(tmp_path):
+  sweep_dir = tmp_path / 'sweep'
+  with atomic_files.held_exclusively(str(sweep_dir)):  # the first sweep
+    result = _sweep('--preset=shakespeare_char_ngram', '--grid=seed=1,2',
+                    f'--sweep_dir={sweep_dir}')
+  assert result.returncode == 2, result.stderr
+  assert result.stderr == (f'error: another sweep is running in {sweep_dir}; '
+                           'wait for it to end, or use another --sweep_dir\n')
+  assert os.listdir(sweep_dir) == []
 
 
 def test_a_sweep_dir_that_is_a_file_is_one_error_line(tmp_path):
