@@ -22,7 +22,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.corpus = 'tiny_shakespeare'
   c.tokenizer = 'char'
   c.data_dir = ''   # raw corpora; '' means $LM_JAX_DATA
-  c.cache_dir = ''  # prepared tfds datasets; '' means ~/.cache/lm_jax
+  c.cache_dir = ''  # prepared datasets, tokenizers, XLA's compiled programs
+  # (xla/); '' means $LM_JAX_CACHE, else ~/.cache/lm_jax
 
   # Model.
   c.num_layers = 4
@@ -73,7 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.ngram_order = 5
   c.ngram_smoothing = 'mkn'  # or 'kn', 'kn_nltk' (NLTK's), 'add_k', 'mle'
   c.ngram_k = 1.0  # add-k
-  c.ngram_discount = 0.0  # 'kn' with one fixed discount; 0: estimated
+  c.ngram_discount = 0.0  # 'kn'/'kn_nltk' with one fixed discount; 0:
+  # estimated ('kn'), NLTK's 0.1 ('kn_nltk')
 
   # Static word embeddings (task 'embeddings', model 'word2vec', 'fasttext'
   # or 'glove'; the vector size is embed_dim, and with 'sgd' the
@@ -102,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
   # become <unk>.
   c.bidirectional = True  # the classifier's (the tagger is always bi-)
   c.pooling = 'last'  # the classifier's sentence vector, or 'max', 'mean',
-  # 'concat' (all three)
+  # 'concat' (all three), 'attention' (learned additive attention)
   c.pretrained_lm = ''  # workdir of an LM whose embeddings and RNN start
   # the classifier (ULMFiT)
   c.elmo_bilm = ''  # workdir of a bi-LM ('bilm') whose ELMo vectors join
