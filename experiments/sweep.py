@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -184,27 +184,67 @@ def write_summary(sweep_dir: str, rows: Sequence[dict], keys: Sequence[str]
   return table
 
 
+class Runs:
+  """The sweep's running processes, and whether it is stopping: a run
+  starts only while it is not, so that stopping reaches every run."""
+
+  def __init__(self):
+    self.lock = threading.Lock()
+    self.stopping = False
+    self._procs = set()
+
+  def start(self, cmd: Sequence[str], log: IO, env: Optional[dict]
+            ) -> Optional[subprocess.Popen]:
+    """The started process, or None once the sweep is stopping."""
+    with self.lock:
+      if self.stopping:
+        return None
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                              env=env)
+      self._procs.add(proc)
+      return proc
+
+  def finished(self, proc: subprocess.Popen) -> None:
+    with self.lock:
+      self._procs.discard(proc)
+
+  def stop(self) -> None:
+    """Stops the running processes; no more start."""
+    with self.lock:
+      self.stopping = True
+      for proc in self._procs:
+        proc.terminate()
+
+
+# How a run stopped from outside ends: Ctrl-C, the sweep's terminate, a
+# closed terminal (whose hangup reaches the runs too).
+_STOPPED = (-signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP,
+            128 + signal.SIGINT)
+
+
 def run_one(cmd: Sequence[str], workdir: str, env: Optional[dict] = None,
-            procs: Optional[set] = None) -> tuple[str, float, str]:
+            runs: Optional[Runs] = None) -> tuple[str, float, str]:
   """Runs `cmd`, its output appended to `workdir/train.log`.
 
   Returns:
-    ('ok', 'failed' or 'interrupted' (by Ctrl-C or the sweep stopping it),
-    wall seconds, on failure the log's last line).
+    ('ok', 'failed' or 'interrupted' (by Ctrl-C, a hangup or the sweep
+    stopping it, or not started as the sweep stops), wall seconds, on
+    failure the log's last line).
   """
   os.makedirs(workdir, exist_ok=True)
   log_path = os.path.join(workdir, 'train.log')
-  procs = set() if procs is None else procs  # (an empty set is falsy)
+  runs = Runs() if runs is None else runs
   start = time.perf_counter()
   with open(log_path, 'a') as log:
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    procs.add(proc)
+    proc = runs.start(cmd, log, env)
+    if proc is None:
+      return 'interrupted', 0.0, ''
     code = proc.wait()
-    procs.discard(proc)
+    runs.finished(proc)
   wall = time.perf_counter() - start
   if code == 0:
     return 'ok', wall, ''
-  if code in (-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT):
+  if code in _STOPPED:
     return 'interrupted', wall, ''
   with open(log_path, errors='replace') as f:
     lines = [line.strip() for line in f if line.strip()] or [f'exit {code}']
@@ -293,12 +333,11 @@ def main(argv):
   except BlockingIOError:
     cli.fail(f'another sweep is running in {sweep_dir}; wait for it to '
              'end, or use another --sweep_dir')
-  lock, procs, rows = threading.Lock(), set(), [{}] * len(runs)
-  stopping = threading.Event()  # after Ctrl-C: nothing below the error
+  processes, rows = Runs(), [{}] * len(runs)
 
   def say(i, status, wall, note=''):
-    with lock:
-      if stopping.is_set():
+    with processes.lock:
+      if processes.stopping:  # nothing below the error line
         return
       print(f'[{i + 1}/{len(runs)}] {status:<7} {cli.run_name(runs[i])}'
             f'{"" if wall is None else f" {wall:.1f}s"}{note}', flush=True)
@@ -322,7 +361,7 @@ def main(argv):
              f'--config={os.path.join(cli.CONFIG_DIR, preset + ".py")}',
              f'--workdir={workdir}', *_OVERRIDES,
              *(f'--config.{k}={v}' for k, v in settings.items())]
-      status, seconds, error = run_one(cmd, workdir, env, procs)
+      status, seconds, error = run_one(cmd, workdir, env, processes)
       wall = seconds + (wall or 0.0)
       atomic_files.write_text(os.path.join(workdir, RUN_FILE), json.dumps(
           {'preset': preset, 'settings': settings, 'overrides': _OVERRIDES,
@@ -334,17 +373,16 @@ def main(argv):
 
   # `kill` and a closed terminal stop the runs as Ctrl-C does; else the
   # runs would train on unwatched, and hold their workdirs' locks against
-  # the relaunch.
+  # the relaunch. Not where they are ignored: `nohup` asks for that.
   for signum in (signal.SIGTERM, signal.SIGHUP):
-    signal.signal(signum, _interrupt)
+    if signal.getsignal(signum) is not signal.SIG_IGN:
+      signal.signal(signum, _interrupt)
   pool = concurrent.futures.ThreadPoolExecutor(_PARALLEL.value)
   try:
     list(pool.map(launch, range(len(runs))))
   except KeyboardInterrupt:
-    stopping.set()
+    processes.stop()
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(procs):
-      proc.terminate()
     cli.fail('interrupted; launch the same sweep again to resume it', 130)
   pool.shutdown()
   print(f'\n{os.path.join(sweep_dir, "summary.md")}:\n', flush=True)

@@ -190,7 +190,7 @@ def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
     assert f.read() == 'working\nerror: boom\n'  # appended, never truncated
 
 
-@pytest.mark.parametrize('name', ['SIGINT', 'SIGTERM'])  # Ctrl-C, stopped
+@pytest.mark.parametrize('name', ['SIGINT', 'SIGTERM', 'SIGHUP'])
 def test_run_one_reports_a_stopped_run_as_interrupted(tmp_path, name):
   """Not as failed with its last log line (an ordinary progress line)."""
   # Python's own Ctrl-C handler, even where the test runner's workers
@@ -201,6 +201,17 @@ def test_run_one_reports_a_stopped_run_as_interrupted(tmp_path, name):
   status, _, error = sweep.run_one([sys.executable, '-c', code],
                                    str(tmp_path / 'run'))
   assert (status, error) == ('interrupted', '')
+
+
+def test_no_run_starts_once_the_sweep_is_stopping(tmp_path):
+  """A run picked up as the sweep stops would train on, unwatched."""
+  runs = sweep.Runs()
+  runs.stop()
+  marker = tmp_path / 'ran'
+  status, _, _ = sweep.run_one(
+      [sys.executable, '-c', f'open({str(marker)!r}, "w")'],
+      str(tmp_path / 'run'), runs=runs)
+  assert status == 'interrupted' and not marker.exists()
 
 
 @pytest.mark.parametrize('args, message', [
@@ -292,7 +303,8 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
 
 def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
   """As after Ctrl-C: the run is stopped and noted as interrupted, not left
-  training with nobody watching."""
+  training with nobody watching. A hangup it was told to ignore (`nohup`)
+  stops nothing."""
   env = dict(os.environ, LM_JAX_DATA=shared_data_dir,
              PYTHONPATH=REPO_ROOT)
   env.pop('XLA_FLAGS', None)
@@ -306,13 +318,18 @@ def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
        '--config.num_train_steps=10000000', '--config.log_every=1',
        '--config.eval_every=0', '--config.checkpoint_every=0',
        f'--config.cache_dir={tmp_path / "cache"}'],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+      preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
   try:
     deadline = time.monotonic() + 240
     while not read_metrics(str(workdir)):  # the run is training
       assert proc.poll() is None and time.monotonic() < deadline, (
           proc.poll(), (workdir / 'train.log').read_text())
       time.sleep(0.2)
+    proc.send_signal(signal.SIGHUP)
+    steps = len(read_metrics(str(workdir)))
+    time.sleep(2)
+    assert proc.poll() is None and len(read_metrics(str(workdir))) > steps
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
   finally:
