@@ -32,21 +32,29 @@ STAMP="$VENV/.lm_jax-installed"
 die() { echo "error: $*" >&2; exit 2; }
 
 setup() {
-  # Reinstall when the pins or the package metadata change.
-  if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/constraints.txt" ] \
+  # Reinstall when the pins or the package metadata change, or when asked.
+  if [ "${1:-}" != force ] && [ -x "$PY" ] && [ -f "$STAMP" ] \
+      && [ "$STAMP" -nt "$ROOT/constraints.txt" ] \
       && [ "$STAMP" -nt "$ROOT/setup.cfg" ]; then
     return
   fi
   echo "setting up $VENV ..." >&2
-  # Made again where a creation was cut short (no pip) or its Python is
-  # gone, which would otherwise fail at every launch.
-  if [ ! -x "$PY" ] || ! "$PY" -m pip --version >/dev/null 2>&1; then
-    if [ -e "$VENV" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
-      die "$VENV exists and is not a virtual environment; move it away or set LM_JAX_VENV"
+  if "$PY" -c '' 2>/dev/null; then
+    # A creation cut short leaves no pip (which every launch would then miss).
+    "$PY" -m pip --version >/dev/null 2>&1 || "$PY" -m ensurepip >&2 \
+      || die "$VENV has no pip and cannot install one; move it away or set LM_JAX_VENV"
+  else
+    if [ -n "$(ls -A "$VENV" 2>/dev/null)" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
+      die "$VENV is not a virtual environment; move it away or set LM_JAX_VENV"
     fi
     "${PYTHON:-python3}" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
       || die "the pinned packages need Python 3.11 or newer; set PYTHON=/path/to/python3.11"
-    "${PYTHON:-python3}" -m venv --clear "$VENV"
+    # A venv of ours whose Python is gone (an upgrade removed it) is made
+    # anew; any other is only completed.
+    clear=()
+    [ -f "$STAMP" ] && clear=(--clear)
+    "${PYTHON:-python3}" -m venv ${clear[@]+"${clear[@]}"} "$VENV" \
+      || die "could not make $VENV; move it away or set LM_JAX_VENV"
   fi
   "$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints.txt" \
     -e "$ROOT[test]" >&2
@@ -78,8 +86,7 @@ verb="${1:-}"
 [ $# -gt 0 ] && shift
 case "$verb" in
   setup)
-    rm -f "$STAMP"  # asked for: install whatever is missing
-    setup ;;
+    setup force ;;
   test)
     setup
     cd "$ROOT"
