@@ -45,15 +45,19 @@ class MetricWriter:
     kept = [r for r in read_metrics(workdir) if r['step'] <= resume_step]
     # Replaced whole, so that a kill mid-write cannot lose the history.
     atomic_files.write_text(self.path, ''.join(map(_json_line, kept)))
+    # TensorBoard drops the old events past the restored step (they are
+    # about to be logged again), those of an attempt that crashed before its
+    # first checkpoint included.
+    self._open_tensorboard(purge_step=resume_step + 1)
+
+  def _open_tensorboard(self, purge_step: int) -> None:
     try:
       from tensorboardX import SummaryWriter  # Optional at run time.
-      # TensorBoard drops the old events past the restored step (they are
-      # about to be logged again), those of an attempt that crashed before
-      # its first checkpoint included.
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'),
-                               purge_step=resume_step + 1)
     except ImportError:
       log.warning('tensorboardX is not installed: no TensorBoard events')
+      return
+    self._tb = SummaryWriter(os.path.join(self.workdir, 'tensorboard'),
+                             purge_step=purge_step)
 
   def write(self, step: int, values: dict[str, float]) -> None:
     if not self.active:
@@ -61,6 +65,9 @@ class MetricWriter:
     record = {'step': int(step), **{k: float(v) for k, v in values.items()}}
     with open(self.path, 'a') as f:
       f.write(_json_line(record))
+    self._add_scalars(step, values)
+
+  def _add_scalars(self, step: int, values: dict[str, float]) -> None:
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(k, v, step)
@@ -68,12 +75,22 @@ class MetricWriter:
 
   def replace(self, step: int, values: dict[str, float]) -> None:
     """Writes `values` at `step` in place of the records there that hold
-    any of their keys (an evaluation recorded again)."""
+    any of their keys (an evaluation recorded again); the last step
+    written."""
     if not self.active:
       return
     kept = [r for r in read_metrics(self.workdir)
             if r['step'] != step or not values.keys() & r.keys()]
     atomic_files.write_text(self.path, ''.join(map(_json_line, kept)))
+    if self._tb is not None:
+      # TensorBoard drops its events from `step` on; the kept ones there
+      # are logged again.
+      self._tb.close()
+      self._open_tensorboard(purge_step=step)
+      for record in kept:
+        if record['step'] == step:
+          self._add_scalars(step, {k: v for k, v in record.items()
+                                   if k != 'step'})
     self.write(step, values)
 
   def plot(self) -> Optional[str]:

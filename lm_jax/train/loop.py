@@ -233,6 +233,14 @@ def _evaluate_state(task, state: TrainState, rows: slice, steps: _Steps, *,
   return evals
 
 
+def _train_values(task, sums: dict, schedule, step: int) -> dict[str, float]:
+  """A log line's `train_*` averages of the window's `sums`, and the
+  learning rate of its last step."""
+  values = {f'train_{k}': v for k, v in task.summarize(averages(sums)).items()}
+  values['learning_rate'] = float(schedule(step - 1))
+  return values
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                        ) -> dict[str, float]:
   """Trains `config`'s task in `workdir`, resuming from its checkpoints.
@@ -330,10 +338,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       if (config.log_every and step % config.log_every == 0) or final:
         sums, tokens_per_sec = window.take()  # waits for the device
         seconds = progress.rate(step)
-        values = {f'train_{k}': v for k, v in
-                  task.summarize(averages(sums)).items()}
-        values['tokens_per_sec'] = tokens_per_sec
-        values['learning_rate'] = float(schedule(step - 1))
+        values = {**_train_values(task, sums, schedule, step),
+                  'tokens_per_sec': tokens_per_sec}
         writer.write(step, values)
         log.info(progress.line(step, {
             'loss': values['train_loss'],
@@ -363,10 +369,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         save(step, state)
 
     if step == start:
-      # Nothing left to train. The run's records may lack the final
-      # evaluation (a kill during it, or a relaunch that shortened a run to
-      # a step it had evaluated on a sample only): this one replaces any
-      # evaluation recorded at this step.
+      # Nothing left to train. The run's records may lack its last log
+      # line and final evaluation (a kill during the evaluation, or a
+      # relaunch that shortened a run to a step it had not logged, or had
+      # evaluated on a sample only): they are written as the run would have
+      # ended, in place of any at this step.
+      if resumed_window:  # the steps since the last log line
+        writer.replace(step, _train_values(task, resumed_window, schedule,
+                                           step))
       evals = _evaluate_state(
           task, state, rows, steps, final=True,
           full=config.final_eval_full or not config.eval_steps)

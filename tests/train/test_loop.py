@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 import types
@@ -25,6 +26,7 @@ from lm_jax.data import pipelines, tokenizers
 from lm_jax.models import build_model
 from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.train import checkpoint, log_window, loop
+from lm_jax.train import logging as train_logging
 from lm_jax.train.logging import MetricWriter, read_metrics
 
 
@@ -372,25 +374,45 @@ def test_a_kill_during_the_final_evaluation_loses_no_training(
                                 uninterrupted['config'], results)
 
 
-def test_a_run_shortened_to_a_step_it_evaluated_on_a_sample_records_the_final_evaluation(
-    uninterrupted, tmp_path):
-  """A 12-step run killed after its step-6 checkpoint, relaunched as a
-  6-step run: its evaluation at 6 was the periodic one (2 batches); the
-  relaunch replaces it with the exact one, as a sweep reads the last."""
-  workdir = str(tmp_path / 'run')
-  results, _ = _train(uninterrupted['config'], workdir, crash_at=9)
+def test_a_run_shortened_to_a_step_it_had_not_logged_ends_as_that_run(
+    make_run_config, tmp_path, monkeypatch):
+  """A 12-step run logging every 4 steps, killed after its step-6
+  checkpoint (steps 5-6 not logged, evaluated at 6 on 2 batches),
+  relaunched as a 6-step run: its records, and TensorBoard's, end as those
+  of a 6-step run, which a sweep then summarises."""
+  import tensorboardX
+  run, six = tmp_path / 'run', tmp_path / 'six'
+  results, _ = _train(make_run_config(log_every=4), run, crash_at=9)
   assert results is None
-  _wait_for_checkpoint(workdir, 6)
-  sampled = _records(workdir, 'eval_')
+  _wait_for_checkpoint(run, 6)
+  sampled = _records(run, 'eval_')
   assert [r['step'] for r in sampled] == [6]
-  config = uninterrupted['config'].copy_and_resolve_references()
-  config.num_train_steps = 6
-  results = loop.train_and_evaluate(config, workdir)
-  evals = _records(workdir, 'eval_')
-  assert [r['step'] for r in evals] == [6]
-  assert evals[0]['eval_loss'] != sampled[0]['eval_loss']
-  _assert_results_equal(evals[0], {'step': 6, **results})
-  assert [r['step'] for r in _records(workdir, 'train_')] == [3, 6]
+  events = []
+  init = tensorboardX.SummaryWriter.__init__
+  add = tensorboardX.SummaryWriter.add_scalar
+
+  def logged_init(self, *args, **kwargs):
+    events.append(('purge', kwargs.get('purge_step')))
+    init(self, *args, **kwargs)
+
+  def logged_add(self, tag, value, step):
+    events.append((tag, step))
+    add(self, tag, value, step)
+
+  monkeypatch.setattr(tensorboardX.SummaryWriter, '__init__', logged_init)
+  monkeypatch.setattr(tensorboardX.SummaryWriter, 'add_scalar', logged_add)
+  short = make_run_config(log_every=4, num_train_steps=6)
+  results = loop.train_and_evaluate(short, str(run))
+  assert _records(run, 'eval_')[0]['eval_loss'] != sampled[0]['eval_loss']
+  last_purge = max(i for i, e in enumerate(events) if e[0] == 'purge')
+  assert events[last_purge] == ('purge', 6)
+  tags = [tag for tag, _ in events[last_purge + 1:]]
+  assert len(tags) == len(set(tags)) and {'train_loss', 'eval_loss'} <= set(
+      tags)  # once each
+  expected = loop.train_and_evaluate(short, str(six))
+  _assert_results_equal(results, expected)
+  for prefix in ('train_', 'eval_'):
+    _assert_records_close(_records(run, prefix), _records(six, prefix))
 
 
 def test_relaunching_with_fewer_steps_than_trained_is_refused(
@@ -531,35 +553,37 @@ def test_a_changed_optimizer_layout_refuses_to_start_over(uninterrupted,
     assert open(os.path.join(workdir, name), 'rb').read() == content, name
 
 
-def test_tokens_per_sec_leaves_evaluation_and_saving_time_out(
-    make_run_config, tmp_path):
-  """On a clock where each training batch takes 1 s, each evaluation 100 s
-  and each checkpoint save 50 s, every logged window reads 64 tokens (4
-  rows of 16) a second, the window 4-8 around the evaluation and save at
-  step 6 included."""
+def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
+    make_run_config, tmp_path, caplog):
+  """On a clock where each training batch takes 1 s, each evaluation 100 s,
+  each checkpoint save 50 s and each metrics record 10 s, every logged
+  window reads 64 tokens (4 rows of 16) a second and the console 1000 ms a
+  step, the window 4-8 around the evaluation and save at step 6 included."""
   clock = [0.0]
   original_stream = LanguageModelingTask.train_stream
   original_evaluate = loop.evaluate
   original_save = checkpoint.Checkpointer.save
+  original_write = MetricWriter.write
 
   class TimedStream(_StreamSpy):
     def __next__(self):
       clock[0] += 1.0
       return super().__next__()
 
-  def slow_evaluate(*args, **kwargs):
-    clock[0] += 100.0
-    return original_evaluate(*args, **kwargs)
+  def slow(seconds, original):
+    def call(*args, **kwargs):
+      clock[0] += seconds
+      return original(*args, **kwargs)
+    return call
 
-  def slow_save(*args, **kwargs):
-    clock[0] += 50.0
-    return original_save(*args, **kwargs)
-
+  caplog.set_level(logging.INFO, logger='lm_jax')
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(log_window, 'time', types.SimpleNamespace(
-        perf_counter=lambda: clock[0]))
-    patch.setattr(loop, 'evaluate', slow_evaluate)
-    patch.setattr(checkpoint.Checkpointer, 'save', slow_save)
+    fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
+    patch.setattr(log_window, 'time', fake_time)
+    patch.setattr(train_logging, 'time', fake_time)
+    patch.setattr(loop, 'evaluate', slow(100.0, original_evaluate))
+    patch.setattr(checkpoint.Checkpointer, 'save', slow(50.0, original_save))
+    patch.setattr(MetricWriter, 'write', slow(10.0, original_write))
     patch.setattr(LanguageModelingTask, 'train_stream',
                   lambda self, rows: TimedStream(original_stream(self, rows),
                                                  []))
@@ -567,6 +591,7 @@ def test_tokens_per_sec_leaves_evaluation_and_saving_time_out(
   rates = [(r['step'], r['tokens_per_sec']) for r in read_metrics(str(tmp_path))
            if 'tokens_per_sec' in r]
   assert rates == [(4, 64.0), (8, 64.0), (12, 64.0)]
+  assert re.findall(r'\(([\d.]+) ms/step', caplog.text) == ['1000.0'] * 3
 
 
 def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
