@@ -326,7 +326,7 @@ def main(argv):
              'use another --sweep_dir')
   # One sweep at a time in a folder: a second would start the runs the
   # first has not reached yet, and fail those it has on their workdirs'
-  # locks. Held until this function ends.
+  # locks. Held while this process sweeps (the lock goes with `held`).
   held = contextlib.ExitStack()
   try:
     held.enter_context(atomic_files.held_exclusively(sweep_dir))
