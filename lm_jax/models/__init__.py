@@ -22,6 +22,7 @@ def build_model(config, vocab_size: int):
         hidden_size=config.hidden_size, num_layers=config.num_layers,
         dropout_rate=config.dropout_rate, init_scale=config.init_scale,
         forget_bias=config.forget_bias,
+        lstm_second_bias=config.get('lstm_second_bias', False),
         tie_embeddings=config.tie_embeddings, unroll=config.rnn_unroll,
         fused_lstm=config.get('fused_lstm', True),
         # absent from runs saved before it

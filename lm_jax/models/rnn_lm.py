@@ -43,6 +43,8 @@ class RNNLMConfig:
     init_scale: > 0 initialises every weight U(-s, s) and biases 0
       (Zaremba et al.: 0.1 small, 0.05 medium); 0 uses the layers' defaults.
     forget_bias: the LSTM's forget-gate bias.
+    lstm_second_bias: LSTM layers with two gate biases, as Torch's and
+      PyTorch's (`LSTMCell.second_bias`).
     tie_embeddings: the softmax reuses the embedding matrix (Press & Wolf
       2017); needs embed_dim == hidden_size.
     unroll: time steps per scan iteration.
@@ -64,6 +66,7 @@ class RNNLMConfig:
   dropout_rate: float = 0.0
   init_scale: float = 0.1
   forget_bias: float = 0.0
+  lstm_second_bias: bool = False
   tie_embeddings: bool = False
   unroll: int = 1
   fused_lstm: bool = True
@@ -121,7 +124,8 @@ class RNNLM(nn.Module):
     dot_general = precision.dot_general_for(cfg.matmul_dtype)
     stack = StackedRNN(cfg.cell, cfg.hidden_size, num_layers=cfg.num_layers,
                        dropout_rate=cfg.dropout_rate,
-                       forget_bias=cfg.forget_bias, unroll=cfg.unroll,
+                       forget_bias=cfg.forget_bias,
+                       second_bias=cfg.lstm_second_bias, unroll=cfg.unroll,
                        fused=cfg.fused_lstm,
                        dtype=dtype, dot_general=dot_general, name='rnn',
                        **inits)

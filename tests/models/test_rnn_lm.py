@@ -33,11 +33,14 @@ def test_logits_shape_and_parameters(cell):
   assert params['output']['kernel'].shape == (8, V)
 
 
-def test_init_scale_draws_every_weight_uniformly_and_biases_zero():
-  params = _model(init_scale=0.05).init(jax.random.key(0), _tokens())['params']
+@pytest.mark.parametrize('second_bias', [False, True])
+def test_init_scale_draws_every_weight_uniformly_and_biases_zero(second_bias):
+  params = _model(init_scale=0.05, lstm_second_bias=second_bias).init(
+      jax.random.key(0), _tokens())['params']
+  assert ('hidden_bias' in params['rnn']['layer1_fwd']) == second_bias
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     name = jax.tree_util.keystr(path)
-    if name.endswith("['bias']"):
+    if name.endswith(("['bias']", "['hidden_bias']")):
       np.testing.assert_array_equal(leaf, 0.0, err_msg=name)
     else:
       assert np.abs(leaf).max() <= 0.05 and np.abs(leaf).max() > 0.04, name

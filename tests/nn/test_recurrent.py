@@ -195,6 +195,43 @@ def test_forget_bias_shifts_the_forget_gate():
   np.testing.assert_allclose(c, jax.nn.sigmoid(1.0) * c0, rtol=1e-6)
 
 
+@pytest.mark.parametrize('fused', [False, True])
+def test_a_second_lstm_bias_is_the_same_function_with_twice_the_bias_update(
+    fused):
+  """b_ih + b_hh acts as one bias b; each takes b's gradient, so a plain
+  SGD step moves their sum twice as far (Torch's and PyTorch's LSTMs)."""
+  x = _inputs(shape=(B, T, D))
+  one = recurrent.StackedRNN('lstm', H, num_layers=2, fused=fused)
+  two = recurrent.StackedRNN('lstm', H, num_layers=2, fused=fused,
+                             second_bias=True)
+  params = two.init(jax.random.key(1), x)['params']
+  keys = iter(jax.random.split(jax.random.key(2), 4))
+  for layer in params.values():  # non-zero biases, to be summed
+    layer['input']['bias'] = jax.random.normal(next(keys), (4 * H,))
+    layer['hidden_bias'] = jax.random.normal(next(keys), (4 * H,))
+  summed = {name: {'input': {'kernel': layer['input']['kernel'],
+                             'bias': layer['input']['bias']
+                                     + layer['hidden_bias']},
+                   'recurrent': layer['recurrent']}
+            for name, layer in params.items()}
+  assert jax.tree.structure(summed) == jax.tree.structure(
+      one.init(jax.random.key(1), x)['params'])
+
+  def loss(model, p):
+    _, outputs = model.apply({'params': p}, x)
+    return jnp.sum(jnp.sin(outputs[-1]))
+
+  np.testing.assert_allclose(loss(two, params), loss(one, summed), rtol=1e-6)
+  g_two = jax.grad(lambda p: loss(two, p))(params)
+  g_one = jax.grad(lambda p: loss(one, p))(summed)
+  for name in params:
+    expected = g_one[name]['input']['bias']
+    np.testing.assert_allclose(g_two[name]['hidden_bias'], expected,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g_two[name]['input']['bias'], expected,
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_unknown_cell_type_is_a_clear_error():
   with pytest.raises(ValueError, match='unknown cell'):
     recurrent.StackedRNN('transformer', H).init(jax.random.key(0), _inputs())
