@@ -193,10 +193,12 @@ def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
 @pytest.mark.parametrize('name', ['SIGINT', 'SIGTERM', 'SIGHUP'])
 def test_run_one_reports_a_stopped_run_as_interrupted(tmp_path, name):
   """Not as failed with its last log line (an ordinary progress line)."""
-  # Python's own Ctrl-C handler, even where the test runner's workers
-  # ignore SIGINT (a child inherits that, and would not stop).
+  # Python's own Ctrl-C handler and the default hangup, even where the
+  # test runner's workers ignore SIGINT or a `nohup` SIGHUP (a child
+  # inherits that, and would not stop).
   code = ('import os, signal; '
           'signal.signal(signal.SIGINT, signal.default_int_handler); '
+          'signal.signal(signal.SIGHUP, signal.SIG_DFL); '
           f'print("step 500"); os.kill(os.getpid(), signal.{name})')
   status, _, error = sweep.run_one([sys.executable, '-c', code],
                                    str(tmp_path / 'run'))
@@ -309,8 +311,14 @@ def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
              PYTHONPATH=REPO_ROOT)
   env.pop('XLA_FLAGS', None)
   workdir = tmp_path / 'sweep' / 'seed-0'
+  # Started as `nohup` starts it: hangups ignored, then exec (a
+  # preexec_fn would fork this multithreaded process with Python in the
+  # child).
+  ignore_hangups = ('import os, signal, sys; '
+                    'signal.signal(signal.SIGHUP, signal.SIG_IGN); '
+                    'os.execv(sys.executable, [sys.executable, *sys.argv[1:]])')
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'experiments.sweep',
+      [sys.executable, '-c', ignore_hangups, '-m', 'experiments.sweep',
        '--preset=shakespeare_char_cpu', '--grid=seed=0',
        f'--sweep_dir={tmp_path / "sweep"}', '--config.num_layers=1',
        '--config.embed_dim=16', '--config.num_heads=1',
@@ -318,8 +326,7 @@ def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
        '--config.num_train_steps=10000000', '--config.log_every=1',
        '--config.eval_every=0', '--config.checkpoint_every=0',
        f'--config.cache_dir={tmp_path / "cache"}'],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-      preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
   try:
     deadline = time.monotonic() + 240
     while not read_metrics(str(workdir)):  # the run is training
