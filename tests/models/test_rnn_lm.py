@@ -38,6 +38,10 @@ def test_init_scale_draws_every_weight_uniformly_and_biases_zero(second_bias):
   params = _model(init_scale=0.05, lstm_second_bias=second_bias).init(
       jax.random.key(0), _tokens())['params']
   assert ('hidden_bias' in params['rnn']['layer1_fwd']) == second_bias
+  if second_bias:
+    with pytest.raises(ValueError, match="for LSTM cells, not 'gru'"):
+      _model(cell='gru', lstm_second_bias=True).init(jax.random.key(0),
+                                                     _tokens())
   for path, leaf in jax.tree_util.tree_leaves_with_path(params):
     name = jax.tree_util.keystr(path)
     if name.endswith(("['bias']", "['hidden_bias']")):
