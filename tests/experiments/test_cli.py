@@ -365,7 +365,8 @@ def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
 def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
     run_cli, make_tiny_config, tmp_path):
   """An emptied array file fails some of Orbax's reads, whose coroutines,
-  collected later, printed 60-line tracebacks each (in 3 runs of 4)."""
+  collected later, printed 60-line tracebacks each (in 3 runs of 4; two
+  runs here miss that 1 time in 16)."""
   from lm_jax.train import loop  # pylint: disable=import-outside-toplevel
   path = tmp_path / 'run'
   loop.train_and_evaluate(make_tiny_config(num_train_steps=2, eval_every=0,
@@ -375,7 +376,7 @@ def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
           if os.sep + 'd' in root for name in files]
   os.truncate(max(data, key=os.path.getsize), 0)
   before = _snapshot(str(path))
-  for _ in range(3):
+  for _ in range(2):
     code, lines = _sample_five(run_cli, path)
     assert code == 0 and len(lines) == 1 and 'unreadable' in lines[0], lines
   _assert_unchanged(str(path), before)
