@@ -73,14 +73,15 @@ class MetricWriter:
         self._tb.add_scalar(k, v, step)
       self._tb.flush()
 
-  def replace(self, step: int, values: dict[str, float]) -> None:
-    """Writes `values` at `step` in place of the records there that hold
-    any of their keys (an evaluation recorded again); the last step
-    written."""
+  def replace(self, step: int, *records: dict[str, float]) -> None:
+    """Writes `records` at `step` in place of the records there that hold
+    any of their keys (a log line or evaluation recorded again); `step`
+    is the last step written."""
     if not self.active:
       return
+    keys = set().union(*records)
     kept = [r for r in read_metrics(self.workdir)
-            if r['step'] != step or not values.keys() & r.keys()]
+            if r['step'] != step or not keys & r.keys()]
     atomic_files.write_text(self.path, ''.join(map(_json_line, kept)))
     if self._tb is not None:
       # TensorBoard drops its events from `step` on; the kept ones there
@@ -91,7 +92,8 @@ class MetricWriter:
         if record['step'] == step:
           self._add_scalars(step, {k: v for k, v in record.items()
                                    if k != 'step'})
-    self.write(step, values)
+    for values in records:
+      self.write(step, values)
 
   def plot(self) -> Optional[str]:
     """Writes `loss.png` (train and eval loss against step)."""

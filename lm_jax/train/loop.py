@@ -374,13 +374,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
       # relaunch that shortened a run to a step it had not logged, or had
       # evaluated on a sample only): they are written as the run would have
       # ended, in place of any at this step.
-      if resumed_window:  # the steps since the last log line
-        writer.replace(step, _train_values(task, resumed_window, schedule,
-                                           step))
+      # (The steps since the last log line, if any.)
+      log_line = ([_train_values(task, resumed_window, schedule, step)]
+                  if resumed_window else [])
       evals = _evaluate_state(
           task, state, rows, steps, final=True,
           full=config.final_eval_full or not config.eval_steps)
-      writer.replace(step, evals)
+      writer.replace(step, *log_line, evals)
       writer.plot()
   return evals
 
