@@ -161,6 +161,7 @@ def test_write_summary_sorts_best_first_failed_last(tmp_path):
     rows.append({'lr': lr, 'status': status,
                  **sweep.summarize(read_metrics(workdir)),
                  'wall_s': 1.25})
+  rows[-1].update(tokens_per_sec=111_532.7, wall_s=12_345.6)
   table = sweep.write_summary(str(tmp_path), rows, ['lr'])
 
   with open(tmp_path / 'summary.csv') as f:
@@ -176,6 +177,8 @@ def test_write_summary_sorts_best_first_failed_last(tmp_path):
   assert (tmp_path / 'summary.md').read_text() == table
   assert len(lines) == 2 + 5 and lines[0].startswith('| lr | status |')
   assert lines[2].startswith('| 0.5 | ok | 4 | 1.5 |')
+  assert lines[2].endswith('| 111533 | 12346 |'), lines[2]
+  assert lines[3].endswith('| 1.25 |'), lines[3]
 
 
 def test_run_one_reports_a_failure_with_the_last_log_line(tmp_path):
