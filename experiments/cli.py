@@ -412,6 +412,10 @@ def check_values(config: ml_collections.ConfigDict) -> None:
       and config.get('lm_batching') == 'contiguous'):
     fail('eval_streams applies to a recurrent LM read in contiguous streams '
          "(model 'rnn_lm', lm_batching 'contiguous'); leave it at 0")
+  if config.get('lstm_second_bias') and config.get('model') not in (
+      'rnn_lm', 'classifier'):
+    fail(f"lstm_second_bias applies to the LSTMs of models 'rnn_lm' and "
+         f"'classifier', not {config.get('model')!r}; leave it False")
   window = config.get('profile_steps') or ''
   steps = re.fullmatch(r'(\d+):(\d+)', window)
   if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):

@@ -15,6 +15,7 @@ def get_config():
   c.task, c.model, c.corpus = 'bilm', 'bilm', 'sst2'
   c.min_count = 2
   c.hidden_size, c.num_layers = 256, 2
+  c.forget_bias = 1.0  # fixed in lm_jax.models.elmo.BiLM
   c.dropout_rate, c.init_scale = 0.1, 0.05
   c.learning_rate, c.min_learning_rate = 2e-3, 2e-4
   c.weight_decay, c.grad_clip_norm = 0.0, 1.0

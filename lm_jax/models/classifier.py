@@ -124,6 +124,8 @@ class RecurrentClassifier(nn.Module):
     unk_id: the unknown word's id, for word dropout.
     kept_ids: ids word dropout leaves alone (`drop_words`).
     forget_bias: the LSTM's forget-gate bias.
+    second_bias: LSTMs with two gate biases (`LSTMCell.second_bias`), as
+      a pre-trained LM may have them.
     sentence_norm: LayerNorm on the sentence vector before the head, so
       a freshly initialised head reads states of any scale (a random
       LSTM's are about 0.02 here, a pre-trained LM's about 0.2); ULMFiT's
@@ -149,6 +151,7 @@ class RecurrentClassifier(nn.Module):
   unk_id: int = 1
   kept_ids: tuple[int, ...] = ()
   forget_bias: float = 1.0
+  second_bias: bool = False
   sentence_norm: bool = False
   extra_features_dim: int = 0
   fused_lstm: bool = True
@@ -187,7 +190,7 @@ class RecurrentClassifier(nn.Module):
     x = Dropout(self.dropout_rate, deterministic=not train)(x)
     rnn = StackedRNN(self.cell_type, self.hidden_dim, self.num_layers,
                      self.bidirectional, self.dropout_rate, self.forget_bias,
-                     fused=self.fused_lstm, dtype=self.dtype, name='rnn')
+                     second_bias=self.second_bias, fused=self.fused_lstm, dtype=self.dtype, name='rnn')
     carries, layer_outputs = rnn(x, lengths, train=train)
     states = layer_outputs[-1]
     if self.pooling_dropout:

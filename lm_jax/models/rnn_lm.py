@@ -111,9 +111,6 @@ class RNNLM(nn.Module):
       float32 logits `[batch, length, vocab_size]`.
     """
     cfg = self.config
-    if cfg.lstm_second_bias and cfg.cell != 'lstm':
-      raise ValueError(f'lstm_second_bias is for LSTM cells, not '
-                       f'{cfg.cell!r}')
     if cfg.tie_embeddings and cfg.embed_dim != cfg.hidden_size:
       raise ValueError('tie_embeddings needs embed_dim == hidden_size, got '
                        f'{cfg.embed_dim} and {cfg.hidden_size}')

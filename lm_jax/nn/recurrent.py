@@ -318,6 +318,9 @@ class StackedRNN(nn.Module):
     if self.cell_type == 'lstm':
       kwargs.update(forget_bias=self.forget_bias,
                     second_bias=self.second_bias)
+    elif self.second_bias:
+      raise ValueError(f'lstm_second_bias is for LSTM cells, not '
+                       f'{self.cell_type!r}')
     return self._cell_class()(**kwargs)
 
   @property

@@ -50,12 +50,18 @@ class BiLMTask(SentenceTask):
   `accuracy` the forward LM's next-word accuracy only.
 
   Config keys read here: corpus, data_dir, cache_dir, min_count,
-  hidden_size, num_layers, dropout_rate, init_scale, batch_size, seed,
+  forget_bias (1.0: the model's), hidden_size, num_layers, dropout_rate, init_scale, batch_size, seed,
   eval_steps, length_multiple, length_bucketing.
   """
 
   def prepare(self) -> None:
     cfg = self.config
+    if cfg.forget_bias != 1.0:
+      # BiLM's LSTMs have it fixed; bi-LMs trained before the presets said
+      # so recorded the base's 0.0, so the config cannot choose it.
+      raise ValueError(f'the bi-LM\'s LSTMs have forget bias 1.0 '
+                       f'(lm_jax/models/elmo.py), not {cfg.forget_bias}: '
+                       'leave --config.forget_bias at 1.0')
     texts = split_texts(cfg)
     self.tokenizer = WordTokenizer.from_text(
         texts['train'], min_count=cfg.min_count, specials=BILM_SPECIALS,

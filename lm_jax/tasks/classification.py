@@ -48,7 +48,8 @@ class ClassificationTask(SentenceTask):
   With `pretrained_lm`, the workdir of a recurrent LM trained on the
   dataset's unlabelled sentences (Dai & Le 2015; ULMFiT), the classifier
   takes that LM's vocabulary, embeddings and recurrent layers, so its
-  embed_dim, hidden_size, num_layers, cell and forget_bias must be the LM's
+  embed_dim, hidden_size, num_layers, cell, forget_bias and
+  lstm_second_bias must be the LM's
   and it must be one-directional; each sentence starts with the LM's
   end-of-line word, as it did in the LM's stream. `max_train_examples`
   keeps a fixed random sample of the training split (drawn with
@@ -64,7 +65,7 @@ class ClassificationTask(SentenceTask):
   elmo_bilm, frozen_params, max_train_examples, data_seed, embed_dim,
   hidden_size, num_layers, bidirectional, cell, pooling, sentence_norm,
   mlp_dim, dropout_rate, word_dropout_rate, sentence_markers,
-  pooling_dropout, forget_bias, compute_dtype,
+  pooling_dropout, forget_bias, lstm_second_bias, compute_dtype,
   batch_size, seed, eval_steps, length_multiple, length_bucketing.
   """
 
@@ -92,19 +93,20 @@ class ClassificationTask(SentenceTask):
         raise ValueError('a classifier fine-tuned from a one-directional LM '
                          'must be one-directional: set '
                          '--config.bidirectional=False')
-      # A constant, not a weight: the transplant's shape check cannot see
-      # it, and another would change what the copied LSTM computes.
       lm_config = pretrained.load_run_config(cfg.pretrained_lm)
       if (lm_config.get('task'), lm_config.get('model')) != ('lm', 'rnn_lm'):
         raise ValueError(f'{cfg.pretrained_lm} is a {lm_config.get("task")!r} '
                          f'run of model {lm_config.get("model")!r}, not a '
                          "recurrent LM ('rnn_lm'): train "
                          'experiments/configs/sst2_lm.py')
-      lm_bias = lm_config.get('forget_bias', 0.0)
-      if lm_bias != cfg.forget_bias:
-        raise ValueError(f'the LM in {cfg.pretrained_lm} was trained with '
-                         f'forget_bias {lm_bias}: set '
-                         f'--config.forget_bias={lm_bias}')
+      # The forget bias is a constant, not a weight: the transplant's shape
+      # check cannot see it, and another would change what the copied LSTM
+      # computes. A missing second bias it would blame on the sizes.
+      for key, default in ('forget_bias', 0.0), ('lstm_second_bias', False):
+        if lm_config.get(key, default) != cfg[key]:
+          raise ValueError(f'the LM in {cfg.pretrained_lm} was trained with '
+                           f'{key} {lm_config.get(key, default)}: set '
+                           f'--config.{key}={lm_config.get(key, default)}')
       self.tokenizer = pretrained.load_tokenizer(cfg.pretrained_lm)
       if getattr(self.tokenizer, 'words', [None])[0] != SPECIALS[0]:
         raise ValueError(f'the LM in {cfg.pretrained_lm} has no padding word '
@@ -143,7 +145,7 @@ class ClassificationTask(SentenceTask):
         word_dropout_rate=cfg.word_dropout_rate,
         pooling_dropout=cfg.pooling_dropout, unk_id=self.tokenizer.unk_id,
         kept_ids=kept_ids, forget_bias=cfg.forget_bias,
-        sentence_norm=cfg.sentence_norm,
+        second_bias=cfg.lstm_second_bias, sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)
     if elmo:

@@ -170,6 +170,10 @@ BAD_TRAIN_ARGS = {
     'eval_streams_of_a_gpt': (['--config=' + CPU_PRESET,
                                '--config.eval_streams=1'],
                               'eval_streams applies to a recurrent LM'),
+    'second_bias_of_a_gpt': (['--config=' + CPU_PRESET,
+                              '--config.lstm_second_bias=True'],
+                             "lstm_second_bias applies to the LSTMs of "
+                             "models 'rnn_lm' and 'classifier', not 'gpt'"),
     'loss_over_time_of_a_classifier': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_bilstm.py'),
          '--config.normalize_loss_by=sequence'],

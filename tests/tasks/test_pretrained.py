@@ -107,6 +107,39 @@ def test_ulmfit_rejects_a_mismatched_or_missing_lm(runs, raw_dir, tmp_path):
   assert not (tmp_path / 'nowhere').exists()
 
 
+def test_ulmfit_from_an_lm_with_two_gate_biases(runs, raw_dir, tmp_path):
+  lm = str(tmp_path / 'lm')
+  loop.train_and_evaluate(_tiny(
+      sst2_lm.get_config(), raw_dir, runs['cache'], embed_dim=SIZE,
+      hidden_size=SIZE, block_size=4, lstm_second_bias=True), lm)
+  config = _tiny(sst2_ulmfit.get_config(), raw_dir, runs['cache'],
+                 embed_dim=SIZE, hidden_size=SIZE, pretrained_lm=lm)
+  # Named as the missing setting, not as a size mismatch.
+  with pytest.raises(ValueError, match='lstm_second_bias True: set '
+                     '--config.lstm_second_bias=True'):
+    tasks.make_task(config).prepare()
+  config.lstm_second_bias = True
+  task, params = _prepared(config)
+  out = task.pretrained_params(params)
+  trained = load_params(lm)['rnn']
+  assert 'hidden_bias' in out['rnn']['layer0_fwd']
+  for new, old in zip(jax.tree.leaves(out['rnn']), jax.tree.leaves(trained)):
+    np.testing.assert_array_equal(new, old)
+  # The other way round: a one-bias LM into a two-bias classifier.
+  config.pretrained_lm = runs['lm']
+  with pytest.raises(ValueError, match='lstm_second_bias False'):
+    tasks.make_task(config).prepare()
+
+
+def test_bilm_forget_bias_is_the_models(raw_dir, runs):
+  config = _tiny(sst2_bilm.get_config(), raw_dir, runs['cache'],
+                 hidden_size=SIZE)
+  assert config.forget_bias == 1.0  # as recorded in the run's config.json
+  config.forget_bias = 0.0
+  with pytest.raises(ValueError, match='forget bias 1.0'):
+    tasks.make_task(config).prepare()
+
+
 def test_elmo_classifier_loads_the_frozen_bilm(runs, raw_dir, tmp_path):
   config = _tiny(sst2_bilstm_elmo.get_config(), raw_dir, runs['cache'],
                  embed_dim=SIZE, hidden_size=SIZE, elmo_bilm=runs['bilm'])
