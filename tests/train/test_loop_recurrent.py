@@ -61,6 +61,27 @@ def test_carrying_the_state_changes_training(make_rnn_config, tmp_path):
   assert abs(carried['eval_loss'] - windows['eval_loss']) > 1e-4
 
 
+def test_a_stream_starting_over_forgets_the_carried_state(make_rnn_config):
+  task = tasks.make_task(make_rnn_config())
+  task.prepare()
+  stream = task.train_stream(slice(None))
+  batches = [next(stream) for _ in range(task.steps_per_epoch + 1)]
+  start, later = batches[-1], batches[1]  # epoch 2's first batch; epoch 1's 2nd
+  assert start['reset'].all() and not later['reset'].any()
+  params = task.model.init(jax.random.key(0), start['inputs'])['params']
+  zeros = task.init_carry(start['inputs'].shape[0])
+  carried = jax.tree.map(
+      lambda c: jax.random.normal(jax.random.key(1), c.shape, c.dtype), zeros)
+
+  def loss(batch, carry):
+    metrics, _ = task.loss_and_carry(params, batch, jax.random.key(2), False,
+                                     carry)
+    return float(metrics['loss'][0])
+
+  assert loss(start, carried) == loss(start, zeros)
+  assert abs(loss(later, carried) - loss(later, zeros)) > 1e-3  # the guard
+
+
 def test_epochs_set_the_length_and_the_learning_rate(make_rnn_config,
                                                      tmp_path):
   config = make_rnn_config(
