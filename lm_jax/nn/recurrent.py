@@ -238,12 +238,16 @@ class RNN(nn.Module):
     Args:
       inputs: `[batch, length, in]`.
       lengths: `[batch]` int true lengths; None means every step is real.
+        Lengths over `length` count as `length`.
       initial_carry: the carry before the first step; None for zeros.
 
     Returns:
       (final carry, outputs `[batch, length, H]`), outputs in input order.
     """
     batch, length = inputs.shape[:2]
+    if lengths is not None:
+      # Past the end, the reversal's gather would read NaN fill.
+      lengths = jnp.clip(lengths, 0, length)
     if initial_carry is None:
       initial_carry = self.cell.initial_carry(batch)
     projected = self.cell.project(inputs)

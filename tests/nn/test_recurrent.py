@@ -121,11 +121,13 @@ def test_reverse_within_lengths_leaves_padding_in_place():
   np.testing.assert_array_equal(out, [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]])
 
 
+@pytest.mark.parametrize('fused', [True, False])  # C++ kernel, scan
 @pytest.mark.parametrize('reverse', [False, True])
-def test_padding_changes_nothing_real(reverse):
+def test_padding_changes_nothing_real(reverse, fused):
   """A sequence padded to a longer length gives the same outputs and final
   carry as the same sequence alone, in either direction."""
-  layer = recurrent.RNN(recurrent.LSTMCell(features=H), reverse=reverse)
+  layer = recurrent.RNN(recurrent.LSTMCell(features=H), reverse=reverse,
+                        fused=fused)
   x = _inputs()
   lengths = jnp.array([T, 4, 2])
   garbage = jnp.where(jnp.arange(T)[None, :, None] < lengths[:, None, None],
@@ -157,6 +159,9 @@ def test_bidirectional_stack_is_padding_invariant_and_shaped():
     n = int(lengths[b])
     _, alone = stack.apply({'params': params}, x[b:b + 1, :n])
     np.testing.assert_allclose(outs[-1][b, :n], alone[-1][0], atol=1e-5)
+  # A length past the padded width is the whole row, not NaN.
+  _, past = stack.apply({'params': params}, padded, lengths.at[0].add(2))
+  np.testing.assert_array_equal(past[-1], outs[-1])
 
 
 def test_carry_across_calls_equals_one_long_call():
