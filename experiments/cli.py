@@ -190,12 +190,16 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
   """Fills `data_dir` and `cache_dir` from the environment when unset,
   and makes every path setting absolute.
 
-  data_dir: --config.data_dir, else $LM_JAX_DATA.
+  data_dir: --config.data_dir, else $LM_JAX_DATA; fails if it is set and
+    not a folder (a prepared copy in the cache would otherwise hide the
+    typo, and config.json record a folder that is not there).
   cache_dir: --config.cache_dir, else $LM_JAX_CACHE, else ~/.cache/lm_jax.
   """
   with config.unlocked():
+    source = '--config.data_dir'
     if not config.data_dir:
       config.data_dir = os.environ.get('LM_JAX_DATA', '')
+      source = 'LM_JAX_DATA'
     if not config.cache_dir:
       config.cache_dir = os.environ.get(
           'LM_JAX_CACHE', os.path.join(os.path.expanduser('~'), '.cache',
@@ -203,6 +207,10 @@ def resolve_paths(config: ml_collections.ConfigDict) -> None:
     for key in _PATH_SETTINGS:
       if config.get(key):
         config[key] = os.path.abspath(os.path.expanduser(config[key]))
+  if config.data_dir and not os.path.isdir(config.data_dir):
+    fail(f'the data dir {config.data_dir} (from {source}) is not a folder; '
+         'point it at the folder holding the raw corpora, or leave it unset '
+         'to use downloads and datasets prepared earlier')
 
 
 def _read_run_config(workdir: str) -> Optional[dict]:

@@ -141,6 +141,10 @@ BAD_TRAIN_ARGS = {
                              '--config.learning_rate=fast'),
     'missing_data': (['--config=' + CPU_PRESET],
                      'tiny_shakespeare/input.txt is not under the data dir'),
+    'data_dir_not_there': (['--config=' + CPU_PRESET,
+                            '--config.data_dir=/nonexistent/corpora'],
+                           'the data dir /nonexistent/corpora (from '
+                           '--config.data_dir) is not a folder'),
     'no_micro_batches': (['--config=' + CPU_PRESET,
                           '--config.grad_accum_steps=0'],
                          'grad_accum_steps must be at least 1'),
