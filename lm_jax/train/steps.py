@@ -1,8 +1,9 @@
 """The train state and the pure step functions the loop jit-compiles.
 
 `train_step(state, batch, rng) -> (state, metrics)` and
-`eval_step(params, batch) -> metrics` close over the task and optimizer
-only; they hold no Python state, so they compile once and run the same on
+`eval_step(params, batch, carry) -> (metrics, carry)` (the carry: a
+recurrent LM's state between batches, else empty) close over the task and
+optimizer only; they hold no Python state, so they compile once and run the same on
 one device or many.
 """
 

@@ -14,7 +14,9 @@ from lm_jax.train import loop
 
 @pytest.mark.slow
 def test_nanogpt_cpu_recipe_reaches_its_loss(shared_data_dir, tmp_path):
-  """nanoGPT's CPU recipe: whole-split val loss 1.89-1.91 over seeds 0-2."""
+  """nanoGPT's CPU recipe: whole-split val loss 1.89-1.92 over seeds 0-7
+  (seed 0, this run: 1.9130; README). A guard against regressions, not
+  issue 2's target of 1.90."""
   config = shakespeare_char_cpu.get_config()
   config.data_dir = shared_data_dir
   config.cache_dir = str(tmp_path / 'cache')
