@@ -57,8 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.hidden_size = 200
   c.init_scale = 0.1  # U(-s, s) for every weight; 0: the layers' defaults
   c.forget_bias = 0.0
-  # rnn_lm's LSTMs with two gate biases, as Torch's and PyTorch's: the same
-  # function, but under plain SGD the gates' bias learns twice as fast.
+  # LSTMs with two gate biases, as Torch's and PyTorch's (models rnn_lm and
+  # classifier): the same function, but under plain SGD the gates' bias
+  # learns twice as fast.
   c.lstm_second_bias = False
   c.tie_embeddings = False
   c.rnn_unroll = 1  # time steps per scan iteration

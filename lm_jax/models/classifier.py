@@ -190,7 +190,8 @@ class RecurrentClassifier(nn.Module):
     x = Dropout(self.dropout_rate, deterministic=not train)(x)
     rnn = StackedRNN(self.cell_type, self.hidden_dim, self.num_layers,
                      self.bidirectional, self.dropout_rate, self.forget_bias,
-                     second_bias=self.second_bias, fused=self.fused_lstm, dtype=self.dtype, name='rnn')
+                     second_bias=self.second_bias, fused=self.fused_lstm,
+                     dtype=self.dtype, name='rnn')
     carries, layer_outputs = rnn(x, lengths, train=train)
     states = layer_outputs[-1]
     if self.pooling_dropout:

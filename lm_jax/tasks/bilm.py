@@ -50,8 +50,9 @@ class BiLMTask(SentenceTask):
   `accuracy` the forward LM's next-word accuracy only.
 
   Config keys read here: corpus, data_dir, cache_dir, min_count,
-  forget_bias (1.0: the model's), hidden_size, num_layers, dropout_rate, init_scale, batch_size, seed,
-  eval_steps, length_multiple, length_bucketing.
+  forget_bias (1.0: the model's), hidden_size, num_layers, dropout_rate,
+  init_scale, batch_size, seed, eval_steps, length_multiple,
+  length_bucketing.
   """
 
   def prepare(self) -> None:

@@ -3,8 +3,8 @@
 `train_step(state, batch, rng) -> (state, metrics)` and
 `eval_step(params, batch, carry) -> (metrics, carry)` (the carry: a
 recurrent LM's state between batches, else empty) close over the task and
-optimizer only; they hold no Python state, so they compile once and run the same on
-one device or many.
+optimizer only; they hold no Python state, so they compile once and run
+the same on one device or many.
 """
 
 from __future__ import annotations
