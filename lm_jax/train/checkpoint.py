@@ -109,7 +109,10 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract_state),
                 data=ocp.args.JsonRestore()))
       except Exception as e:  # noqa: BLE001 - any read failure means corrupt.
-        first_line = (str(e).splitlines() or [''])[0][:200]  # may be ''
+        first_line = (str(e).splitlines() or [''])[0]  # may be ''
+        # TensorStore's errors end in a pointer to details that are not
+        # printed (`<bound method ...>`).
+        first_line = first_line.split(' See full TensorStore details')[0][:200]
         log.warning('checkpoint at step %d in %s is unreadable (%s: %s); '
                     'trying the previous one', step, self.directory,
                     type(e).__name__, first_line)
