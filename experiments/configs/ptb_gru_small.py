@@ -7,4 +7,5 @@ from experiments.configs import ptb_lstm_small
 def get_config():
   c = ptb_lstm_small.get_config()
   c.cell = 'gru'
+  c.lstm_second_bias = False  # an LSTM's only
   return c

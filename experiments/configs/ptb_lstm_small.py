@@ -18,6 +18,12 @@ def get_config():
   c.embed_dim = c.hidden_size = 200
   c.num_layers, c.dropout_rate = 2, 0.0
   c.init_scale, c.forget_bias = 0.1, 0.0
+  # Two gate biases, as the authors' Torch LSTM (a Linear for the input and
+  # one for the state, each with a bias) and PyTorch's nn.LSTM have them:
+  # under plain SGD the gates' bias then learns twice as fast. Seeds 0-4:
+  # test 111.43, 112.25, 112.36, 111.87, 111.09 (mean 111.80); with one bias
+  # 113.59, 114.27, 112.73, 113.22, 112.95 (mean 113.35; README).
+  c.lstm_second_bias = True
   c.lm_batching, c.block_size, c.batch_size = 'contiguous', 35, 20
   c.optimizer, c.learning_rate, c.grad_clip_norm = 'sgd', 1.0, 5.0
   c.normalize_loss_by = 'sequence'

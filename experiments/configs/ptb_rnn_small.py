@@ -12,5 +12,6 @@ from experiments.configs import ptb_lstm_small
 def get_config():
   c = ptb_lstm_small.get_config()
   c.cell = 'rnn'
+  c.lstm_second_bias = False  # an LSTM's only
   c.learning_rate = 0.25
   return c
