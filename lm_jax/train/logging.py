@@ -243,6 +243,8 @@ class Progress:
   def line(self, step: int, values: dict[str, float], seconds_per_step: float
            ) -> str:
     eta = (self.total - step) * seconds_per_step
-    shown = ' '.join(f'{k}={v:.4g}' for k, v in values.items())
+    # Counts such as tokens/s read as 18410, not 1.841e+04.
+    shown = ' '.join(f'{k}={v:.0f}' if 1e4 <= abs(v) < 1e15 else f'{k}={v:.4g}'
+                     for k, v in values.items())
     return (f'step {step}/{self.total} {shown} '
             f'({seconds_per_step * 1e3:.1f} ms/step, ETA {eta:.0f}s)')

@@ -594,6 +594,13 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
   assert re.findall(r'\(([\d.]+) ms/step', caplog.text) == ['1000.0'] * 3
 
 
+def test_progress_line_writes_counts_whole():
+  line = train_logging.Progress(100, 0).line(
+      5, {'loss': 1.23456, 'tok/s': 18_410.4}, 0.1115)
+  assert line == ('step 5/100 loss=1.235 tok/s=18410 (111.5 ms/step, '
+                  'ETA 11s)'), line
+
+
 def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
     make_run_config, tmp_path):
   config = make_run_config(log_every=0, eval_steps=0)
