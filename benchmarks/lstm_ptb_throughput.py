@@ -12,9 +12,10 @@ benchmarks/lstm_ptb_reference.py (PyTorch `nn.LSTM`, same shapes).
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --recurrence scan
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --cross_entropy fused
   python benchmarks/lstm_ptb_throughput.py --set 1:1 --output dense
+  python benchmarks/lstm_ptb_throughput.py --set 1:1 --biases 1
 
---recurrence, --cross_entropy and --output default to the preset's own
-choices.
+--recurrence, --cross_entropy, --output and --biases default to the
+preset's own choices.
 
 Each setting runs in its own process: XLA reads the device count at start.
 """
@@ -54,6 +55,8 @@ def _measure(args) -> dict:
     config.fused_cross_entropy = args.cross_entropy == 'fused'
   if args.output:
     config.folded_output = args.output == 'folded'
+  if args.biases:
+    config.lstm_second_bias = args.biases == 2
   os.environ.setdefault('LM_JAX_DATA', os.path.join(ROOT, '..', 'shared',
                                                     'data'))
   from experiments import cli
@@ -90,6 +93,7 @@ def _measure(args) -> dict:
           'output': 'folded' if config.folded_output and config.matmul_dtype
                     in ('', 'float32') else 'dense',
           'matmul_dtype': args.matmul_dtype or 'float32',
+          'lstm_biases': 2 if config.lstm_second_bias else 1,
           'median_ms_per_batch': round(ms, 2),
           'tokens_per_sec': round(tokens / ms * 1e3),
           'epoch_minutes': round(task.steps_per_epoch * ms / 6e4, 2),
@@ -116,6 +120,9 @@ def main() -> None:
                       help="'folded': lm_jax.nn.folded_dense for the softmax "
                            "layer; 'dense': flax's Dense (default: the "
                            "preset's)")
+  parser.add_argument('--biases', type=int, choices=(1, 2),
+                      help="gate biases per LSTM (2: lstm_second_bias; "
+                           "default: the preset's)")
   parser.add_argument('--steps', type=int, default=60)
   parser.add_argument('--warmup', type=int, default=5)
   # Unroll matters to the scan only (--recurrence scan); the fused kernel,
@@ -146,7 +153,7 @@ def main() -> None:
         + [f'--{flag}={value}' for flag, value in (
             ('recurrence', args.recurrence),
             ('cross_entropy', args.cross_entropy),
-            ('output', args.output)) if value],
+            ('output', args.output), ('biases', args.biases)) if value],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)
