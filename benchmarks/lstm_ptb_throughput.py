@@ -153,7 +153,8 @@ def main() -> None:
         + [f'--{flag}={value}' for flag, value in (
             ('recurrence', args.recurrence),
             ('cross_entropy', args.cross_entropy),
-            ('output', args.output), ('biases', args.biases)) if value],
+            ('output', args.output),
+            ('biases', args.biases)) if value],
         env=env, check=True, capture_output=True, text=True).stdout
     rows.append(json.loads(out.strip().splitlines()[-1]))
     print(json.dumps(rows[-1]), flush=True)
