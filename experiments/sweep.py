@@ -36,7 +36,7 @@ import ml_collections
 
 from experiments import cli
 from lm_jax import atomic_files
-from lm_jax.train.logging import read_metrics
+from lm_jax.train.logging import format_number, read_metrics
 
 _PRESET = flags.DEFINE_string('preset', None,
                               'Name of experiments/configs/PRESET.py.')
@@ -166,18 +166,17 @@ def summary_table(rows: Sequence[dict], keys: Sequence[str]
 
 def write_summary(sweep_dir: str, rows: Sequence[dict], keys: Sequence[str]
                   ) -> str:
-  """Writes summary.csv and summary.md (floats to 4 significant digits, or
-  whole from 10,000 up) in `sweep_dir`; returns the Markdown table."""
+  """Writes summary.csv and summary.md (floats as `format_number` writes
+  them) in `sweep_dir`; returns the Markdown table."""
   columns, rows = summary_table(rows, keys)
   with open(os.path.join(sweep_dir, 'summary.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, columns, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
   def cell(v):
-    if not isinstance(v, float):
-      return '' if v is None else str(v)
-    # Counts such as tokens/s read as 111500, not 1.115e+05.
-    return f'{v:.0f}' if 1e4 <= abs(v) < 1e15 else f'{v:.4g}'
+    if isinstance(v, float):
+      return format_number(v)
+    return '' if v is None else str(v)
   table = '\n'.join(['| ' + ' | '.join(columns) + ' |',
                      '|' + '---|' * len(columns)] +
                     ['| ' + ' | '.join(cell(r.get(c)) for c in columns) + ' |'

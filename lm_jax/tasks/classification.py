@@ -103,10 +103,10 @@ class ClassificationTask(SentenceTask):
       # check cannot see it, and another would change what the copied LSTM
       # computes. A missing second bias it would blame on the sizes.
       for key, default in ('forget_bias', 0.0), ('lstm_second_bias', False):
-        if lm_config.get(key, default) != cfg[key]:
+        trained = lm_config.get(key, default)
+        if trained != cfg[key]:
           raise ValueError(f'the LM in {cfg.pretrained_lm} was trained with '
-                           f'{key} {lm_config.get(key, default)}: set '
-                           f'--config.{key}={lm_config.get(key, default)}')
+                           f'{key} {trained}: set --config.{key}={trained}')
       self.tokenizer = pretrained.load_tokenizer(cfg.pretrained_lm)
       if getattr(self.tokenizer, 'words', [None])[0] != SPECIALS[0]:
         raise ValueError(f'the LM in {cfg.pretrained_lm} has no padding word '

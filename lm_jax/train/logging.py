@@ -218,6 +218,12 @@ class ProfileTrace:
       self._jax.profiler.stop_trace()
 
 
+def format_number(value: float) -> str:
+  """4 significant digits, or whole from 10,000 up: counts such as
+  tokens/s read as 18410, not 1.841e+04."""
+  return f'{value:.0f}' if 1e4 <= abs(value) < 1e15 else f'{value:.4g}'
+
+
 class Progress:
   """Console lines: step, loss, tokens/s, ETA."""
 
@@ -243,8 +249,6 @@ class Progress:
   def line(self, step: int, values: dict[str, float], seconds_per_step: float
            ) -> str:
     eta = (self.total - step) * seconds_per_step
-    # Counts such as tokens/s read as 18410, not 1.841e+04.
-    shown = ' '.join(f'{k}={v:.0f}' if 1e4 <= abs(v) < 1e15 else f'{k}={v:.4g}'
-                     for k, v in values.items())
+    shown = ' '.join(f'{k}={format_number(v)}' for k, v in values.items())
     return (f'step {step}/{self.total} {shown} '
             f'({seconds_per_step * 1e3:.1f} ms/step, ETA {eta:.0f}s)')
