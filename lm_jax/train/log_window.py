@@ -1,4 +1,4 @@
-"""The training metrics between two log lines, and the clocks behind
+"""The training metrics between two log lines, and the clock behind
 tokens/s and ms/step.
 
 The loop hands every step's metrics to a `LogWindow`, which keeps them on
@@ -17,7 +17,6 @@ import jax
 import numpy as np
 
 from lm_jax.train import parallel
-from lm_jax.train.logging import Progress
 
 # Training steps dispatched ahead of the one the host waits for.
 MAX_STEPS_IN_FLIGHT = 4
@@ -36,13 +35,15 @@ def window_sums(pending: list) -> dict:
 
 class LogWindow:
   """The training metrics since the last log line: each step's, on device
-  until the host needs them, and the clock and tokens behind tokens/s."""
+  until the host needs them, and the clock, tokens and steps behind
+  tokens/s and ms/step."""
 
-  def __init__(self, resumed: Optional[dict]):
+  def __init__(self, resumed: Optional[dict], start_step: int):
     # A resumed run starts from the sums its checkpoint kept of the steps
     # logged before it; their tokens took no time in this process.
     self._pending = [resumed] if resumed else []
     self._carried_tokens = resumed['loss'][1] if resumed else 0.0
+    self._step = start_step
     self._start = time.perf_counter()
 
   def add(self, metrics: dict) -> None:
@@ -69,15 +70,16 @@ class LogWindow:
     self._pending = [window_sums(self._pending)]
     return self._pending[0]
 
-  def take(self) -> tuple[dict, float]:
-    """(sums, tokens per second) of the window, once the device has
-    finished its steps; the next window's steps start from here, its clock
-    from `restart_clock`."""
+  def take(self, step: int) -> tuple[dict, float, float]:
+    """(sums, tokens per second, seconds per step) of the window, which
+    ends at `step`, once the device has finished its steps; the next
+    window's steps start from here, its clock from `restart_clock`."""
     host = window_sums(self._pending)
     tokens = float(host['loss'][1] - self._carried_tokens)
-    rate = tokens / max(time.perf_counter() - self._start, 1e-9)
-    self._pending, self._carried_tokens = [], 0.0
-    return host, rate
+    seconds = max(time.perf_counter() - self._start, 1e-9)
+    per_step = seconds / max(step - self._step, 1)
+    self._pending, self._carried_tokens, self._step = [], 0.0, step
+    return host, tokens / seconds, per_step
 
   def restart_clock(self) -> None:
     """After the log line: writing it is no step's time."""
@@ -85,13 +87,12 @@ class LogWindow:
 
 
 @contextlib.contextmanager
-def paused(state: Any, window: LogWindow, progress: Progress):
+def paused(state: Any, window: LogWindow):
   """Leaves the time inside (an evaluation, a checkpoint save) out of
-  tokens/s and ms/step: both clocks move forward by it."""
+  tokens/s and ms/step."""
   # The steps still in flight are training time.
   jax.block_until_ready(state)
   start = time.perf_counter()
   yield
   seconds = time.perf_counter() - start
   window.pause(seconds)
-  progress.exclude(seconds)

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import time
 from typing import Optional
 
 from lm_jax import atomic_files
@@ -227,24 +226,8 @@ def format_number(value: float) -> str:
 class Progress:
   """Console lines: step, loss, tokens/s, ETA."""
 
-  def __init__(self, total_steps: int, start_step: int):
-    self.total, self._step = total_steps, start_step
-    self._t = time.perf_counter()
-
-  def rate(self, step: int) -> float:
-    """Seconds per step since the previous call; resets the clock."""
-    now = time.perf_counter()
-    seconds = (now - self._t) / max(step - self._step, 1)
-    self._t, self._step = now, step
-    return seconds
-
-  def restart_clock(self) -> None:
-    """After the log line: writing it is no step's time."""
-    self._t = time.perf_counter()
-
-  def exclude(self, seconds: float) -> None:
-    """Leaves `seconds` (an evaluation, say) out of the next `rate`."""
-    self._t += seconds
+  def __init__(self, total_steps: int):
+    self.total = total_steps
 
   def line(self, step: int, values: dict[str, float], seconds_per_step: float
            ) -> str:

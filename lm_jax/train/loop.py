@@ -306,12 +306,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     trace = ProfileTrace(config.profile_steps, workdir, start,
                          config.num_train_steps)
     stack.push(_closing(trace.close))
-    progress = Progress(config.num_train_steps, start)
-    window = LogWindow(resumed_window)
+    progress = Progress(config.num_train_steps)
+    window = LogWindow(resumed_window, start)
     config_dict = json.loads(config.to_json_best_effort())
 
     def save(step: int, state: TrainState) -> None:
-      with paused(state, window, progress):
+      with paused(state, window):
         # Between two log steps the window so far goes along.
         ckpt.save(step, state,
                   checkpoint.data_item(stream.get_state(), window.sums()),
@@ -336,8 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
 
       final = step == config.num_train_steps
       if (config.log_every and step % config.log_every == 0) or final:
-        sums, tokens_per_sec = window.take()  # waits for the device
-        seconds = progress.rate(step)
+        # Waits for the device.
+        sums, tokens_per_sec, seconds = window.take(step)
         values = {**_train_values(task, sums, schedule, step),
                   'tokens_per_sec': tokens_per_sec}
         writer.write(step, values)
@@ -346,7 +346,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
             'tok/s': values['tokens_per_sec']}, seconds))
         # Writing the line is no step's time.
         window.restart_clock()
-        progress.restart_clock()
 
       if final:
         # Before the final evaluation, which can be long (the whole split,
@@ -354,7 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         # relaunch records the evaluation (below).
         save(step, state)
       if (config.eval_every and step % config.eval_every == 0) or final:
-        with paused(state, window, progress):
+        with paused(state, window):
           # The last evaluation covers the whole split, exactly; with
           # eval_steps 0 every one does.
           full = (final and config.final_eval_full) or not config.eval_steps

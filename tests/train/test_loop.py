@@ -580,7 +580,6 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
   with pytest.MonkeyPatch.context() as patch:
     fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
     patch.setattr(log_window, 'time', fake_time)
-    patch.setattr(train_logging, 'time', fake_time)
     patch.setattr(loop, 'evaluate', slow(100.0, original_evaluate))
     patch.setattr(checkpoint.Checkpointer, 'save', slow(50.0, original_save))
     patch.setattr(MetricWriter, 'write', slow(10.0, original_write))
@@ -595,7 +594,7 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
 
 
 def test_progress_line_writes_counts_whole():
-  line = train_logging.Progress(100, 0).line(
+  line = train_logging.Progress(100).line(
       5, {'loss': 1.23456, 'tok/s': 18_410.4}, 0.1115)
   assert line == ('step 5/100 loss=1.235 tok/s=18410 (111.5 ms/step, '
                   'ETA 11s)'), line
