@@ -24,13 +24,36 @@ from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 _FROM_LM = {'embed': 'token_embedding', 'rnn': 'rnn'}
 
 
+def whole_sentence_rows(sentences: list[str]) -> np.ndarray:
+  """The indices of the rows that are no run of words inside another row.
+
+  GLUE's SST-2 training split labels every phrase of the treebank's parse
+  trees: of its 67,349 rows (9 words on average) only 6,886 are whole
+  sentences, the rows no other row contains, and only these read like
+  the validation split's sentences (19 words on average).
+  """
+  parts = set()
+  for sentence in set(sentences):
+    words = sentence.split()
+    for length in range(1, len(words)):
+      parts.update(' '.join(words[i:i + length])
+                   for i in range(len(words) - length + 1))
+  return np.array([i for i, sentence in enumerate(sentences)
+                   if ' '.join(sentence.split()) not in parts], np.int64)
+
+
 def labelled_splits(cfg) -> dict:
   """The corpus's 'train' and 'validation' (sentences, labels); with
-  `max_train_examples`, training keeps that many, a fixed random sample
+  `whole_sentences`, training keeps only the rows no other row contains;
+  with `max_train_examples`, it keeps that many, a fixed random sample
   (`data_seed`) in file order."""
   splits = {split: load_examples(cfg.corpus, split, cfg.data_dir,
                                  cfg.cache_dir)
             for split in ('train', 'validation')}
+  if cfg.get('whole_sentences'):
+    sentences, labels = splits['train']
+    keep = whole_sentence_rows(sentences)
+    splits['train'] = [sentences[i] for i in keep], labels[keep]
   if cfg.max_train_examples:
     sentences, labels = splits['train']
     keep = np.sort(np.random.default_rng(cfg.data_seed).permutation(
@@ -62,7 +85,8 @@ class ClassificationTask(SentenceTask):
 
   Config keys read here: corpus (a dataset of `glue_tsv.DATASETS`),
   data_dir, cache_dir, model ('classifier'), min_count, pretrained_lm,
-  elmo_bilm, frozen_params, max_train_examples, data_seed, embed_dim,
+  elmo_bilm, frozen_params, whole_sentences, max_train_examples,
+  data_seed, embed_dim,
   hidden_size, num_layers, bidirectional, cell, pooling, sentence_norm,
   mlp_dim, dropout_rate, word_dropout_rate, sentence_markers,
   pooling_dropout, forget_bias, lstm_second_bias, compute_dtype,

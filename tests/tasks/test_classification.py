@@ -7,6 +7,7 @@ import pytest
 
 from experiments.configs import sst2_bilstm
 from lm_jax import tasks
+from lm_jax.tasks import classification
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
 
@@ -70,6 +71,25 @@ def test_rare_words_become_unknown(raw_dir, tmp_path):
   task.prepare()
   assert task.tokenizer.words == ['<pad>', '<unk>']
   assert all((x == 1).all() for x in task.examples['validation']['inputs'])
+
+
+def test_whole_sentences_are_the_rows_no_other_row_contains():
+  rows = ['a b c ', 'a b', 'b c', 'd', 'c d', 'a b c', 'a c']
+  assert list(classification.whole_sentence_rows(rows)) == [0, 4, 5, 6]
+
+
+def test_a_sample_of_whole_sentences_draws_from_them_alone(raw_dir,
+                                                          tmp_path):
+  config = _config(raw_dir, str(tmp_path), whole_sentences=True)
+  everything = classification.labelled_splits(
+      _config(raw_dir, str(tmp_path)))['train'][0]
+  whole = classification.labelled_splits(config)['train'][0]
+  assert whole == [everything[i] for i in
+                   classification.whole_sentence_rows(everything)]
+  assert 10 < len(whole) < len(everything)
+  config.max_train_examples = 10
+  sample = classification.labelled_splits(config)['train'][0]
+  assert len(sample) == 10 and set(sample) <= set(whole)
 
 
 def test_accuracy_counts_sentences_not_padding_rows(task):
