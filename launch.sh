@@ -90,7 +90,10 @@ case "$verb" in
   test)
     setup
     cd "$ROOT"
-    exec "$PY" -m pytest -q -n 2 "$@" ;;
+    # Three workers on two cores: while one waits on a subprocess (the
+    # command-line and multi-host tests), the others keep both cores busy
+    # (11 min 3-11 s against 11 min 30-53 s with two, 12-07).
+    exec "$PY" -m pytest -q -n 3 "$@" ;;
   test-slow)
     setup
     cd "$ROOT"
