@@ -424,6 +424,12 @@ def check_values(config: ml_collections.ConfigDict) -> None:
       'rnn_lm', 'classifier'):
     fail(f"lstm_second_bias applies to the LSTMs of models 'rnn_lm' and "
          f"'classifier', not {config.get('model')!r}; leave it False")
+  if config.get('task') != 'classify':
+    # Only a classifier's labelled examples are sampled or filtered.
+    for key in ('whole_sentences', 'max_train_examples'):
+      if config.get(key):
+        fail(f"{key} applies to the 'classify' task's training examples, "
+             f"not task {config.get('task')!r}; leave it at its default")
   window = config.get('profile_steps') or ''
   steps = re.fullmatch(r'(\d+):(\d+)', window)
   if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):

@@ -113,6 +113,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the classifier (ULMFiT)
   c.elmo_bilm = ''  # workdir of a bi-LM ('bilm') whose ELMo vectors join
   # the word embeddings (needs frozen_params='elmo/bilm')
+  # Task 'classify' only:
   c.whole_sentences = False  # train on the rows no other row contains
   # (SST-2's 6,886 whole sentences), not on every labelled phrase
   c.max_train_examples = 0  # > 0: a fixed random sample of the train split

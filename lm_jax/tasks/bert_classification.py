@@ -33,7 +33,8 @@ class BertClassificationTask(ClassificationTask):
   Config keys read here: corpus, data_dir, cache_dir, model ('bert'),
   init_from, pooling ('cls' or 'mean'), block_size, wordpiece_vocab_size
   and lower_case (without init_from), the BERT model keys
-  (`lm_jax.models.bert.bert_config`), batch_size, seed, eval_steps,
+  (`lm_jax.models.bert.bert_config`), whole_sentences,
+  max_train_examples, data_seed, batch_size, seed, eval_steps,
   length_multiple, length_bucketing.
   """
 

@@ -60,7 +60,8 @@ class LogWindow:
       self._pending = [window_sums(self._pending)]
 
   def pause(self, seconds: float) -> None:
-    """Leaves `seconds` (an evaluation's, a save's) out of tokens/s."""
+    """Leaves `seconds` (an evaluation's, a save's) out of tokens/s and
+    ms/step."""
     self._start += seconds
 
   def sums(self) -> Optional[dict]:

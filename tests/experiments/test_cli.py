@@ -178,6 +178,11 @@ BAD_TRAIN_ARGS = {
                               '--config.lstm_second_bias=True'],
                              "lstm_second_bias applies to the LSTMs of "
                              "models 'rnn_lm' and 'classifier', not 'gpt'"),
+    'whole_sentences_of_an_lm': (
+        ['--config=' + os.path.join(CONFIG_DIR, 'sst2_lm.py'),
+         '--config.whole_sentences=True'],
+        "whole_sentences applies to the 'classify' task's training "
+        "examples, not task 'lm'"),
     'loss_over_time_of_a_classifier': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_bilstm.py'),
          '--config.normalize_loss_by=sequence'],
