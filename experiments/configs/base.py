@@ -115,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
   # the word embeddings (needs frozen_params='elmo/bilm')
   # Task 'classify' only:
   c.whole_sentences = False  # train on the rows no other row contains
-  # (SST-2's 6,886 whole sentences), not on every labelled phrase
+  # (SST-2's 6,886, its whole sentences), not on every labelled phrase
   c.max_train_examples = 0  # > 0: a fixed random sample of the train split
   c.data_seed = 0  # draws that sample
   c.sentence_norm = False  # LayerNorm on the classifier's sentence vector

@@ -28,9 +28,10 @@ def whole_sentence_rows(sentences: list[str]) -> np.ndarray:
   """The indices of the rows that are no run of words inside another row.
 
   GLUE's SST-2 training split labels every phrase of the treebank's parse
-  trees: of its 67,349 rows (9 words on average) only 6,886 are whole
-  sentences, the rows no other row contains, and only these read like
-  the validation split's sentences (19 words on average).
+  trees. Of its 67,349 rows (9 words on average), the 6,886 that no other
+  row contains are the whole sentences, or nearly (the binary SST has 6,920
+  training sentences), and read like the validation split's (19 words on
+  average).
   """
   parts = set()
   for sentence in set(sentences):
