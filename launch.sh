@@ -92,7 +92,7 @@ case "$verb" in
     cd "$ROOT"
     # Three workers on two cores: while one waits on a subprocess (the
     # command-line and multi-host tests), the others keep both cores busy
-    # (11 min 3-11 s against 11 min 30-53 s with two, 12-07).
+    # (README: the suite's times).
     exec "$PY" -m pytest -q -n 3 "$@" ;;
   test-slow)
     setup
