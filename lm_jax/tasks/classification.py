@@ -87,11 +87,11 @@ class ClassificationTask(SentenceTask):
   Config keys read here: corpus (a dataset of `glue_tsv.DATASETS`),
   data_dir, cache_dir, model ('classifier'), min_count, pretrained_lm,
   elmo_bilm, frozen_params, whole_sentences, max_train_examples,
-  data_seed, embed_dim,
-  hidden_size, num_layers, bidirectional, cell, pooling, sentence_norm,
-  mlp_dim, dropout_rate, word_dropout_rate, sentence_markers,
-  pooling_dropout, forget_bias, lstm_second_bias, compute_dtype,
-  batch_size, seed, eval_steps, length_multiple, length_bucketing.
+  data_seed, embed_dim, hidden_size, num_layers, bidirectional, cell,
+  pooling, sentence_norm, mlp_dim, dropout_rate, word_dropout_rate,
+  sentence_markers, pooling_dropout, forget_bias, lstm_second_bias,
+  compute_dtype, batch_size, seed, eval_steps, length_multiple,
+  length_bucketing.
   """
 
   def prepare(self) -> None:
