@@ -33,14 +33,18 @@ def whole_sentence_rows(sentences: list[str]) -> np.ndarray:
   training sentences), and read like the validation split's (19 words on
   average).
   """
-  parts = set()
-  for sentence in set(sentences):
-    words = sentence.split()
+  rows = [' '.join(sentence.split()) for sentence in sentences]
+  distinct = set(rows)
+  # Only the runs that are rows themselves are kept: a few thousand, not
+  # every run of every row.
+  inside = set()
+  for row in distinct:
+    words = row.split()
     for length in range(1, len(words)):
-      parts.update(' '.join(words[i:i + length])
-                   for i in range(len(words) - length + 1))
-  return np.array([i for i, sentence in enumerate(sentences)
-                   if ' '.join(sentence.split()) not in parts], np.int64)
+      inside.update(run for i in range(len(words) - length + 1)
+                    if (run := ' '.join(words[i:i + length])) in distinct)
+  return np.array([i for i, row in enumerate(rows) if row not in inside],
+                  np.int64)
 
 
 def labelled_splits(cfg) -> dict:

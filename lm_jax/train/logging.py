@@ -223,15 +223,10 @@ def format_number(value: float) -> str:
   return f'{value:.0f}' if 1e4 <= abs(value) < 1e15 else f'{value:.4g}'
 
 
-class Progress:
-  """Console lines: step, loss, tokens/s, ETA."""
-
-  def __init__(self, total_steps: int):
-    self.total = total_steps
-
-  def line(self, step: int, values: dict[str, float], seconds_per_step: float
-           ) -> str:
-    eta = (self.total - step) * seconds_per_step
-    shown = ' '.join(f'{k}={format_number(v)}' for k, v in values.items())
-    return (f'step {step}/{self.total} {shown} '
-            f'({seconds_per_step * 1e3:.1f} ms/step, ETA {eta:.0f}s)')
+def progress_line(step: int, total_steps: int, values: dict[str, float],
+                  seconds_per_step: float) -> str:
+  """The console line of a log step: step, `values`, ms/step and ETA."""
+  eta = (total_steps - step) * seconds_per_step
+  shown = ' '.join(f'{k}={format_number(v)}' for k, v in values.items())
+  return (f'step {step}/{total_steps} {shown} '
+          f'({seconds_per_step * 1e3:.1f} ms/step, ETA {eta:.0f}s)')

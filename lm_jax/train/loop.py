@@ -28,7 +28,7 @@ from lm_jax import atomic_files, tasks
 from lm_jax.train import checkpoint, optim, parallel
 from lm_jax.train.log_window import LogWindow, paused
 from lm_jax.train.logging import (CONFIG_FILE, MetricWriter, ProfileTrace,
-                                  Progress)
+                                  progress_line)
 from lm_jax.train.steps import (TrainState, averages, make_eval_step,
                                 make_multi_step, make_train_step)
 
@@ -306,7 +306,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     trace = ProfileTrace(config.profile_steps, workdir, start,
                          config.num_train_steps)
     stack.push(_closing(trace.close))
-    progress = Progress(config.num_train_steps)
     window = LogWindow(resumed_window, start)
     config_dict = json.loads(config.to_json_best_effort())
 
@@ -341,7 +340,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         values = {**_train_values(task, sums, schedule, step),
                   'tokens_per_sec': tokens_per_sec}
         writer.write(step, values)
-        log.info(progress.line(step, {
+        log.info(progress_line(step, config.num_train_steps, {
             'loss': values['train_loss'],
             'tok/s': values['tokens_per_sec']}, seconds))
         # Writing the line is no step's time.

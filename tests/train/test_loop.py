@@ -594,8 +594,8 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
 
 
 def test_progress_line_writes_counts_whole():
-  line = train_logging.Progress(100).line(
-      5, {'loss': 1.23456, 'tok/s': 18_410.4}, 0.1115)
+  line = train_logging.progress_line(
+      5, 100, {'loss': 1.23456, 'tok/s': 18_410.4}, 0.1115)
   assert line == ('step 5/100 loss=1.235 tok/s=18410 (111.5 ms/step, '
                   'ETA 11s)'), line
 
