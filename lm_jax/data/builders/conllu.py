@@ -19,7 +19,7 @@ from typing import Iterator
 import tensorflow_datasets as tfds
 
 from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
-                                            read_text)
+                                            read_split, read_text)
 
 # The 17 universal part-of-speech tags of UD v2, in the UD guidelines' order.
 UPOS_TAGS = ('ADJ', 'ADP', 'ADV', 'AUX', 'CCONJ', 'DET', 'INTJ', 'NOUN', 'NUM',
@@ -176,11 +176,9 @@ def load_sentences(treebank: str, split: str, raw_dir: str, cache_dir: str,
     raise ValueError(f'{treebank} has no split {split!r}; it has '
                      f'{sorted(files)}')
   builder = prepared(ConlluTreebank, treebank, raw_dir, cache_dir)
-  source = builder.as_data_source(split=split)
-  return [([w.decode('utf-8') for w in example['words']],
-           [UPOS_TAGS[t] for t in example['upos']])
-          # One batched read: example by example is several times slower.
-          for example in source.__getitems__(range(len(source)))]
+  columns = read_split(builder, split)
+  return [([w.decode('utf-8') for w in words], [UPOS_TAGS[t] for t in tags])
+          for words, tags in zip(columns['words'], columns['upos'])]
 
 
 def word_form(word: str) -> str:

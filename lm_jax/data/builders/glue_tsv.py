@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
-                                            read_text)
+                                            read_split, read_text)
 
 UNLABELLED = -1
 
@@ -167,8 +167,6 @@ def load_examples(dataset: str, split: str, raw_dir: str, cache_dir: str
     raise ValueError(f'{dataset} has no split {split!r}; it has '
                      f'{sorted(files)}')
   builder = prepared(GlueTsv, dataset, raw_dir, cache_dir)
-  source = builder.as_data_source(split=split)
-  # One batched read: indexing example by example is several times slower.
-  examples = source.__getitems__(range(len(source)))
-  return ([e['sentence'].decode('utf-8') for e in examples],
-          np.array([e['label'] for e in examples], np.int32))
+  columns = read_split(builder, split)
+  return ([s.decode('utf-8') for s, in columns['sentence']],
+          np.array([y for y, in columns['label']], np.int32))

@@ -28,7 +28,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.raw_files import RawFileBuilder, prepared, read_text
+from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+                                            read_split, read_text)
 
 _MULTI30K_URL = ('https://raw.githubusercontent.com/multi30k/dataset/'
                  'a3d2e0d26b56f3846f66a952536ffed4e401d05a/data/task1/raw/')
@@ -230,7 +231,6 @@ def load_pairs(corpus: str, split: str, source_lang: str, target_lang: str,
   if split not in builder.info.splits:
     raise ValueError(f'{corpus} has no split {split!r}; it has '
                      f'{sorted(builder.info.splits)}')
-  source = builder.as_data_source(split=split)
-  examples = source.__getitems__(range(len(source))) if len(source) else []
-  return ([e[source_lang].decode('utf-8') for e in examples],
-          [e[target_lang].decode('utf-8') for e in examples])
+  columns = read_split(builder, split)
+  return ([s.decode('utf-8') for s, in columns[source_lang]],
+          [s.decode('utf-8') for s, in columns[target_lang]])

@@ -27,6 +27,7 @@ import zlib
 from typing import Optional
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.proto import tf_example_pb2
 
 from lm_jax import atomic_files
 
@@ -183,6 +184,31 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
       atomic_files.write_text(os.path.join(builder.data_dir, _SOURCE_FILE),
                               json.dumps(current))
   return builder
+
+
+def read_split(builder: RawFileBuilder, split: str) -> dict[str, list]:
+  """Every record of one split of a prepared dataset, as columns.
+
+  tfds's data source decodes record by record into dicts of NumPy arrays;
+  the whole SST-2 training split then takes seconds, at the start of every
+  run. Its records are `tf.train.Example` protos, read here straight into
+  lists, four times as fast.
+
+  Returns:
+    Feature name -> one entry a record, in the split's order: the list of
+    the feature's stored values (bytes for text, ints for numbers and class
+    ids; a scalar's list holds one value, an empty sequence's none).
+  """
+  source = builder.as_data_source(split=split)
+  records = (source.data_source.__getitems__(range(len(source)))
+             if len(source) else [])
+  columns = {name: [] for name in builder.info.features.keys()}
+  for record in records:
+    features = tf_example_pb2.Example.FromString(record).features.feature
+    for name, column in columns.items():
+      kind = features[name].WhichOneof('kind')
+      column.append(list(getattr(features[name], kind).value) if kind else [])
+  return columns
 
 
 def _read_json(path: str) -> Optional[dict]:

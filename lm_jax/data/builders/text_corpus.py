@@ -14,7 +14,8 @@ from typing import Optional
 
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.raw_files import RawFileBuilder, prepared, read_text
+from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+                                            read_split, read_text)
 
 _CHUNK_CHARS = 1 << 16
 
@@ -105,5 +106,5 @@ def load_text(corpus: str, split: str, raw_dir: str, cache_dir: str) -> str:
   if split not in builder.info.splits:
     raise ValueError(f'{corpus} has no split {split!r}; it has '
                      f'{sorted(builder.info.splits)}')
-  source = builder.as_data_source(split=split)
-  return ''.join(source[i]['text'].decode('utf-8') for i in range(len(source)))
+  return ''.join(text.decode('utf-8')
+                 for text, in read_split(builder, split)['text'])
