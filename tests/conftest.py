@@ -8,6 +8,7 @@ Fixtures:
   shared_data_dir: the real corpora (`$LM_JAX_DATA` or `../shared/data`).
   shared_cache_dir: their prepared tfds datasets, shared by the run's
     workers.
+  shared_run_dir: a folder for training runs the workers share.
   tiny_corpus_dir: a `tiny_shakespeare/input.txt` of 20,000 characters.
   make_tiny_config: a factory of tiny GPT run configs on that corpus.
   make_tiny_task, tiny_task: prepared `LanguageModelingTask`s of tiny
@@ -83,6 +84,13 @@ def shared_data_dir() -> str:
   if not os.path.exists(os.path.join(path, 'tiny_shakespeare', 'input.txt')):
     pytest.skip(f'no tiny_shakespeare/input.txt under {path}')
   return path
+
+
+@pytest.fixture(scope='session')
+def shared_run_dir() -> str:
+  """A folder for runs the test run's workers share (each made by the
+  first test to need it, under a lock of its own)."""
+  return _test_run_dir('runs')
 
 
 @pytest.fixture(scope='session')

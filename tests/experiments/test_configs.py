@@ -1,18 +1,24 @@
 """Every preset in experiments/configs trains one step on the real data.
 
-Presets keep their model and optimizer settings; only the run length, the
-evaluation and the checkpoint schedule are cut (and, for the GPU-sized
+Presets keep their model and optimizer settings, and run on as many of
+the test process's CPU devices as `./launch.sh train` would give them here
+(one where the preset asks for one); only the run length, the evaluation
+and the checkpoint schedule are cut (and, for the GPU-sized
 shakespeare_char recipe, the batch: 8 windows of 64 characters; for the
 translation presets, 16 sentence pairs, because their smoke run also
 beam-searches a batch of test sentences with untrained weights, which never
 stop before the length limit).
 """
 
+import fcntl
 import importlib
 import os
+import shutil
 
+import jax
 import pytest
 
+from experiments import cli
 from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 
@@ -28,6 +34,7 @@ SMALLER_TRANSLATION_BATCH = {'batch_size': 16, 'max_decode_length': 8}
 PRETRAINED_FROM = {'sst2_ulmfit': ('pretrained_lm', 'sst2_lm'),
                    'sst2_bilstm_elmo': ('elmo_bilm', 'sst2_bilm'),
                    'udpos_bilstm_elmo': ('elmo_bilm', 'udpos_bilm')}
+SOURCES = {source for _, source in PRETRAINED_FROM.values()}
 
 
 def one_step_config(preset, data_dir, cache_dir):
@@ -43,7 +50,30 @@ def one_step_config(preset, data_dir, cache_dir):
   if config.task == 'translate':
     config.update(SMALLER_TRANSLATION_BATCH)
   config.data_dir, config.cache_dir = data_dir, cache_dir
+  if not config.num_devices:
+    # The whole test mesh would shard a preset its real run does not (a
+    # third of a smoke run's time, for a preset of one device).
+    rows = config.batch_size // config.grad_accum_steps
+    most = min(jax.device_count(),
+               cli.cpu_device_count(config.cpu_devices, rows))
+    config.num_devices = max(d for d in range(1, most + 1) if rows % d == 0)
   return config
+
+
+def shared_one_step_run(preset, data_dir, cache_dir, run_dir) -> str:
+  """The workdir of `preset`'s one-step run in `run_dir`, which the test
+  run's workers share: the first test to need it trains it, under a lock;
+  the others (its own smoke test, the presets starting from it) reuse it."""
+  workdir = os.path.join(run_dir, preset)
+  done = workdir + '.done'
+  with open(workdir + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not os.path.exists(done):
+      shutil.rmtree(workdir, ignore_errors=True)  # a failed attempt's
+      loop.train_and_evaluate(one_step_config(preset, data_dir, cache_dir),
+                              workdir)
+      open(done, 'w').close()
+  return workdir
 
 
 def test_presets_are_found():
@@ -53,29 +83,31 @@ def test_presets_are_found():
 
 @pytest.mark.parametrize('preset', PRESETS)
 def test_preset_trains_one_step(preset, shared_data_dir, shared_cache_dir,
-                                tmp_path):
+                                shared_run_dir, tmp_path):
   config = one_step_config(preset, shared_data_dir, shared_cache_dir)
-  if preset in PRETRAINED_FROM:
-    key, source = PRETRAINED_FROM[preset]
-    config[key] = str(tmp_path / source)
-    loop.train_and_evaluate(
-        one_step_config(source, shared_data_dir, shared_cache_dir),
-        config[key])
-    tmp_path = tmp_path / preset
+  if preset in SOURCES:
+    workdir = shared_one_step_run(preset, shared_data_dir, shared_cache_dir,
+                                  shared_run_dir)
+  else:
+    if preset in PRETRAINED_FROM:
+      key, source = PRETRAINED_FROM[preset]
+      config[key] = shared_one_step_run(source, shared_data_dir,
+                                        shared_cache_dir, shared_run_dir)
+    workdir = str(tmp_path)
+    loop.train_and_evaluate(config, workdir)
 
-  results = loop.train_and_evaluate(config, str(tmp_path))
-
+  records = read_metrics(workdir)
   if config.task == 'ngram':  # estimated by counting: one record, a model
-    records = read_metrics(str(tmp_path))
     assert [r['step'] for r in records] == [1]
-    assert records[0]['eval_perplexity'] > 1 and results['eval_loss'] > 0
-    assert os.path.exists(tmp_path / 'model.arpa')
+    assert records[0]['eval_perplexity'] > 1
+    assert records[0]['eval_loss'] > 0
+    assert os.path.exists(os.path.join(workdir, 'model.arpa'))
     return
 
-  records = read_metrics(str(tmp_path))
   assert [r['step'] for r in records if 'train_loss' in r] == [1]
-  assert [r['step'] for r in records if 'eval_loss' in r] == [1]
-  assert results['eval_loss'] > 0
-  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  evaluated = [r for r in records if 'eval_loss' in r]
+  assert [r['step'] for r in evaluated] == [1]
+  assert evaluated[0]['eval_loss'] > 0
+  reader = checkpoint.Checkpointer(workdir, async_save=False)
   assert reader.steps() == [1]
   reader.close()

@@ -4,6 +4,7 @@ vocabularies, batches and losses, a short training run through the one
 loop (BLEU and test figures in metrics.jsonl), `experiments.translate` end
 to end, and one-line errors for bad input."""
 
+import functools
 import gzip
 import json
 import os
@@ -93,16 +94,17 @@ def test_joint_and_separate_vocabularies(make_config):
 
 
 def test_batches_and_losses(make_config):
-  import jax
   task = tasks.make_task(make_config(label_smoothing=0.1))
   task.prepare()
   assert task.steps_per_epoch == 400 // 16
   batch = next(task.train_stream(slice(None)))
   assert batch['inputs'].shape[0] == 16
   assert set(batch) == {'inputs', 'decoder_inputs', 'targets', 'weights'}
-  params = task.model.init(jax.random.key(0),
-                           task.dummy_batch()['inputs'])['params']
-  metrics = task.loss(params, batch, jax.random.key(1), train=False)
+  # Jitted: run op by op, the initialiser and the loss take seconds more.
+  params = jax.jit(task.model.init)(jax.random.key(0),
+                                    task.dummy_batch()['inputs'])['params']
+  metrics = jax.jit(functools.partial(task.loss, train=False))(
+      params, batch, jax.random.key(1))
   assert set(metrics) == {'loss', 'nll', 'accuracy'}
   assert float(metrics['loss'][1]) == batch['weights'].sum()
   assert metrics['loss'][0] > metrics['nll'][0]  # smoothing costs extra
@@ -256,17 +258,16 @@ def test_train_with_missing_data_is_one_error_line(tmp_path):
 
 
 def test_attention_of_a_context_vector_model_is_an_error(make_config):
-  import jax
   task = tasks.make_task(make_config(multi30k_gru_bahdanau,
                                      rnn_attention='none'))
   task.prepare()
-  params = task.model.init(jax.random.key(0),
-                           task.dummy_batch()['inputs'])['params']
+  params = jax.jit(task.model.init)(jax.random.key(0),
+                                    task.dummy_batch()['inputs'])['params']
   with pytest.raises(ValueError, match='no attention'):
     task.translator.attention(params, 'Ein hund.', [5, 6])
   with_attention = tasks.make_task(make_config(multi30k_gru_bahdanau))
   with_attention.prepare()
-  params = with_attention.model.init(
+  params = jax.jit(with_attention.model.init)(
       jax.random.key(0), with_attention.dummy_batch()['inputs'])['params']
   weights = with_attention.translator.attention(params, 'Ein hund.', [5, 6])
   source = with_attention.translator.source_ids('Ein hund.')
