@@ -92,9 +92,9 @@ def test_dropout_only_in_training():
   model = BertClassifier(TINY, num_classes=3, pooling='mean')
   params = _init(model)
   tokens = jnp.array([[2, 9, 10, 11, 3]])
-  apply = lambda train, seed: model.apply(  # noqa: E731
+  apply = jax.jit(lambda train, seed: model.apply(
       {'params': params}, tokens, train=train,
-      rngs={'dropout': jax.random.key(seed)})
+      rngs={'dropout': jax.random.key(seed)}), static_argnums=0)
   np.testing.assert_array_equal(apply(False, 0), apply(False, 1))
   assert not np.allclose(apply(True, 0), apply(True, 1))
   chex.assert_shape(apply(False, 0), (1, 3))

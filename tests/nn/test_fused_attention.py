@@ -142,10 +142,11 @@ def test_gpt_with_the_kernel_equals_gpt_without():
   with_kernel = GPT(config)
   without = GPT(GPTConfig(**{**config.__dict__, 'fused_attention': False}))
   tokens = jax.random.randint(jax.random.key(11), (3, 20), 0, 17)
-  params = without.init(jax.random.key(12), tokens)
+  # Jitted: op by op, a GPT's passes take seconds each.
+  params = jax.jit(without.init)(jax.random.key(12), tokens)
   loss = lambda model, p: jnp.mean(
       jax.nn.log_softmax(model.apply(p, tokens))[..., 0])
-  _close(with_kernel.apply(params, tokens), without.apply(params, tokens),
-         atol=2e-5)
-  _close(jax.grad(loss, argnums=1)(with_kernel, params),
-         jax.grad(loss, argnums=1)(without, params), atol=1e-5)
+  _close(jax.jit(with_kernel.apply)(params, tokens),
+         jax.jit(without.apply)(params, tokens), atol=2e-5)
+  gradient = lambda model: jax.jit(jax.grad(functools.partial(loss, model)))
+  _close(gradient(with_kernel)(params), gradient(without)(params), atol=1e-5)

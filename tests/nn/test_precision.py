@@ -123,13 +123,15 @@ def test_gpt_with_bf16_matmuls_stays_close_to_float32_and_trains():
   full, mixed = GPT(GPTConfig(**kwargs)), GPT(GPTConfig(
       **kwargs, matmul_dtype='bfloat16'))
   tokens = jax.random.randint(jax.random.key(6), (2, 48), 0, 96)
-  params = full.init(jax.random.key(7), tokens)['params']
+  # Jitted: op by op, a GPT's passes take seconds each.
+  params = jax.jit(full.init)(jax.random.key(7), tokens)['params']
 
   def loss(model, p):
     logits = model.apply({'params': p}, tokens)
     return -jnp.mean(jax.nn.log_softmax(logits)[..., 0])
 
-  want, want_grads = jax.value_and_grad(lambda p: loss(full, p))(params)
+  want, want_grads = jax.jit(jax.value_and_grad(lambda p: loss(full, p)))(
+      params)
   got, grads = jax.jit(jax.value_and_grad(lambda p: loss(mixed, p)))(params)
   np.testing.assert_allclose(got, want, rtol=1e-2)
   flat = lambda t: jnp.concatenate(  # noqa: E731
@@ -137,7 +139,12 @@ def test_gpt_with_bf16_matmuls_stays_close_to_float32_and_trains():
   cosine = jnp.vdot(flat(grads), flat(want_grads)) / (
       jnp.linalg.norm(flat(grads)) * jnp.linalg.norm(flat(want_grads)))
   assert cosine > 0.99
-  assert not np.allclose(got, want, rtol=1e-7, atol=0)  # it did round
+  # It did round. (Not seen in the loss: at initialisation the logits are
+  # so small that it is log(96) to float32's precision either way.)
+  got, want = (np.asarray(jax.jit(model.apply)({'params': params}, tokens))
+               for model in (mixed, full))
+  assert not np.allclose(got, want, rtol=1e-4, atol=0)
+  assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
 
 
 @pytest.mark.parametrize('tie', [False, True])
@@ -150,9 +157,10 @@ def test_rnn_lm_softmax_layer_with_bf16_matmuls(tie):
   full, mixed = RNNLM(RNNLMConfig(**kwargs)), RNNLM(RNNLMConfig(
       **kwargs, matmul_dtype='bfloat16'))
   tokens = jax.random.randint(jax.random.key(8), (4, 20), 0, 100)
-  params = jax.tree.map(lambda x: 5 * x, full.init(jax.random.key(9), tokens))
-  want = np.asarray(full.apply(params, tokens))
-  got = np.asarray(mixed.apply(params, tokens))
+  params = jax.tree.map(lambda x: 5 * x,
+                        jax.jit(full.init)(jax.random.key(9), tokens))
+  want = np.asarray(jax.jit(full.apply)(params, tokens))
+  got = np.asarray(jax.jit(mixed.apply)(params, tokens))
   scale = np.abs(want).max()
   assert scale > 1
   assert np.abs(got - want).max() < 0.02 * scale
@@ -163,8 +171,9 @@ def test_rnn_lm_softmax_layer_with_bf16_matmuls(tie):
 
   flat = lambda t: jnp.concatenate(  # noqa: E731
       [a.ravel() for a in jax.tree.leaves(t)])
-  grads, want_grads = (flat(jax.grad(lambda p, m=m: loss(m, p))(params))
-                       for m in (mixed, full))
+  grads, want_grads = (
+      flat(jax.jit(jax.grad(lambda p, m=m: loss(m, p)))(params))
+      for m in (mixed, full))
   cosine = jnp.vdot(grads, want_grads) / (
       jnp.linalg.norm(grads) * jnp.linalg.norm(want_grads))
   assert cosine > 0.99
@@ -179,7 +188,7 @@ def test_bert_classifier_with_bf16_matmuls_trains_one_step():
   model = BertClassifier(config, num_classes=2, pooling='mean')
   tokens = jax.random.randint(jax.random.key(10), (4, 32), 1, 200)
   labels = jnp.array([0, 1, 1, 0])
-  params = model.init(jax.random.key(11), tokens)['params']
+  params = jax.jit(model.init)(jax.random.key(11), tokens)['params']
   tx = optax.adam(1e-2)
 
   @jax.jit
