@@ -110,7 +110,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.pooling = 'last'  # the classifier's sentence vector, or 'max', 'mean',
   # 'concat' (all three), 'attention' (learned additive attention)
   c.pretrained_lm = ''  # workdir of an LM whose embeddings and RNN start
-  # the classifier (ULMFiT)
+  # the classifier (ULMFiT), or, for a recurrent word LM, the whole LM (its
+  # vocabulary matched by word: ULMFiT's general-domain stage)
   c.elmo_bilm = ''  # workdir of a bi-LM ('bilm') whose ELMo vectors join
   # the word embeddings (needs frozen_params='elmo/bilm')
   # Task 'classify' only:

@@ -58,7 +58,8 @@ class LanguageModelingTask(Task):
 
   Config keys read here: corpus, tokenizer ('char' or 'word'), min_count
   (GLUE sentences only), data_dir, cache_dir, block_size, batch_size,
-  lm_batching, seed, eval_steps, model and the model's own keys.
+  lm_batching, seed, eval_steps, pretrained_lm (a recurrent word LM only),
+  model and the model's own keys.
   """
 
   def prepare(self) -> None:
@@ -66,6 +67,11 @@ class LanguageModelingTask(Task):
     if cfg.lm_batching not in ('random_windows', 'contiguous'):
       raise ValueError(f"unknown lm_batching {cfg.lm_batching!r}: use "
                        "'random_windows' or 'contiguous'")
+    if cfg.get('pretrained_lm') and (cfg.model, cfg.tokenizer) != (
+        'rnn_lm', 'word'):
+      raise ValueError("pretrained_lm starts a recurrent word LM (model "
+                       "'rnn_lm', tokenizer 'word') from another; leave it "
+                       f"empty for model {cfg.model!r}")
     texts = split_texts(cfg)
     if cfg.tokenizer == 'char':
       # nanoGPT's vocabulary: every character of the corpus, test split
@@ -90,6 +96,18 @@ class LanguageModelingTask(Task):
     if cfg.lm_batching == 'contiguous':
       self._streams = pipelines.ContiguousStreams(
           self.tokens['train'], cfg.block_size, cfg.batch_size)
+
+  def pretrained_params(self, params: Any) -> Any:
+    """With `pretrained_lm`, a recurrent LM starts from that LM run's
+    weights, its vocabulary matched word by word (`pretrained.lm_from_lm`):
+    ULMFiT's LM of general text, fine-tuned on the task's own."""
+    if not self.config.pretrained_lm:
+      return params
+    # Imported here: `pretrained` imports the bi-LM task, which imports this
+    # module.
+    from lm_jax.tasks import pretrained
+    return pretrained.lm_from_lm(params, self.config.pretrained_lm,
+                                 self.tokenizer)
 
   def save_assets(self, workdir: str) -> None:
     self.tokenizer.save(os.path.join(workdir, 'tokenizer.json'))

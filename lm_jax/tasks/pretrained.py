@@ -14,6 +14,8 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
 
 from lm_jax.data import tokenizers
 from lm_jax.models.elmo import ElmoEmbedder
@@ -125,3 +127,63 @@ def elmo_weights(params: Any, workdir: str) -> Any:
   """A `models.elmo.WithElmo` model's `params` with its bi-LM's weights
   from the bi-LM run in `workdir`."""
   return pretrained_lm(params, workdir, {ELMO_BILM: ''})
+
+
+# Where a recurrent LM's parameters have one entry per word: path -> axis.
+_VOCAB_AXES = {('token_embedding', 'embedding'): 0, ('output_bias',): 0,
+               ('output', 'kernel'): 1, ('output', 'bias'): 0}
+
+
+def rows_by_word(source_words: list[str], words: list[str]) -> np.ndarray:
+  """int `[len(words)]`: each word's id in `source_words`, -1 where absent."""
+  index = {w: i for i, w in enumerate(source_words)}
+  return np.array([index.get(w, -1) for w in words], np.int64)
+
+
+def lm_from_lm(params: Any, workdir: str,
+               tokenizer: tokenizers.Tokenizer) -> Any:
+  """A recurrent LM's fresh `params`, all taken from the LM run in `workdir`
+  whose vocabulary may differ: ULMFiT's second stage, an LM of general text
+  fine-tuned on the task's own.
+
+  The layers are copied as they are. The embedding rows, and a softmax's
+  columns and biases, are matched by word; a word the source never saw
+  starts at the mean of the source's rows, as in ULMFiT.
+
+  Raises:
+    ValueError: `workdir` is not a recurrent word LM's run, or its sizes
+      differ from this model's.
+  """
+  run_config = load_run_config(workdir)
+  if (run_config.get('task', 'lm'), run_config.get('model')) != (
+      'lm', 'rnn_lm'):
+    raise ValueError(f'{workdir} is not a recurrent LM run (task '
+                     f'{run_config.get("task")!r}, model '
+                     f'{run_config.get("model")!r})')
+  source_tokenizer = load_tokenizer(workdir)
+  if not (isinstance(source_tokenizer, tokenizers.WordTokenizer)
+          and isinstance(tokenizer, tokenizers.WordTokenizer)):
+    raise ValueError('an LM starts from another only between word '
+                     "vocabularies (tokenizer 'word')")
+  rows = rows_by_word(source_tokenizer.words, tokenizer.words)
+  source = traverse_util.flatten_dict(load_params(workdir))
+  mine = traverse_util.flatten_dict(params)
+  if set(source) != set(mine):
+    raise ValueError(f'the LM in {workdir} has other layers than this one: '
+                     'give this model the settings that run used')
+  out = {}
+  for path, new in mine.items():
+    old = np.asarray(source[path])
+    axis = _VOCAB_AXES.get(path)
+    if axis is not None:
+      known = np.expand_dims(rows >= 0, 1 - axis) if old.ndim == 2 else (
+          rows >= 0)
+      old = np.where(known, np.take(old, np.maximum(rows, 0), axis),
+                     old.mean(axis, keepdims=True))
+    if old.shape != new.shape:
+      raise ValueError(f'the LM in {workdir} does not fit this model at '
+                       f'{"/".join(path)}: {old.shape} vs {new.shape}; give '
+                       'this model the sizes that run used')
+    out[path] = jnp.asarray(old, new.dtype)
+  return traverse_util.unflatten_dict(out)
+

@@ -8,6 +8,8 @@ import pytest
 from experiments.configs import sst2_bilm, sst2_bilstm_elmo, sst2_lm
 from experiments.configs import sst2_ulmfit
 from lm_jax import tasks
+from lm_jax.data import tokenizers
+from lm_jax.models import build_model
 from lm_jax.tasks import pretrained
 from lm_jax.train import loop
 from lm_jax.train.checkpoint import load_params
@@ -128,6 +130,55 @@ def test_ulmfit_from_an_lm_with_two_gate_biases(runs, raw_dir, tmp_path):
   # The other way round: a one-bias LM into a two-bias classifier.
   config.pretrained_lm = runs['lm']
   with pytest.raises(ValueError, match='lstm_second_bias False'):
+    tasks.make_task(config).prepare()
+
+
+def test_an_lm_starts_from_another_lm_word_by_word(runs, raw_dir):
+  """ULMFiT's general-domain stage: an LM of other text starts this one;
+  the layers are copied, the rows matched by word, and a word the source
+  never saw starts at the mean of its rows."""
+  source = load_params(runs['lm'])
+  source_words = pretrained.load_tokenizer(runs['lm']).words
+  config = _tiny(sst2_lm.get_config(), raw_dir, runs['cache'],
+                 embed_dim=SIZE, hidden_size=SIZE, block_size=4,
+                 pretrained_lm=runs['lm'])
+  picked = [5, 2, 1, 0, 3]
+  tokenizer = tokenizers.WordTokenizer(
+      [source_words[i] for i in picked] + ['a-word-it-never-saw'])
+  model = build_model(config, tokenizer.vocab_size)
+  params = jax.jit(model.init)(jax.random.key(1),
+                               np.zeros((1, 4), np.int32))['params']
+  out = pretrained.lm_from_lm(params, runs['lm'], tokenizer)
+
+  rows = lambda tree: (np.asarray(tree['token_embedding']['embedding']),  # noqa
+                       np.asarray(tree['output_bias']))
+  for new, old in zip(rows(out), rows(source)):
+    np.testing.assert_array_equal(new[:len(picked)], old[picked])
+    np.testing.assert_allclose(new[-1], old.mean(0), rtol=1e-6)
+  for new, old in zip(jax.tree.leaves(out['rnn']),
+                      jax.tree.leaves(source['rnn'])):
+    np.testing.assert_array_equal(new, old)
+
+  # The task does the same with its own vocabulary.
+  task, params = _prepared(config)
+  ids = pretrained.rows_by_word(source_words, task.tokenizer.words)
+  assert (ids >= 0).all()
+  np.testing.assert_array_equal(
+      task.pretrained_params(params)['token_embedding']['embedding'],
+      np.asarray(source['token_embedding']['embedding'])[ids])
+
+  with pytest.raises(ValueError, match='does not fit'):
+    wider = build_model(_tiny(sst2_lm.get_config(), raw_dir, runs['cache'],
+                              embed_dim=2 * SIZE, hidden_size=2 * SIZE),
+                        tokenizer.vocab_size)
+    pretrained.lm_from_lm(
+        jax.jit(wider.init)(jax.random.key(1),
+                            np.zeros((1, 4), np.int32))['params'],
+        runs['lm'], tokenizer)
+  with pytest.raises(ValueError, match='not a recurrent LM run'):
+    pretrained.lm_from_lm(params, runs['bilm'], tokenizer)
+  config.model = 'gpt'
+  with pytest.raises(ValueError, match="pretrained_lm starts a recurrent"):
     tasks.make_task(config).prepare()
 
 
