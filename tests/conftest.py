@@ -67,6 +67,10 @@ jax.config.update('jax_compilation_cache_dir', _XLA_CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 _TFDS_CACHE = _test_run_dir('tfds_cache')
+# Made here, on import, like the caches: the xdist controller imports this
+# file before it starts the workers, so they inherit one folder. (A fixture
+# runs only in the workers, each of which would make its own.)
+_RUN_DIR = _test_run_dir('runs')
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CORPUS_CHARS = 20_000
@@ -90,7 +94,7 @@ def shared_data_dir() -> str:
 def shared_run_dir() -> str:
   """A folder for runs the test run's workers share (each made by the
   first test to need it, under a lock of its own)."""
-  return _test_run_dir('runs')
+  return _RUN_DIR
 
 
 @pytest.fixture(scope='session')

@@ -82,7 +82,7 @@ def train(model, steps, learning_rate, seed=0):
   return params
 
 
-# One set-up keeps the fast suite under its time; all four run with
+# One set-up keeps the fast suite under its time; the other three run with
 # ./launch.sh test-slow. (The Transformer's learning is also checked by
 # tests/tasks/test_translation.py, on a tiny word-for-word corpus.)
 _SLOW_SETUPS = ('gru_context_vector', 'lstm_luong_general', 'transformer')

@@ -139,8 +139,8 @@ def test_gpt_with_bf16_matmuls_stays_close_to_float32_and_trains():
   cosine = jnp.vdot(flat(grads), flat(want_grads)) / (
       jnp.linalg.norm(flat(grads)) * jnp.linalg.norm(flat(want_grads)))
   assert cosine > 0.99
-  # It did round. (Not seen in the loss: at initialisation the logits are
-  # so small that it is log(96) to float32's precision either way.)
+  # It did round. (Not seen in the loss, whose mean averages the rounding
+  # errors away to float32's last digit.)
   got, want = (np.asarray(jax.jit(model.apply)({'params': params}, tokens))
                for model in (mixed, full))
   assert not np.allclose(got, want, rtol=1e-4, atol=0)

@@ -182,6 +182,49 @@ def test_an_lm_starts_from_another_lm_word_by_word(runs, raw_dir):
     tasks.make_task(config).prepare()
 
 
+@pytest.mark.parametrize('tie', [True, False])
+def test_an_lm_from_another_predicts_the_shared_words_as_it_did(monkeypatch,
+                                                                tie):
+  """Tied (embedding rows, output bias) or not (softmax columns and bias):
+  the logits of words both vocabularies hold are the source's; an unseen
+  word's rows are the source's means."""
+  config = sst2_lm.get_config()
+  config.embed_dim = config.hidden_size = SIZE
+  config.tie_embeddings = tie
+  source_words = ['<unk>', '<eos>', 'a', 'b', 'c', 'd']
+  source_model = build_model(config, len(source_words))
+  source = jax.jit(source_model.init)(
+      jax.random.key(0), np.zeros((1, 4), np.int32))['params']
+  monkeypatch.setattr(pretrained, 'load_run_config',
+                      lambda _: {'task': 'lm', 'model': 'rnn_lm'})
+  monkeypatch.setattr(pretrained, 'load_tokenizer',
+                      lambda _: tokenizers.WordTokenizer(source_words))
+  monkeypatch.setattr(pretrained, 'load_params', lambda _: source)
+  words = ['d', '<unk>', 'unseen', 'b', '<eos>']
+  model = build_model(config, len(words))
+  params = jax.jit(model.init)(jax.random.key(1),
+                               np.zeros((1, 4), np.int32))['params']
+
+  out = pretrained.lm_from_lm(params, 'a run', tokenizers.WordTokenizer(words))
+
+  shared = [0, 1, 3, 4]  # ids here of d, <unk>, b, <eos>
+  there = [5, 0, 3, 1]  # their ids in the source
+  text = np.array([[3, 0, 4, 1, 3]])
+  got = jax.jit(model.apply)({'params': out}, text)
+  want = jax.jit(source_model.apply)({'params': source},
+                                     np.asarray(there)[np.searchsorted(
+                                         shared, text)])
+  np.testing.assert_allclose(got[..., shared], want[..., there], rtol=1e-5,
+                             atol=1e-6)
+  if tie:
+    np.testing.assert_allclose(out['token_embedding']['embedding'][2],
+                               source['token_embedding']['embedding'].mean(0),
+                               rtol=1e-6)
+  else:
+    np.testing.assert_allclose(out['output']['kernel'][:, 2],
+                               source['output']['kernel'].mean(1), rtol=1e-6)
+
+
 def test_bilm_forget_bias_is_the_models(raw_dir, runs):
   config = _tiny(sst2_bilm.get_config(), raw_dir, runs['cache'],
                  hidden_size=SIZE)
