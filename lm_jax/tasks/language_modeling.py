@@ -67,11 +67,16 @@ class LanguageModelingTask(Task):
     if cfg.lm_batching not in ('random_windows', 'contiguous'):
       raise ValueError(f"unknown lm_batching {cfg.lm_batching!r}: use "
                        "'random_windows' or 'contiguous'")
-    if cfg.get('pretrained_lm') and (cfg.model, cfg.tokenizer) != (
-        'rnn_lm', 'word'):
-      raise ValueError("pretrained_lm starts a recurrent word LM (model "
-                       "'rnn_lm', tokenizer 'word') from another; leave it "
-                       f"empty for model {cfg.model!r}")
+    if cfg.get('pretrained_lm'):
+      if (cfg.model, cfg.tokenizer) != ('rnn_lm', 'word'):
+        raise ValueError(
+            "pretrained_lm starts a recurrent word LM (model 'rnn_lm', "
+            "tokenizer 'word') from another; leave it empty for model "
+            f"{cfg.model!r} with tokenizer {cfg.tokenizer!r}")
+      # Imported here: `pretrained` imports the bi-LM task, which imports
+      # this module.
+      from lm_jax.tasks import pretrained
+      pretrained.lm_run_config(cfg.pretrained_lm)  # fails before training
     texts = split_texts(cfg)
     if cfg.tokenizer == 'char':
       # nanoGPT's vocabulary: every character of the corpus, test split
@@ -101,11 +106,9 @@ class LanguageModelingTask(Task):
     """With `pretrained_lm`, a recurrent LM starts from that LM run's
     weights, its vocabulary matched word by word (`pretrained.lm_from_lm`):
     ULMFiT's LM of general text, fine-tuned on the task's own."""
-    if not self.config.pretrained_lm:
+    if not self.config.get('pretrained_lm'):
       return params
-    # Imported here: `pretrained` imports the bi-LM task, which imports this
-    # module.
-    from lm_jax.tasks import pretrained
+    from lm_jax.tasks import pretrained  # (see `prepare`)
     return pretrained.lm_from_lm(params, self.config.pretrained_lm,
                                  self.tokenizer)
 

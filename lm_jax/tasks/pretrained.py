@@ -140,6 +140,23 @@ def rows_by_word(source_words: list[str], words: list[str]) -> np.ndarray:
   return np.array([index.get(w, -1) for w in words], np.int64)
 
 
+def lm_run_config(workdir: str) -> dict:
+  """The config.json of the recurrent LM run in `workdir`.
+
+  Raises:
+    FileNotFoundError: `workdir` is not a finished run's workdir.
+    ValueError: it is another kind of run.
+  """
+  run_config = load_run_config(workdir)
+  if (run_config.get('task', 'lm'), run_config.get('model')) != (
+      'lm', 'rnn_lm'):
+    raise ValueError(f'{workdir} is not a recurrent LM run (task '
+                     f'{run_config.get("task")!r}, model '
+                     f'{run_config.get("model")!r}); point pretrained_lm '
+                     "at the workdir of a model 'rnn_lm' run")
+  return run_config
+
+
 def lm_from_lm(params: Any, workdir: str,
                tokenizer: tokenizers.Tokenizer) -> Any:
   """A recurrent LM's fresh `params`, all taken from the LM run in `workdir`
@@ -154,12 +171,7 @@ def lm_from_lm(params: Any, workdir: str,
     ValueError: `workdir` is not a recurrent word LM's run, or its sizes
       differ from this model's.
   """
-  run_config = load_run_config(workdir)
-  if (run_config.get('task', 'lm'), run_config.get('model')) != (
-      'lm', 'rnn_lm'):
-    raise ValueError(f'{workdir} is not a recurrent LM run (task '
-                     f'{run_config.get("task")!r}, model '
-                     f'{run_config.get("model")!r})')
+  lm_run_config(workdir)
   source_tokenizer = load_tokenizer(workdir)
   if not (isinstance(source_tokenizer, tokenizers.WordTokenizer)
           and isinstance(tokenizer, tokenizers.WordTokenizer)):

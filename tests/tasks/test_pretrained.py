@@ -177,6 +177,10 @@ def test_an_lm_starts_from_another_lm_word_by_word(runs, raw_dir):
         runs['lm'], tokenizer)
   with pytest.raises(ValueError, match='not a recurrent LM run'):
     pretrained.lm_from_lm(params, runs['bilm'], tokenizer)
+  # A wrong source fails in `prepare`, before any training.
+  config.pretrained_lm = runs['bilm']
+  with pytest.raises(ValueError, match='not a recurrent LM run'):
+    tasks.make_task(config).prepare()
   config.model = 'gpt'
   with pytest.raises(ValueError, match="pretrained_lm starts a recurrent"):
     tasks.make_task(config).prepare()
