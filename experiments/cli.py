@@ -424,6 +424,13 @@ def check_values(config: ml_collections.ConfigDict) -> None:
       'rnn_lm', 'classifier'):
     fail(f"lstm_second_bias applies to the LSTMs of models 'rnn_lm' and "
          f"'classifier', not {config.get('model')!r}; leave it False")
+  if config.get('pretrained_lm') and (
+      config.get('task'), config.get('model')) not in (
+          ('classify', 'classifier'), ('lm', 'rnn_lm')):
+    fail("pretrained_lm starts a recurrent classifier or LM (task "
+         "'classify' with model 'classifier', or 'lm' with 'rnn_lm'), not "
+         f"task {config.get('task')!r} with model {config.get('model')!r}; "
+         "leave it empty")
   if config.get('task') != 'classify':
     # Only a classifier's labelled examples are sampled or filtered.
     for key in ('whole_sentences', 'max_train_examples'):

@@ -178,6 +178,12 @@ BAD_TRAIN_ARGS = {
                               '--config.lstm_second_bias=True'],
                              "lstm_second_bias applies to the LSTMs of "
                              "models 'rnn_lm' and 'classifier', not 'gpt'"),
+    'pretrained_lm_of_a_tagger': (
+        ['--config=' + os.path.join(CONFIG_DIR, 'udpos_bilstm.py'),
+         '--config.pretrained_lm=runs/sst2_lm'],
+        "pretrained_lm starts a recurrent classifier or LM (task 'classify' "
+        "with model 'classifier', or 'lm' with 'rnn_lm'), not task 'tag' "
+        "with model 'tagger'"),
     'whole_sentences_of_an_lm': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_lm.py'),
          '--config.whole_sentences=True'],
