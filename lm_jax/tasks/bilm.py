@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from lm_jax import losses
+from lm_jax.data.corpus_texts import split_texts
 from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.elmo import BiLM, BiLMConfig, bilm_targets, frame
 from lm_jax.tasks.base import Metrics
-from lm_jax.tasks.language_modeling import split_texts
 from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 
 # '<pad>' must be id 0 (padding); '<s>' and '</s>' frame every sentence.

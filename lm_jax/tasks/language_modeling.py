@@ -14,33 +14,12 @@ import numpy as np
 from lm_jax import decode, losses
 from lm_jax.data import pipelines
 from lm_jax.data import tokenizers
-from lm_jax.data.builders import conllu, glue_tsv
-from lm_jax.data.builders.text_corpus import CORPORA, load_text
+from lm_jax.data.builders import glue_tsv
+from lm_jax.data.corpus_texts import split_texts
 from lm_jax.models import build_model
+from lm_jax.tasks import pretrained
 from lm_jax.tasks.base import Metrics, Task
 from lm_jax.train import parallel
-
-
-def split_texts(cfg) -> dict[str, str]:
-  """Each split's text: 'train', 'validation' and, where the corpus has one,
-  'test'. A GLUE dataset gives its sentences one a line (its test split,
-  unlabelled anyway, is left out); a UD treebank its sentences' words, one
-  sentence a line, tags dropped."""
-  if cfg.corpus in glue_tsv.DATASETS:
-    return {split: ''.join(s + '\n' for s in glue_tsv.load_examples(
-        cfg.corpus, split, cfg.data_dir, cfg.cache_dir)[0])
-            for split in ('train', 'validation')}
-  if cfg.corpus in conllu.TREEBANKS:
-    return {split: conllu.load_text(cfg.corpus, split, cfg.data_dir,
-                                    cfg.cache_dir)
-            for split in ('train', 'validation', 'test')}
-  if cfg.corpus not in CORPORA:
-    known = [*CORPORA, *glue_tsv.DATASETS, *conllu.TREEBANKS]
-    raise ValueError(f'unknown corpus {cfg.corpus!r}; known: {sorted(known)}')
-  splits = ['train', 'validation'] + (
-      ['test'] if 'test' in CORPORA[cfg.corpus].files else [])
-  return {split: load_text(cfg.corpus, split, cfg.data_dir, cfg.cache_dir)
-          for split in splits}
 
 
 class LanguageModelingTask(Task):
@@ -73,9 +52,6 @@ class LanguageModelingTask(Task):
             "pretrained_lm starts a recurrent word LM (model 'rnn_lm', "
             "tokenizer 'word') from another; leave it empty for model "
             f"{cfg.model!r} with tokenizer {cfg.tokenizer!r}")
-      # Imported here: `pretrained` imports the bi-LM task, which imports
-      # this module.
-      from lm_jax.tasks import pretrained
       pretrained.lm_run_config(cfg.pretrained_lm)  # fails before training
     texts = split_texts(cfg)
     if cfg.tokenizer == 'char':
@@ -108,7 +84,6 @@ class LanguageModelingTask(Task):
     ULMFiT's LM of general text, fine-tuned on the task's own."""
     if not self.config.get('pretrained_lm'):
       return params
-    from lm_jax.tasks import pretrained  # (see `prepare`)
     return pretrained.lm_from_lm(params, self.config.pretrained_lm,
                                  self.tokenizer)
 
