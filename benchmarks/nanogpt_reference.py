@@ -99,14 +99,14 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), targets.view(-1))
 
 
-def lr_at(it):
-    """Linear warm-up for WARMUP_ITERS steps, then cosine decay to MIN_LR."""
+def lr_at(it, peak=LR):
+    """Linear warm-up to ``peak`` for WARMUP_ITERS steps, then cosine decay to MIN_LR."""
     if it < WARMUP_ITERS:
-        return LR * (it + 1) / (WARMUP_ITERS + 1)
+        return peak * (it + 1) / (WARMUP_ITERS + 1)
     if it > DECAY_ITERS:
         return MIN_LR
     ratio = (it - WARMUP_ITERS) / (DECAY_ITERS - WARMUP_ITERS)
-    return MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (LR - MIN_LR)
+    return MIN_LR + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (peak - MIN_LR)
 
 
 def get_batch(data):
@@ -148,6 +148,8 @@ def main():
                         default=len(os.sched_getaffinity(0)),
                         help="every core this process may use, as XLA does")
     parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--learning_rate", type=float, default=LR,
+                        help="peak rate (nanoGPT's recipe: 1e-3)")
     parser.add_argument("--bias", action="store_true",
                         help="biases in Linear/LayerNorm (nanoGPT's default is off)")
     parser.add_argument("--data", default=DATA_PATH,
@@ -169,7 +171,7 @@ def main():
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.99))
     n_params = sum(p.numel() for p in params) - model.wpe.weight.numel()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"vocab {len(chars)}, params {n_params / 1e6:.2f}M (excl. positions)")
@@ -184,7 +186,7 @@ def main():
             break
         t0 = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(it)
+            group["lr"] = lr_at(it, args.learning_rate)
         loss = model(*get_batch(splits["train"]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
