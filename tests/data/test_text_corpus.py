@@ -6,8 +6,10 @@ the download test serves the file from memory.
 """
 
 import gzip
+import importlib
 import io
 import os
+import tempfile
 import time
 import urllib.request
 
@@ -199,3 +201,23 @@ def test_unknown_corpus_and_split_raise_value_error(tiny_corpus_dir,
     load_text('wikitext', 'train', tiny_corpus_dir, tiny_cache_dir)
   with pytest.raises(ValueError, match='test'):
     load_text('tiny_shakespeare', 'test', tiny_corpus_dir, tiny_cache_dir)
+
+
+@pytest.mark.parametrize('module,builder_name', [
+    ('text_corpus', 'TextCorpus'), ('glue_tsv', 'GlueTsv'),
+    ('conllu', 'ConlluTreebank'),
+    ('parallel_corpus', 'ParallelCorpusBuilder')])
+def test_making_a_builder_leaves_no_temporary_folder(module, builder_name,
+                                                     monkeypatch, tmp_path):
+  """tfds asks its GCS bucket for a dataset not yet prepared, through a
+  temporary folder it never removes: one leaked folder a run."""
+  temp = tmp_path / 'temp'
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))
+  builder_class = getattr(
+      importlib.import_module(f'lm_jax.data.builders.{module}'), builder_name)
+  builder = builder_class(config=builder_class.BUILDER_CONFIGS[0].name,
+                          data_dir=str(tmp_path / 'cache'),
+                          file_format='array_record')
+  assert not builder.is_prepared()
+  assert not list(temp.iterdir())

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+from lm_jax.data.builders.raw_files import (LocalDatasetInfo,
+                                            RawFileBuilder, prepared,
                                             read_split, read_text)
 
 # The 17 universal part-of-speech tags of UD v2, in the UD guidelines' order.
@@ -122,8 +123,8 @@ class ConlluTreebank(RawFileBuilder):
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in TREEBANKS]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+  def _info(self) -> LocalDatasetInfo:
+    return LocalDatasetInfo(
         builder=self,
         description='Sentences of a UD treebank: word forms and UPOS tags.',
         features=tfds.features.FeaturesDict({

@@ -20,7 +20,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+from lm_jax.data.builders.raw_files import (LocalDatasetInfo,
+                                            RawFileBuilder, prepared,
                                             read_split, read_text)
 
 UNLABELLED = -1
@@ -110,8 +111,8 @@ class GlueTsv(RawFileBuilder):
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in DATASETS]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+  def _info(self) -> LocalDatasetInfo:
+    return LocalDatasetInfo(
         builder=self,
         description='Sentences of a GLUE single-sentence task and their '
                     f'labels ({UNLABELLED} where unlabelled).',

@@ -28,7 +28,8 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+from lm_jax.data.builders.raw_files import (LocalDatasetInfo,
+                                            RawFileBuilder, prepared,
                                             read_split, read_text)
 
 _MULTI30K_URL = ('https://raw.githubusercontent.com/multi30k/dataset/'
@@ -149,8 +150,8 @@ class ParallelCorpusBuilder(RawFileBuilder):
   def corpus(self) -> ParallelCorpus:
     return self.source
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+  def _info(self) -> LocalDatasetInfo:
+    return LocalDatasetInfo(
         builder=self,
         description='Sentence pairs of a parallel corpus, in file order.',
         features=tfds.features.FeaturesDict(

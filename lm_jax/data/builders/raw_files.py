@@ -77,6 +77,19 @@ def local_file(raw_dir: str, relative: str) -> Optional[str]:
   return None
 
 
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+  """A builder's `DatasetInfo`, which never asks tfds's GCS bucket for
+  precomputed metadata.
+
+  Our corpora are not on the bucket, and tfds 4.9.10 makes a temporary
+  folder for the answer before asking and never removes it: every builder
+  constructed before its dataset is prepared left an empty `/tmp/tmp*tfds`.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    pass
+
+
 class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
                      skip_registration=True):
   """A tfds builder whose examples come from raw files.
@@ -103,7 +116,7 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
     return self.SOURCES[self.builder_config.name]
 
   @abc.abstractmethod
-  def _info(self) -> tfds.core.DatasetInfo:
+  def _info(self) -> LocalDatasetInfo:
     """The dataset's features."""
 
   def existing_raw_file(self, key: str) -> Optional[str]:

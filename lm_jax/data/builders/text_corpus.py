@@ -14,7 +14,8 @@ from typing import Optional
 
 import tensorflow_datasets as tfds
 
-from lm_jax.data.builders.raw_files import (RawFileBuilder, prepared,
+from lm_jax.data.builders.raw_files import (LocalDatasetInfo,
+                                            RawFileBuilder, prepared,
                                             read_split, read_text)
 
 _CHUNK_CHARS = 1 << 16
@@ -61,8 +62,8 @@ class TextCorpus(RawFileBuilder):
   VERSION = tfds.core.Version('1.0.0')
   BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in CORPORA]
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+  def _info(self) -> LocalDatasetInfo:
+    return LocalDatasetInfo(
         builder=self,
         description='Ordered chunks of a plain-text corpus.',
         features=tfds.features.FeaturesDict({'text': tfds.features.Text()}),
