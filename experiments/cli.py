@@ -383,6 +383,30 @@ _CHOICES = {
 }
 
 
+# Settings only some runs read: key -> (those runs, in words; whether
+# `config` is one). Set anywhere else they would be silently ignored.
+_READ_ONLY_BY = {
+    'eval_streams': (
+        "a recurrent LM read in contiguous streams (model 'rnn_lm', "
+        "lm_batching 'contiguous')",
+        lambda c: (c.get('model') == 'rnn_lm'
+                   and c.get('lm_batching') == 'contiguous')),
+    'lstm_second_bias': (
+        "the LSTMs of models 'rnn_lm' and 'classifier'",
+        lambda c: c.get('model') in ('rnn_lm', 'classifier')),
+    'pretrained_lm': (
+        "a recurrent classifier or LM (task 'classify' with model "
+        "'classifier', or 'lm' with 'rnn_lm')",
+        lambda c: (c.get('task'), c.get('model')) in (
+            ('classify', 'classifier'), ('lm', 'rnn_lm'))),
+    # Only a classifier's labelled examples are sampled or filtered.
+    'whole_sentences': ("the 'classify' task's training examples",
+                        lambda c: c.get('task') == 'classify'),
+    'max_train_examples': ("the 'classify' task's training examples",
+                           lambda c: c.get('task') == 'classify'),
+}
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
   """Fails, before anything is written, on settings no run can use: sizes
   below 1 (a batch of 0 divides by 0), negative counts, rates outside
@@ -415,28 +439,10 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     # padded, and a classifier's targets have no length at all.
     fail("normalize_loss_by 'sequence' is for the 'lm' task, whose rows "
          "are whole windows; use 'token'")
-  if config.get('eval_streams') and not (
-      config.get('model') == 'rnn_lm'
-      and config.get('lm_batching') == 'contiguous'):
-    fail('eval_streams applies to a recurrent LM read in contiguous streams '
-         "(model 'rnn_lm', lm_batching 'contiguous'); leave it at 0")
-  if config.get('lstm_second_bias') and config.get('model') not in (
-      'rnn_lm', 'classifier'):
-    fail(f"lstm_second_bias applies to the LSTMs of models 'rnn_lm' and "
-         f"'classifier', not {config.get('model')!r}; leave it False")
-  if config.get('pretrained_lm') and (
-      config.get('task'), config.get('model')) not in (
-          ('classify', 'classifier'), ('lm', 'rnn_lm')):
-    fail("pretrained_lm starts a recurrent classifier or LM (task "
-         "'classify' with model 'classifier', or 'lm' with 'rnn_lm'), not "
-         f"task {config.get('task')!r} with model {config.get('model')!r}; "
-         "leave it empty")
-  if config.get('task') != 'classify':
-    # Only a classifier's labelled examples are sampled or filtered.
-    for key in ('whole_sentences', 'max_train_examples'):
-      if config.get(key):
-        fail(f"{key} applies to the 'classify' task's training examples, "
-             f"not task {config.get('task')!r}; leave it at its default")
+  for key, (readers, reads) in _READ_ONLY_BY.items():
+    if config.get(key) and not reads(config):
+      fail(f'{key} applies to {readers}, not task {config.get("task")!r} '
+           f'with model {config.get("model")!r}; leave it at its default')
   window = config.get('profile_steps') or ''
   steps = re.fullmatch(r'(\d+):(\d+)', window)
   if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):

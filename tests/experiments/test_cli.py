@@ -177,18 +177,19 @@ BAD_TRAIN_ARGS = {
     'second_bias_of_a_gpt': (['--config=' + CPU_PRESET,
                               '--config.lstm_second_bias=True'],
                              "lstm_second_bias applies to the LSTMs of "
-                             "models 'rnn_lm' and 'classifier', not 'gpt'"),
+                             "models 'rnn_lm' and 'classifier', not task "
+                             "'lm' with model 'gpt'"),
     'pretrained_lm_of_a_tagger': (
         ['--config=' + os.path.join(CONFIG_DIR, 'udpos_bilstm.py'),
          '--config.pretrained_lm=runs/sst2_lm'],
-        "pretrained_lm starts a recurrent classifier or LM (task 'classify' "
-        "with model 'classifier', or 'lm' with 'rnn_lm'), not task 'tag' "
-        "with model 'tagger'"),
+        "pretrained_lm applies to a recurrent classifier or LM (task "
+        "'classify' with model 'classifier', or 'lm' with 'rnn_lm'), not "
+        "task 'tag' with model 'tagger'"),
     'whole_sentences_of_an_lm': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_lm.py'),
          '--config.whole_sentences=True'],
         "whole_sentences applies to the 'classify' task's training "
-        "examples, not task 'lm'"),
+        "examples, not task 'lm' with model 'rnn_lm'"),
     'loss_over_time_of_a_classifier': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_bilstm.py'),
          '--config.normalize_loss_by=sequence'],
@@ -626,6 +627,19 @@ def test_the_value_checks_know_the_library_choices():
   from lm_jax.train.steps import NORMALIZE_BY
   assert cli._CHOICES['activation'] == tuple(ACTIVATIONS)
   assert cli._CHOICES['normalize_loss_by'] == NORMALIZE_BY
+
+
+@pytest.mark.parametrize('key', sorted(cli._READ_ONLY_BY))
+def test_a_setting_only_some_runs_read_is_refused_elsewhere(key, capsys):
+  """A GPT reads none of them: set, each would be silently ignored."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import shakespeare_char_cpu
+  config = shakespeare_char_cpu.get_config()
+  cli.check_values(config)  # at their defaults they pass
+  config[key] = {bool: True, int: 1, str: 'runs/x'}[type(config[key])]
+  with pytest.raises(SystemExit):
+    cli.check_values(config)
+  assert f"{key} applies to " in capsys.readouterr().err
 
 
 def test_launch_sh_help_lists_every_command(run_cli):
