@@ -14,6 +14,8 @@ train/val split by characters; a 4-layer, 4-head, 128-wide pre-LayerNorm GPT
 batches of 12 random windows; AdamW (lr 1e-3, betas (0.9, 0.99), weight decay
 0.1 on 2-D weights only), 100 linear warm-up steps then cosine decay to 1e-4
 at step 2000, gradient clipping at 1.0, float32, no ``torch.compile``.
+``--learning_rate`` changes the peak rate only; the decay still ends at 1e-4,
+as lm_jax's ``--config.learning_rate`` leaves ``min_learning_rate``.
 
 PyTorch is a benchmark-only dependency, installed into a separate venv::
 
@@ -23,7 +25,7 @@ PyTorch is a benchmark-only dependency, installed into a separate venv::
 
 The last line printed is a JSON summary with ``median_ms_per_iter``,
 ``tokens_per_sec``, ``final_val_loss_estimate``, ``full_val_loss``,
-``threads`` and ``torch_version``.
+``learning_rate``, ``threads`` and ``torch_version``.
 """
 
 import argparse
@@ -206,7 +208,8 @@ def main():
     print(f"full val split loss: {full_val:.4f}")
     print(json.dumps({"median_ms_per_iter": median_ms, "tokens_per_sec": tokens_per_sec,
                       "final_val_loss_estimate": last_val, "full_val_loss": full_val,
-                      "threads": args.threads, "torch_version": torch.__version__}))
+                      "learning_rate": args.learning_rate, "threads": args.threads,
+                      "torch_version": torch.__version__}))
 
 
 if __name__ == "__main__":

@@ -383,27 +383,28 @@ _CHOICES = {
 }
 
 
-# Settings only some runs read: key -> (those runs, in words; whether
-# `config` is one). Set anywhere else they would be silently ignored.
+# Settings only some runs read: key -> (those runs, in words; the settings
+# that tell; whether `config` is one). Set anywhere else they would be
+# silently ignored.
 _READ_ONLY_BY = {
     'eval_streams': (
         "a recurrent LM read in contiguous streams (model 'rnn_lm', "
-        "lm_batching 'contiguous')",
+        "lm_batching 'contiguous')", ('model', 'lm_batching'),
         lambda c: (c.get('model') == 'rnn_lm'
                    and c.get('lm_batching') == 'contiguous')),
     'lstm_second_bias': (
-        "the LSTMs of models 'rnn_lm' and 'classifier'",
+        "the LSTMs of models 'rnn_lm' and 'classifier'", ('model',),
         lambda c: c.get('model') in ('rnn_lm', 'classifier')),
     'pretrained_lm': (
         "a recurrent classifier or LM (task 'classify' with model "
-        "'classifier', or 'lm' with 'rnn_lm')",
+        "'classifier', or 'lm' with 'rnn_lm')", ('task', 'model'),
         lambda c: (c.get('task'), c.get('model')) in (
             ('classify', 'classifier'), ('lm', 'rnn_lm'))),
     # Only a classifier's labelled examples are sampled or filtered.
     'whole_sentences': ("the 'classify' task's training examples",
-                        lambda c: c.get('task') == 'classify'),
+                        ('task',), lambda c: c.get('task') == 'classify'),
     'max_train_examples': ("the 'classify' task's training examples",
-                           lambda c: c.get('task') == 'classify'),
+                           ('task',), lambda c: c.get('task') == 'classify'),
 }
 
 
@@ -439,10 +440,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     # padded, and a classifier's targets have no length at all.
     fail("normalize_loss_by 'sequence' is for the 'lm' task, whose rows "
          "are whole windows; use 'token'")
-  for key, (readers, reads) in _READ_ONLY_BY.items():
+  for key, (readers, telling, reads) in _READ_ONLY_BY.items():
     if config.get(key) and not reads(config):
-      fail(f'{key} applies to {readers}, not task {config.get("task")!r} '
-           f'with model {config.get("model")!r}; leave it at its default')
+      this_run = ' with '.join(f'{k} {config.get(k)!r}' for k in telling)
+      fail(f'{key} applies to {readers}, not {this_run}; leave it at its '
+           'default')
   window = config.get('profile_steps') or ''
   steps = re.fullmatch(r'(\d+):(\d+)', window)
   if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):

@@ -173,12 +173,15 @@ BAD_TRAIN_ARGS = {
                                  'this run counts epochs (num_epochs=2)'),
     'eval_streams_of_a_gpt': (['--config=' + CPU_PRESET,
                                '--config.eval_streams=1'],
-                              'eval_streams applies to a recurrent LM'),
+                              'eval_streams applies to a recurrent LM read '
+                              "in contiguous streams (model 'rnn_lm', "
+                              "lm_batching 'contiguous'), not model 'gpt' "
+                              "with lm_batching 'random_windows'"),
     'second_bias_of_a_gpt': (['--config=' + CPU_PRESET,
                               '--config.lstm_second_bias=True'],
                              "lstm_second_bias applies to the LSTMs of "
-                             "models 'rnn_lm' and 'classifier', not task "
-                             "'lm' with model 'gpt'"),
+                             "models 'rnn_lm' and 'classifier', not model "
+                             "'gpt'"),
     'pretrained_lm_of_a_tagger': (
         ['--config=' + os.path.join(CONFIG_DIR, 'udpos_bilstm.py'),
          '--config.pretrained_lm=runs/sst2_lm'],
@@ -189,7 +192,7 @@ BAD_TRAIN_ARGS = {
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_lm.py'),
          '--config.whole_sentences=True'],
         "whole_sentences applies to the 'classify' task's training "
-        "examples, not task 'lm' with model 'rnn_lm'"),
+        "examples, not task 'lm'"),
     'loss_over_time_of_a_classifier': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_bilstm.py'),
          '--config.normalize_loss_by=sequence'],
@@ -640,6 +643,19 @@ def test_a_setting_only_some_runs_read_is_refused_elsewhere(key, capsys):
   with pytest.raises(SystemExit):
     cli.check_values(config)
   assert f"{key} applies to " in capsys.readouterr().err
+
+
+def test_a_refused_setting_names_the_setting_that_rules_it_out(capsys):
+  """A recurrent LM read in random windows has the right model: the
+  message must blame the batching."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import ptb_lstm_small
+  config = ptb_lstm_small.get_config()
+  config.lm_batching, config.eval_streams = 'random_windows', 4
+  with pytest.raises(SystemExit):
+    cli.check_values(config)
+  assert ("not model 'rnn_lm' with lm_batching 'random_windows'"
+          in capsys.readouterr().err)
 
 
 def test_launch_sh_help_lists_every_command(run_cli):
