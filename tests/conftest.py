@@ -41,6 +41,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.command_line import REPO_ROOT  # noqa: E402
+
 
 def _test_run_dir(purpose: str) -> str:
   """A temporary folder shared by every process of this test run.
@@ -72,7 +74,6 @@ _TFDS_CACHE = _test_run_dir('tfds_cache')
 # runs only in the workers, each of which would make its own.)
 _RUN_DIR = _test_run_dir('runs')
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CORPUS_CHARS = 20_000
 
 

@@ -18,7 +18,8 @@ import subprocess
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.command_line import REPO_ROOT
+
 BENCH_PYTHON = os.path.join(REPO_ROOT, '.venv-bench', 'bin', 'python')
 
 WORDS = ['the', 'a', 'film', 'movie', 'is', 'was', 'good', 'bad', 'great',

@@ -22,8 +22,7 @@ from lm_jax import import_hf
 from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 from tests import fake_hf_bert
-
-REPO_ROOT = fake_hf_bert.REPO_ROOT
+from tests.command_line import REPO_ROOT
 
 
 @pytest.fixture(scope='module')

@@ -20,11 +20,7 @@ import textwrap
 import pytest
 
 from experiments import cli
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-CONFIG_DIR = os.path.join(REPO_ROOT, 'experiments', 'configs')
-CPU_PRESET = os.path.join(CONFIG_DIR, 'shakespeare_char_cpu.py')
+from tests.command_line import CONFIG_DIR, CPU_PRESET, REPO_ROOT, TINY_GPT
 
 
 @pytest.fixture(scope='module')
@@ -421,9 +417,7 @@ def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
   assert not os.path.exists(tmp_path / 'run')
 
 
-TINY_OVERRIDES = ['--config.num_layers=1', '--config.embed_dim=32',
-                  '--config.num_heads=2', '--config.block_size=16',
-                  '--config.batch_size=4', '--config.num_train_steps=4',
+TINY_OVERRIDES = [*TINY_GPT, '--config.num_train_steps=4',
                   '--config.eval_every=0', '--config.eval_steps=1',
                   '--config.log_every=2', '--config.checkpoint_every=0',
                   '--config.final_eval_full=False']

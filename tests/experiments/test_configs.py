@@ -21,9 +21,7 @@ import pytest
 from experiments import cli
 from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
-
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), 'experiments', 'configs')
+from tests.command_line import CONFIG_DIR
 PRESETS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                  if f.endswith('.py') and f not in ('base.py', '__init__.py'))
 SMALLER_BATCH = {'shakespeare_char': {'batch_size': 8, 'block_size': 64}}

@@ -13,14 +13,10 @@ import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-PRESET = os.path.join(REPO_ROOT, 'experiments', 'configs',
-                      'shakespeare_char_cpu.py')
+from tests.command_line import CPU_PRESET, REPO_ROOT, TINY_GPT
+
 # Saves every 5 of 200 tiny steps: most of the run is spent saving.
-_SETTINGS = ['--config.num_layers=1', '--config.embed_dim=32',
-             '--config.num_heads=2', '--config.block_size=16',
-             '--config.batch_size=4', '--config.num_train_steps=200',
+_SETTINGS = [*TINY_GPT, '--config.num_train_steps=200',
              '--config.steps_per_call=1', '--config.eval_every=0',
              '--config.eval_steps=2', '--config.log_every=50',
              '--config.checkpoint_every=5', '--config.keep_checkpoints=2',
@@ -29,7 +25,7 @@ _SETTINGS = ['--config.num_layers=1', '--config.embed_dim=32',
 
 def _train(workdir, env):
   return subprocess.Popen(
-      [sys.executable, '-m', 'experiments.train', f'--config={PRESET}',
+      [sys.executable, '-m', 'experiments.train', f'--config={CPU_PRESET}',
        f'--workdir={workdir}', *_SETTINGS],
       cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True)

@@ -9,9 +9,8 @@ import sys
 import numpy as np
 
 from experiments import self_attention_example as example
+from tests.command_line import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 def _run(*args):

@@ -16,9 +16,8 @@ import pytest
 from experiments import cli, sweep
 from lm_jax import atomic_files
 from lm_jax.train.logging import read_metrics
+from tests.command_line import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 def _write_metrics(workdir, records):

@@ -21,9 +21,8 @@ from lm_jax.data import tokenizers
 from lm_jax.tasks import translation
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
+from tests.command_line import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 LEXICON = {'ein': 'a', 'der': 'the', 'hund': 'dog', 'katze': 'cat',
            'mann': 'man', 'frau': 'woman', 'läuft': 'runs',
            'springt': 'jumps', 'schläft': 'sleeps', 'isst': 'eats',

@@ -17,14 +17,9 @@ import sys
 import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-PRESET = os.path.join(REPO_ROOT, 'experiments', 'configs',
-                      'shakespeare_char_cpu.py')
-# A 1-layer, 32-wide GPT; batches of 4 windows of 16 characters.
-TINY = ['--config.num_layers=1', '--config.embed_dim=32',
-        '--config.num_heads=2', '--config.block_size=16',
-        '--config.batch_size=4', '--config.warmup_steps=2',
+from tests.command_line import CPU_PRESET, REPO_ROOT, TINY_GPT
+
+TINY = [*TINY_GPT, '--config.warmup_steps=2',
         '--config.decay_steps=9', '--config.eval_every=3',
         '--config.eval_steps=2', '--config.log_every=3',
         '--config.checkpoint_every=3']
@@ -50,7 +45,7 @@ def train(tiny_corpus_dir, tmp_path):
     log = tmp_path / f'train-{next(launches)}.log'
     with open(log, 'w') as out:
       proc = subprocess.Popen(
-          [sys.executable, '-m', 'experiments.train', f'--config={PRESET}',
+          [sys.executable, '-m', 'experiments.train', f'--config={CPU_PRESET}',
            f'--workdir={workdir}', *TINY, f'--config.num_train_steps={steps}',
            f'--config.data_dir={tiny_corpus_dir}',
            f'--config.cache_dir={tmp_path / "cache"}', *flags],
