@@ -3,7 +3,7 @@ middle of an asynchronous checkpoint save resumes from the last whole
 checkpoint when relaunched, and ends where an uninterrupted run ends.
 
 `tests/train/test_loop.py` interrupts runs in process, between steps; this
-kills the real command line at a moment the test does not choose.
+kills the real command line while Orbax is still writing a checkpoint.
 """
 
 import json
