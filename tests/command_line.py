@@ -1,4 +1,5 @@
-"""What the tests running lm_jax's command line in subprocesses share."""
+"""Where the repository and its presets are, and the smallest GPT the
+tests launch on the command line."""
 
 import os
 

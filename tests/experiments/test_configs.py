@@ -22,6 +22,7 @@ from experiments import cli
 from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 from tests.command_line import CONFIG_DIR
+
 PRESETS = sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
                  if f.endswith('.py') and f not in ('base.py', '__init__.py'))
 SMALLER_BATCH = {'shakespeare_char': {'batch_size': 8, 'block_size': 64}}

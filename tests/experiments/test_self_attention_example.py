@@ -12,7 +12,6 @@ from experiments import self_attention_example as example
 from tests.command_line import REPO_ROOT
 
 
-
 def _run(*args):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   env.pop('XLA_FLAGS', None)

@@ -16,8 +16,7 @@ import pytest
 from experiments import cli, sweep
 from lm_jax import atomic_files
 from lm_jax.train.logging import read_metrics
-from tests.command_line import REPO_ROOT
-
+from tests.command_line import REPO_ROOT, TINY_GPT
 
 
 def _write_metrics(workdir, records):
@@ -257,9 +256,7 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
   args = ['--preset', 'shakespeare_char_cpu',
           '--grid', 'learning_rate=0.001,0.002', '--parallel', '2',
           '--sweep_dir', str(tmp_path / 'sweep'),
-          '--config.num_layers=1', '--config.embed_dim=32',
-          '--config.num_heads=2', '--config.block_size=16',
-          '--config.batch_size=4', '--config.num_train_steps=4',
+          *TINY_GPT, '--config.num_train_steps=4',
           '--config.eval_every=0', '--config.eval_steps=1',
           '--config.log_every=2', '--config.checkpoint_every=0',
           f'--config.cache_dir={cache}']

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from lm_jax.nn import cpu_kernels, fused_lstm, recurrent
+from tests.command_line import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(
     not cpu_kernels.can_build(),
@@ -162,8 +163,7 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
   # '.': the library's path, unresolved, would be a bare file name, which
   # dlopen looks for on the library path instead.
   env = dict(os.environ, LM_JAX_KERNEL_CACHE='.', JAX_PLATFORMS='cpu',
-             PYTHONPATH=os.path.dirname(os.path.dirname(
-                 os.path.dirname(os.path.abspath(__file__)))))
+             PYTHONPATH=REPO_ROOT)
   out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr

@@ -16,12 +16,11 @@ from experiments.configs import base
 from lm_jax import tasks
 from lm_jax.evaluation import word_similarity
 from lm_jax.train import loop
+from tests.command_line import REPO_ROOT
 
 ANIMALS = ['cat', 'dog', 'horse', 'cow', 'sheep', 'goat']
 VEHICLES = ['car', 'bus', 'truck', 'train', 'plane', 'boat']
 FILLERS = ['the', 'a', 'and', 'of']
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope='module')
@@ -195,17 +194,17 @@ def test_fasttext_unseen_word_and_neighbours_command(corpus_dir, tmp_path):
   unseen = unseen / np.linalg.norm(unseen)
   assert unseen @ cat > unseen @ bus
 
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS='cpu')
   run = subprocess.run(
       [sys.executable, '-m', 'experiments.neighbors', f'--workdir={tmp_path}',
        '--word=dog', '--k=3', f'--export={tmp_path / "out.txt"}'],
-      capture_output=True, text=True, cwd=REPO, env=env, check=True)
+      capture_output=True, text=True, cwd=REPO_ROOT, env=env, check=True)
   lines = [l for l in run.stdout.splitlines() if not l.startswith('#')]
   assert len(lines) == 3
   assert sum(l.split()[1] in ANIMALS for l in lines) >= 2
   assert os.path.exists(tmp_path / 'out.txt')
   missing = subprocess.run(
       [sys.executable, '-m', 'experiments.neighbors', f'--workdir={tmp_path}',
-       '--word=zzz'], capture_output=True, text=True, cwd=REPO, env=env)
+       '--word=zzz'], capture_output=True, text=True, cwd=REPO_ROOT, env=env)
   assert missing.returncode == 0  # fastText composes even 'zzz'
   assert 'unseen' in missing.stdout

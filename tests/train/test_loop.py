@@ -28,6 +28,7 @@ from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.train import checkpoint, log_window, loop
 from lm_jax.train import logging as train_logging
 from lm_jax.train.logging import MetricWriter, read_metrics
+from tests.command_line import REPO_ROOT
 
 
 @pytest.fixture(scope='module')
@@ -720,8 +721,7 @@ def test_evaluation_over_many_batches_on_two_cpu_devices_does_not_hang(
   script.write_text(_MANY_EVAL_STEPS)
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   result = subprocess.run(
-      [sys.executable, str(script), os.path.dirname(os.path.dirname(
-          os.path.dirname(os.path.abspath(__file__))))],
+      [sys.executable, str(script), REPO_ROOT],
       capture_output=True, text=True, timeout=120, env=env)
   assert result.returncode == 0, result.stderr[-2000:]
   assert math.isfinite(float(result.stdout.strip().splitlines()[-1]))
