@@ -22,7 +22,7 @@ from lm_jax import import_hf
 from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 from tests import fake_hf_bert
-from tests.command_line import REPO_ROOT
+from tests.command_line import REPO_ROOT, command_env
 
 
 @pytest.fixture(scope='module')
@@ -60,10 +60,8 @@ def test_preset_trains_one_step_from_an_import(preset, tiny_import,
 
 
 def _run(args, tmp_path):
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  env['PYTHONPATH'] = REPO_ROOT
-  return subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT, env=env,
+  return subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT,
+                        env=command_env(),
                         capture_output=True, text=True, timeout=300)
 
 

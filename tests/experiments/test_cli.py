@@ -15,31 +15,16 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from experiments import cli
-from tests.command_line import CONFIG_DIR, CPU_PRESET, REPO_ROOT, TINY_GPT
-
-
-@pytest.fixture(scope='module')
-def offline_shim(tmp_path_factory):
-  """A folder whose sitecustomize.py makes every host-name lookup fail."""
-  folder = tmp_path_factory.mktemp('offline_shim')
-  (folder / 'sitecustomize.py').write_text(textwrap.dedent('''\
-      import socket
-
-      def _offline(*args, **kwargs):
-        raise socket.gaierror(socket.EAI_NONAME, 'offline (lm_jax tests)')
-
-      socket.getaddrinfo = _offline
-      '''))
-  return str(folder)
+from tests.command_line import (CONFIG_DIR, CPU_PRESET, REPO_ROOT, TINY_GPT,
+                                command_env)
 
 
 @pytest.fixture
-def run_cli(offline_shim, tmp_path):
+def run_cli(tmp_path):
   """`run_cli(args, **env)`: runs a command from the repository root with
   the repository (and the offline shim) on PYTHONPATH, empty data and
   cache folders unless `env` says otherwise; returns the CompletedProcess."""
@@ -47,12 +32,9 @@ def run_cli(offline_shim, tmp_path):
   empty.mkdir()
 
   def run(args, **env_overrides):
-    env = dict(os.environ)
-    env.pop('XLA_FLAGS', None)  # the entry point picks its own devices
-    env['PYTHONPATH'] = os.pathsep.join([REPO_ROOT, offline_shim])
-    env['LM_JAX_DATA'] = str(empty)
-    env['LM_JAX_CACHE'] = str(tmp_path / 'empty_cache')
-    env.update(env_overrides)
+    env = command_env(offline=True, **{
+        'LM_JAX_DATA': str(empty),
+        'LM_JAX_CACHE': str(tmp_path / 'empty_cache'), **env_overrides})
     return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
 

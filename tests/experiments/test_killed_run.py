@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from tests.command_line import CPU_PRESET, REPO_ROOT, TINY_GPT
+from tests.command_line import CPU_PRESET, REPO_ROOT, TINY_GPT, command_env
 
 # Saves every 5 of 200 tiny steps: most of the run is spent saving.
 _SETTINGS = [*TINY_GPT, '--config.num_train_steps=200',
@@ -82,10 +82,9 @@ def _kill_in_the_middle_of_a_save(workdir, env):
 
 def test_a_killed_run_resumes_to_the_uninterrupted_result(tiny_corpus_dir,
                                                           tmp_path):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, LM_JAX_DATA=tiny_corpus_dir,
-             LM_JAX_CACHE=str(tmp_path / 'cache'),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
-  env.pop('XLA_FLAGS', None)  # the entry point picks its own devices
+  env = command_env(LM_JAX_DATA=tiny_corpus_dir,
+                    LM_JAX_CACHE=str(tmp_path / 'cache'),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
   _run_to_the_end(tmp_path / 'uninterrupted', env)
   for attempt in range(3):
     workdir = tmp_path / f'killed_{attempt}'

@@ -16,7 +16,7 @@ import pytest
 from experiments import cli, sweep
 from lm_jax import atomic_files
 from lm_jax.train.logging import read_metrics
-from tests.command_line import REPO_ROOT, TINY_GPT
+from tests.command_line import TINY_GPT, command_env
 
 
 def _write_metrics(workdir, records):
@@ -38,13 +38,11 @@ def _records(final_eval_loss, steps=4, speeds=(10.0, 30.0, 20.0)):
   return records
 
 
-def _sweep(*args, env=None):
+def _sweep(*args, **env_overrides):
   """Runs the sweep CLI; returns the CompletedProcess."""
-  env = dict(os.environ if env is None else env)
-  env['PYTHONPATH'] = REPO_ROOT
-  env.pop('XLA_FLAGS', None)  # each run picks its own CPU device count
   return subprocess.run([sys.executable, '-m', 'experiments.sweep', *args],
-                        capture_output=True, text=True, env=env, timeout=300)
+                        capture_output=True, text=True,
+                        env=command_env(**env_overrides), timeout=300)
 
 
 def test_parse_grid_keeps_order_and_strips_blanks():
@@ -250,7 +248,7 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, args, message):
 
 def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
   cache = str(tmp_path / 'cache')
-  env = dict(os.environ, LM_JAX_DATA=shared_data_dir)
+  data = {'LM_JAX_DATA': shared_data_dir}
   # The two runs start together on an empty cache: this also checks that
   # concurrent dataset preparation is safe.
   args = ['--preset', 'shakespeare_char_cpu',
@@ -262,7 +260,7 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
           f'--config.cache_dir={cache}']
   names = ['learning_rate-0.001', 'learning_rate-0.002']
 
-  first = _sweep(*args, env=env)
+  first = _sweep(*args, **data)
   assert first.returncode == 0, first.stdout + first.stderr
   for name in names:
     workdir = tmp_path / 'sweep' / name
@@ -282,7 +280,7 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
              if line.startswith('[')]
   assert sorted(console) == ['ok', 'ok', 'start', 'start']
 
-  second = _sweep(*args, env=env)
+  second = _sweep(*args, **data)
   assert second.returncode == 0, second.stdout + second.stderr
   # Two threads report the skips, in either order.
   assert sorted(line.split()[1:3] for line in second.stdout.splitlines()
@@ -291,13 +289,13 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, shared_data_dir):
     assert [r['status'] for r in csv.DictReader(f)] == ['skipped'] * 2
 
   # Other settings for every run make other runs: not these.
-  third = _sweep(*args, '--config.embed_dim=64', env=env)
+  third = _sweep(*args, '--config.embed_dim=64', **data)
   assert third.returncode == 2, third.stdout + third.stderr
   assert 'use another --sweep_dir' in third.stderr
   # Nor are they another preset's runs of the same names.
   other = ['shakespeare_char_lstm' if a == 'shakespeare_char_cpu' else a
            for a in args]
-  fourth = _sweep(*other, env=env)
+  fourth = _sweep(*other, **data)
   assert fourth.returncode == 2, fourth.stdout + fourth.stderr
   assert "is a run of preset 'shakespeare_char_cpu'" in fourth.stderr
 
@@ -306,9 +304,7 @@ def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
   """As after Ctrl-C: the run is stopped and noted as interrupted, not left
   training with nobody watching. A hangup it was told to ignore (`nohup`)
   stops nothing."""
-  env = dict(os.environ, LM_JAX_DATA=shared_data_dir,
-             PYTHONPATH=REPO_ROOT)
-  env.pop('XLA_FLAGS', None)
+  env = command_env(LM_JAX_DATA=shared_data_dir)
   workdir = tmp_path / 'sweep' / 'seed-0'
   # Started as `nohup` starts it: hangups ignored, then exec (a
   # preexec_fn would fork this multithreaded process with Python in the

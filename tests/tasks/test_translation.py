@@ -21,7 +21,7 @@ from lm_jax.data import tokenizers
 from lm_jax.tasks import translation
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
-from tests.command_line import REPO_ROOT
+from tests.command_line import CONFIG_DIR, REPO_ROOT, command_env
 
 LEXICON = {'ein': 'a', 'der': 'the', 'hund': 'dog', 'katze': 'cat',
            'mann': 'man', 'frau': 'woman', 'läuft': 'runs',
@@ -151,10 +151,7 @@ def test_training_writes_bleu_and_test_figures(trained_workdir):
 
 
 def _run(args, stdin=None, **env_overrides):
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  env['PYTHONPATH'] = REPO_ROOT
-  env.update(env_overrides)
+  env = command_env(**env_overrides)
   return subprocess.run([sys.executable, '-m', 'experiments.translate',
                          *args], cwd=REPO_ROOT, env=env, input=stdin,
                         capture_output=True, text=True, timeout=300)
@@ -233,22 +230,12 @@ def test_translate_errors_are_one_line(trained_workdir, tmp_path):
 def test_train_with_missing_data_is_one_error_line(tmp_path):
   empty = tmp_path / 'empty'
   empty.mkdir()
-  shim = tmp_path / 'shim'
-  shim.mkdir()
-  (shim / 'sitecustomize.py').write_text(
-      'import socket\n'
-      'def _offline(*a, **k):\n'
-      '  raise socket.gaierror(socket.EAI_NONAME, "offline")\n'
-      'socket.getaddrinfo = _offline\n')
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
-  env.update(PYTHONPATH=os.pathsep.join([REPO_ROOT, str(shim)]),
-             LM_JAX_DATA=str(empty), LM_JAX_CACHE=str(tmp_path / 'cache'))
+  env = command_env(offline=True, LM_JAX_DATA=str(empty),
+                    LM_JAX_CACHE=str(tmp_path / 'cache'))
   workdir = tmp_path / 'run'
   result = subprocess.run(
       [sys.executable, '-m', 'experiments.train',
-       '--config=' + os.path.join(REPO_ROOT, 'experiments', 'configs',
-                                  'multi30k_transformer.py'),
+       '--config=' + os.path.join(CONFIG_DIR, 'multi30k_transformer.py'),
        f'--workdir={workdir}'], cwd=REPO_ROOT, env=env, capture_output=True,
       text=True, timeout=300)
   line = _one_error_line(result)

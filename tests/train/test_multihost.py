@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.command_line import CPU_PRESET, REPO_ROOT, TINY_GPT
+from tests.command_line import CPU_PRESET, REPO_ROOT, TINY_GPT, command_env
 
 TINY = [*TINY_GPT, '--config.warmup_steps=2',
         '--config.decay_steps=9', '--config.eval_every=3',
@@ -36,9 +36,7 @@ def train(tiny_corpus_dir, tmp_path):
   """`train(workdir, steps, *flags)`: starts `experiments.train` on the
   tiny corpus and returns the Popen, its output going to `proc.log`;
   `_wait` checks it succeeded."""
-  env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)  # --config.cpu_devices picks the devices
-  env['PYTHONPATH'] = REPO_ROOT
+  env = command_env()  # --config.cpu_devices picks the devices
   launches = itertools.count()
 
   def start(workdir, steps, *flags):
