@@ -24,33 +24,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm_jax.nn.dropout import Dropout, keep_mask
+from lm_jax.nn.dropout import Dropout, drop_words
 from lm_jax.nn.recurrent import StackedRNN
 from lm_jax.nn.rnn_attention import AttentivePooling
 
 Array = jax.Array
 
 POOLINGS = ('last', 'max', 'mean', 'concat', 'attention')
-
-
-def drop_words(ids: Array, rate: float, unk_id: int, rng: Array,
-               kept_ids: tuple[int, ...] = ()) -> Array:
-  """Word dropout: each id becomes `unk_id` with probability `rate`, so the
-  model learns what to do with unknown words and leans less on any one
-  word (Iyyer et al. 2015 drop words from the input the same way).
-
-  Args:
-    ids: int `[batch, length]`; padding (id 0) stays padding.
-    rate: probability of replacing a word.
-    unk_id: the unknown word's id.
-    rng: a PRNG key.
-    kept_ids: ids that are never replaced (sentence markers, a pre-trained
-      LM's start token): they frame sentences, they are not words.
-  """
-  drop = ~keep_mask(rng, rate, ids.shape) & (ids != 0)
-  for kept in kept_ids:
-    drop &= ids != kept
-  return jnp.where(drop, unk_id, ids)
 
 
 def lengths_of(inputs: Array) -> Array:
@@ -116,7 +96,8 @@ class RecurrentClassifier(nn.Module):
     mlp_dim: hidden units of the MLP head; 0 for a linear head.
     dropout_rate: dropout on the embeddings, between recurrent layers, on
       the sentence vector and in the MLP.
-    word_dropout_rate: word dropout (see `drop_words`) in training.
+    word_dropout_rate: word dropout (`lm_jax.nn.dropout.drop_words`) in
+      training.
     pooling_dropout: dropout on the last layer's states before they are
       pooled, as well as on the sentence vector (the flax SST-2 example
       drops both around its attention); 'last' (and concat's last part)

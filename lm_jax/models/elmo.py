@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm_jax.nn.dropout import Dropout
+from lm_jax.nn.dropout import Dropout, drop_words
 from lm_jax.nn.recurrent import RNN, LSTMCell, uniform_init
 
 Array = jax.Array
@@ -217,7 +217,11 @@ class WithElmo(nn.Module):
   extra_features=elmo(inputs, lengths), ...)`.
 
   The words' ids are the BiLM's (the downstream task uses the BiLM's
-  vocabulary), so one id array feeds both. Parameters: 'elmo' (its 'bilm',
+  vocabulary), so one id array feeds both. Word dropout happens here,
+  before that array is shared: a dropped word stands for one the
+  vocabulary lacks, which the BiLM lacks as well, so it is `<unk>` to the
+  ELMo features too, not only to the model's own embedding (give the
+  model no word dropout of its own). Parameters: 'elmo' (its 'bilm',
   loaded and frozen, and its 'mix') and 'model'.
 
   Attributes:
@@ -225,16 +229,25 @@ class WithElmo(nn.Module):
       train=..., **kwargs)` accepts `extra_features` of width
       2 * elmo.config.hidden_size.
     elmo: the embedder.
+    word_dropout_rate: word dropout in training (`drop_words`).
+    unk_id: the unknown word's id.
+    kept_ids: ids word dropout leaves alone (sentence markers).
   """
 
   model: nn.Module
   elmo: ElmoEmbedder
+  word_dropout_rate: float = 0.0
+  unk_id: int = 1
+  kept_ids: tuple[int, ...] = ()
 
   def __call__(self, inputs: Array, lengths: Optional[Array] = None,
                train: bool = False, **kwargs: Any) -> Array:
     """The model's output; `lengths` None counts the non-padding ids."""
     if lengths is None:
       lengths = jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
+    if train and self.word_dropout_rate > 0:
+      inputs = drop_words(inputs, self.word_dropout_rate, self.unk_id,
+                          self.make_rng('dropout'), self.kept_ids)
     features = self.elmo(inputs, lengths)
     return self.model(inputs, lengths, extra_features=features, train=train,
                       **kwargs)

@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm_jax.models.classifier import (drop_words, final_hidden, lengths_of,
+from lm_jax.models.classifier import (final_hidden, lengths_of,
                                       with_extra_features)
-from lm_jax.nn.dropout import Dropout
+from lm_jax.nn.dropout import Dropout, drop_words
 from lm_jax.nn.recurrent import StackedRNN
 
 Array = jax.Array
@@ -106,7 +106,7 @@ class RecurrentTagger(nn.Module):
     cell_type: 'lstm', 'gru' or 'rnn'.
     dropout_rate: dropout on the word features, between recurrent layers
       and on the top layer's outputs.
-    word_dropout_rate: word dropout in training (`classifier.drop_words`);
+    word_dropout_rate: word dropout in training (`dropout.drop_words`);
       the characters of a dropped word are kept.
     unk_id: the unknown word's id.
     char_encoder: 'none', 'cnn' or 'lstm' (module docstring).

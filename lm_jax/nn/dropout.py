@@ -12,6 +12,8 @@ small BERT 1.02-1.11x faster (`benchmarks/dropout_masks.py`).
 The drop probability is `rate` rounded to a multiple of 2^-16 (0.1 becomes
 0.100006); kept values are scaled by the inverse of the exact keep
 probability, so the expectation is unchanged.
+
+`drop_words` is word dropout: whole input words replaced by `<unk>`.
 """
 
 from __future__ import annotations
@@ -100,6 +102,26 @@ def dropout(x: Array, rate: float, rng: Array,
   scaled = (x.astype(jnp.promote_types(x.dtype, jnp.float32))
             / keep_probability).astype(x.dtype)
   return jnp.where(keep, scaled, jnp.zeros_like(x))
+
+
+def drop_words(ids: Array, rate: float, unk_id: int, rng: Array,
+               kept_ids: tuple[int, ...] = ()) -> Array:
+  """Word dropout: each id becomes `unk_id` with probability `rate`, so the
+  model learns what to do with unknown words and leans less on any one
+  word (Iyyer et al. 2015 drop words from the input the same way).
+
+  Args:
+    ids: int `[batch, length]`; padding (id 0) stays padding.
+    rate: probability of replacing a word.
+    unk_id: the unknown word's id.
+    rng: a PRNG key.
+    kept_ids: ids that are never replaced (sentence markers, a pre-trained
+      LM's start token): they frame sentences, they are not words.
+  """
+  drop = ~keep_mask(rng, rate, ids.shape) & (ids != 0)
+  for kept in kept_ids:
+    drop &= ids != kept
+  return jnp.where(drop, unk_id, ids)
 
 
 def _normalised(axes: Sequence[int], ndim: int) -> set[int]:

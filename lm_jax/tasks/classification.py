@@ -171,14 +171,16 @@ class ClassificationTask(SentenceTask):
         num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
         cell_type=cfg.cell, pooling=cfg.pooling, mlp_dim=cfg.mlp_dim,
         dropout_rate=cfg.dropout_rate,
-        word_dropout_rate=cfg.word_dropout_rate,
+        # With ELMo, WithElmo drops words, from ELMo's input as well.
+        word_dropout_rate=0.0 if elmo else cfg.word_dropout_rate,
         pooling_dropout=cfg.pooling_dropout, unk_id=self.tokenizer.unk_id,
         kept_ids=kept_ids, forget_bias=cfg.forget_bias,
         second_bias=cfg.lstm_second_bias, sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)
     if elmo:
-      self._model = WithElmo(self._model, elmo)
+      self._model = WithElmo(self._model, elmo, cfg.word_dropout_rate,
+                             self.tokenizer.unk_id, kept_ids)
 
   def pretrained_params(self, params: Any) -> Any:
     if self.config.elmo_bilm:

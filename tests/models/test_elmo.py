@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.models import elmo
+from lm_jax.models.classifier import RecurrentClassifier
 
 CFG = elmo.BiLMConfig(vocab_size=13, hidden_size=6, num_layers=2,
                       dropout_rate=0.0)
@@ -97,3 +98,27 @@ def test_embedder_passes_no_gradient_into_the_bilm():
   assert all(float(jnp.abs(g).max()) == 0.0
              for g in jax.tree.leaves(grads['bilm']))
   assert float(jnp.abs(grads['mix']['gamma'])) > 0
+
+
+def test_word_dropout_hides_a_dropped_word_from_elmo_as_well():
+  """A dropped word is `<unk>` (3 here) to the model and to the BiLM: with
+  every word dropped, the output is that of a sentence of `<unk>`s."""
+  model = RecurrentClassifier(vocab_size=13, num_classes=2, embed_dim=4,
+                              hidden_dim=3, dropout_rate=0.0,
+                              extra_features_dim=2 * CFG.hidden_size)
+  embedder = elmo.ElmoEmbedder(CFG, bos_id=1, eos_id=2)
+  tokens = jnp.array([[4, 5, 6, 7], [8, 9, 0, 0]])
+  unknown = jnp.array([[4, 3, 3, 3], [3, 3, 0, 0]])  # 4 is a kept id
+  dropping = elmo.WithElmo(model, embedder, word_dropout_rate=1.0, unk_id=3,
+                           kept_ids=(4,))
+  params = dropping.init(jax.random.key(0), tokens)['params']
+  rngs = {'dropout': jax.random.key(1)}
+  dropped = dropping.apply({'params': params}, tokens, train=True, rngs=rngs)
+  plain = elmo.WithElmo(model, embedder)
+  np.testing.assert_allclose(
+      dropped, plain.apply({'params': params}, unknown, train=True), atol=1e-6)
+  assert not np.allclose(
+      dropped, plain.apply({'params': params}, tokens, train=True), atol=1e-3)
+  np.testing.assert_allclose(  # no word dropout outside training
+      dropping.apply({'params': params}, tokens),
+      plain.apply({'params': params}, tokens), atol=1e-6)

@@ -1,4 +1,5 @@
-"""Tests of lm_jax.nn.dropout: the drop rate, the scaling, shared masks."""
+"""Tests of lm_jax.nn.dropout: the drop rate, the scaling, shared masks,
+word dropout."""
 
 import chex
 import jax
@@ -6,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax.nn.dropout import Dropout, drop_probability, dropout, keep_mask
+from lm_jax.nn.dropout import (Dropout, drop_probability, drop_words,
+                               dropout, keep_mask)
 from lm_jax.train import parallel
 
 
@@ -109,3 +111,20 @@ def test_a_batch_sharded_mask_needs_no_communication():
   np.testing.assert_array_equal(
       np.asarray(step(x, jax.random.key(7))),
       np.asarray(step(np.ones((8, 4, 6, 6), np.float32), jax.random.key(7))))
+
+
+def test_drop_words_replaces_words_never_padding():
+  ids = jnp.array([[5, 6, 7, 0, 0]] * 200)
+  dropped = drop_words(ids, 0.3, 1, jax.random.key(0))
+  assert (dropped[:, 3:] == 0).all()
+  changed = dropped[:, :3] != ids[:, :3]
+  assert (dropped[:, :3][changed] == 1).all()
+  assert 0.25 < float(changed.mean()) < 0.35
+
+
+def test_drop_words_leaves_the_kept_ids_alone():
+  """Sentence markers frame a sentence: word dropout never replaces them."""
+  ids = jnp.array([[2, 5, 6, 3, 0]] * 200)
+  dropped = drop_words(ids, 0.5, 1, jax.random.key(0), kept_ids=(2, 3))
+  assert (dropped[:, [0, 3]] == ids[:, [0, 3]]).all()
+  assert 0.4 < float((dropped[:, 1:3] == 1).mean()) < 0.6
