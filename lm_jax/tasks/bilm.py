@@ -45,8 +45,9 @@ class BiLMTask(SentenceTask):
   """Trains a `BiLM` on the sentences of a corpus, one a line (a GLUE
   dataset's, labels ignored, or a plain-text corpus's lines).
 
-  Metrics: `loss` sums both directions' cross-entropy (`perplexity` is
-  their joint figure), `forward_loss` / `backward_loss` each one's, and
+  Metrics: `loss` is the cross-entropy per token over both directions'
+  tokens, the mean of the two as each predicts as many (`perplexity` is
+  its exponential), `forward_loss` / `backward_loss` each one's, and
   `accuracy` the forward LM's next-word accuracy only.
 
   Config keys read here: corpus, data_dir, cache_dir, min_count,

@@ -128,14 +128,7 @@ class ClassificationTask(SentenceTask):
                          f'run of model {lm_config.get("model")!r}, not a '
                          "recurrent LM ('rnn_lm'): train "
                          'experiments/configs/sst2_lm.py')
-      # The forget bias is a constant, not a weight: the transplant's shape
-      # check cannot see it, and another would change what the copied LSTM
-      # computes. A missing second bias it would blame on the sizes.
-      for key, default in ('forget_bias', 0.0), ('lstm_second_bias', False):
-        trained = lm_config.get(key, default)
-        if trained != cfg[key]:
-          raise ValueError(f'the LM in {cfg.pretrained_lm} was trained with '
-                           f'{key} {trained}: set --config.{key}={trained}')
+      pretrained.check_lstm_settings(lm_config, cfg, cfg.pretrained_lm)
       self.tokenizer = pretrained.load_tokenizer(cfg.pretrained_lm)
       if getattr(self.tokenizer, 'words', [None])[0] != SPECIALS[0]:
         raise ValueError(f'the LM in {cfg.pretrained_lm} has no padding word '

@@ -52,7 +52,9 @@ class LanguageModelingTask(Task):
             "pretrained_lm starts a recurrent word LM (model 'rnn_lm', "
             "tokenizer 'word') from another; leave it empty for model "
             f"{cfg.model!r} with tokenizer {cfg.tokenizer!r}")
-      pretrained.lm_run_config(cfg.pretrained_lm)  # fails before training
+      # Fails before training, not after.
+      pretrained.check_lstm_settings(
+          pretrained.lm_run_config(cfg.pretrained_lm), cfg, cfg.pretrained_lm)
     texts = split_texts(cfg)
     if cfg.tokenizer == 'char':
       # nanoGPT's vocabulary: every character of the corpus, test split

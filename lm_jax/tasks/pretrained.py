@@ -157,6 +157,23 @@ def lm_run_config(workdir: str) -> dict:
   return run_config
 
 
+# Settings that change what a copied LSTM computes without changing its
+# weights' shapes: the forget bias is a constant, no weight, so no shape
+# check sees it; a missing second bias would be blamed on the sizes.
+_SAME_AS_THE_LM = (('forget_bias', 0.0), ('lstm_second_bias', False))
+
+
+def check_lstm_settings(run_config: dict, config: Any, workdir: str) -> None:
+  """Raises ValueError where `config` reads an LSTM copied from the LM run
+  in `workdir` (whose config.json is `run_config`) differently from how it
+  was trained."""
+  for key, default in _SAME_AS_THE_LM:
+    trained = run_config.get(key, default)
+    if trained != config[key]:
+      raise ValueError(f'the LM in {workdir} was trained with {key} '
+                       f'{trained}: set --config.{key}={trained}')
+
+
 def lm_from_lm(params: Any, workdir: str,
                tokenizer: tokenizers.Tokenizer) -> Any:
   """A recurrent LM's fresh `params`, all taken from the LM run in `workdir`

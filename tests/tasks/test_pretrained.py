@@ -161,8 +161,12 @@ def test_an_lm_starts_from_another_lm_run(runs, raw_dir):
         jax.jit(wider.init)(jax.random.key(1),
                             np.zeros((1, 4), np.int32))['params'],
         runs['lm'], task.tokenizer)
-  # A wrong source fails in `prepare`, before any training.
-  config.pretrained_lm = runs['bilm']
+  # A wrong source fails in `prepare`, before any training: another
+  # forget bias (no weight, so no shape differs), another kind of run.
+  config.forget_bias = 0.0
+  with pytest.raises(ValueError, match='forget_bias 1.0: set'):
+    tasks.make_task(config).prepare()
+  config.forget_bias, config.pretrained_lm = 1.0, runs['bilm']
   with pytest.raises(ValueError, match='not a recurrent LM run'):
     tasks.make_task(config).prepare()
   config.model = 'gpt'
