@@ -39,8 +39,8 @@ def test_expectation_is_unchanged():
   x = jnp.ones((1000, 1000))
   y = dropout(x, 0.3, jax.random.key(2))
   kept = np.asarray(y) > 0
-  np.testing.assert_allclose(np.asarray(y)[kept], 1 / (1 - drop_probability(0.3)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(y)[kept],
+                             1 / (1 - drop_probability(0.3)), rtol=1e-6)
   assert abs(float(y.mean()) - 1.0) < 0.005
 
 

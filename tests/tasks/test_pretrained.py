@@ -233,6 +233,9 @@ def test_elmo_classifier_loads_the_frozen_bilm(runs, raw_dir, tmp_path):
   config = _tiny(sst2_bilstm_elmo.get_config(), raw_dir, runs['cache'],
                  embed_dim=SIZE, hidden_size=SIZE, elmo_bilm=runs['bilm'])
   task, params = _prepared(config)
+  # Word dropout happens once, in WithElmo, for ELMo's input as well.
+  assert task.model.word_dropout_rate == config.word_dropout_rate > 0
+  assert task.model.model.word_dropout_rate == 0.0
   out = task.pretrained_params(params)
   bilm = load_params(runs['bilm'])
   for new, old in zip(jax.tree.leaves(out['elmo']['bilm']),

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.configs import udpos_bilstm
+from experiments.configs import udpos_bilm, udpos_bilstm
 from lm_jax import tasks
 from lm_jax.data.builders.conllu import TREEBANKS, UPOS_TAGS
 from lm_jax.tasks import tagging
@@ -134,3 +134,21 @@ def test_short_run_reports_dev_and_test_accuracy(raw_dir, tmp_path):
   assert {'eval_accuracy', 'test_accuracy', 'test_loss'} <= set(results)
   assert (tmp_path / 'run' / 'tags.json').exists()
   assert (tmp_path / 'run' / 'char_tokenizer.json').exists()
+
+
+def test_with_elmo_words_are_dropped_once_for_the_tagger_and_elmo(
+    raw_dir, tmp_path):
+  """WithElmo drops the words it feeds both; the tagger drops none again."""
+  bilm = udpos_bilm.get_config()
+  bilm.corpus, bilm.hidden_size = 'ud_english_atis', 8
+  bilm.data_dir, bilm.cache_dir = raw_dir, str(tmp_path / 'cache')
+  bilm.num_epochs, bilm.num_train_steps, bilm.batch_size = 0, 1, 8
+  bilm.eval_every, bilm.eval_steps, bilm.checkpoint_every = 0, 1, 0
+  bilm.final_eval_full = False
+  loop.train_and_evaluate(bilm, str(tmp_path / 'bilm'))
+  config = _config(raw_dir, str(tmp_path / 'cache'), frozen_params='elmo/bilm',
+                   elmo_bilm=str(tmp_path / 'bilm'))
+  task = tasks.make_task(config)
+  task.prepare()
+  assert task.model.word_dropout_rate == config.word_dropout_rate > 0
+  assert task.model.model.word_dropout_rate == 0.0
