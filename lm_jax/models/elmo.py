@@ -251,3 +251,15 @@ class WithElmo(nn.Module):
     features = self.elmo(inputs, lengths)
     return self.model(inputs, lengths, extra_features=features, train=train,
                       **kwargs)
+
+
+def with_elmo(model: nn.Module, elmo: ElmoEmbedder) -> WithElmo:
+  """`model` given ELMo features, its word dropout moved into `WithElmo`
+  (so that ELMo's input drops the same words) and off in `model` itself.
+
+  `model` has `word_dropout_rate` and `unk_id` fields, and may have
+  `kept_ids`.
+  """
+  return WithElmo(model.clone(word_dropout_rate=0.0), elmo,
+                  model.word_dropout_rate, model.unk_id,
+                  getattr(model, 'kept_ids', ()))

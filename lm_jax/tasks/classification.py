@@ -15,7 +15,7 @@ import numpy as np
 from lm_jax.data.builders.glue_tsv import DATASETS, load_examples
 from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.classifier import RecurrentClassifier
-from lm_jax.models.elmo import WithElmo
+from lm_jax.models.elmo import with_elmo
 from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 
@@ -164,16 +164,14 @@ class ClassificationTask(SentenceTask):
         num_layers=cfg.num_layers, bidirectional=cfg.bidirectional,
         cell_type=cfg.cell, pooling=cfg.pooling, mlp_dim=cfg.mlp_dim,
         dropout_rate=cfg.dropout_rate,
-        # With ELMo, WithElmo drops words, from ELMo's input as well.
-        word_dropout_rate=0.0 if elmo else cfg.word_dropout_rate,
+        word_dropout_rate=cfg.word_dropout_rate,
         pooling_dropout=cfg.pooling_dropout, unk_id=self.tokenizer.unk_id,
         kept_ids=kept_ids, forget_bias=cfg.forget_bias,
         second_bias=cfg.lstm_second_bias, sentence_norm=cfg.sentence_norm,
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)
     if elmo:
-      self._model = WithElmo(self._model, elmo, cfg.word_dropout_rate,
-                             self.tokenizer.unk_id, kept_ids)
+      self._model = with_elmo(self._model, elmo)
 
   def pretrained_params(self, params: Any) -> Any:
     if self.config.elmo_bilm:

@@ -18,7 +18,7 @@ from lm_jax.data import padded_batches
 from lm_jax.data.builders.conllu import (UPOS_TAGS, load_sentences,
                                          word_form)
 from lm_jax.data.tokenizers import WordTokenizer
-from lm_jax.models.elmo import WithElmo
+from lm_jax.models.elmo import with_elmo
 from lm_jax.models.tagger import RecurrentTagger
 from lm_jax.tasks import pretrained
 from lm_jax.tasks.sentences import SPECIALS, SentenceTask
@@ -98,8 +98,7 @@ class TaggingTask(SentenceTask):
         embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_size,
         num_layers=cfg.num_layers, cell_type=cfg.cell,
         dropout_rate=cfg.dropout_rate,
-        # With ELMo, WithElmo drops words, from ELMo's input as well.
-        word_dropout_rate=0.0 if elmo else cfg.word_dropout_rate,
+        word_dropout_rate=cfg.word_dropout_rate,
         unk_id=self.tokenizer.unk_id, char_encoder=cfg.char_encoder,
         char_vocab_size=(self.char_tokenizer.vocab_size
                          if self.char_tokenizer else 0),
@@ -108,8 +107,7 @@ class TaggingTask(SentenceTask):
         extra_features_dim=2 * elmo.config.hidden_size if elmo else 0,
         fused_lstm=cfg.fused_lstm, dtype=cfg.compute_dtype)
     if elmo:
-      self._model = WithElmo(self._model, elmo, cfg.word_dropout_rate,
-                             self.tokenizer.unk_id)
+      self._model = with_elmo(self._model, elmo)
 
   def pretrained_params(self, params: Any) -> Any:
     if self.config.elmo_bilm:
