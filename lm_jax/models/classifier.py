@@ -25,17 +25,12 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn.dropout import Dropout, drop_words
-from lm_jax.nn.recurrent import StackedRNN
+from lm_jax.nn.recurrent import StackedRNN, lengths_of
 from lm_jax.nn.rnn_attention import AttentivePooling
 
 Array = jax.Array
 
 POOLINGS = ('last', 'max', 'mean', 'concat', 'attention')
-
-
-def lengths_of(inputs: Array) -> Array:
-  """int32 `[batch]` true lengths of `[batch, length]` ids padded with 0."""
-  return jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
 
 
 def final_hidden(carry: Any) -> Array:

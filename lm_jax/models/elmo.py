@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.nn.dropout import Dropout, drop_words
-from lm_jax.nn.recurrent import RNN, LSTMCell, uniform_init
+from lm_jax.nn.recurrent import RNN, LSTMCell, lengths_of, uniform_init
 
 Array = jax.Array
 
@@ -119,7 +119,7 @@ class BiLM(nn.Module):
       `[batch, length, vocab_size]` float32.
     """
     if lengths is None:
-      lengths = jnp.sum(tokens != 0, axis=1).astype(jnp.int32)
+      lengths = lengths_of(tokens)
     h = self.layers(tokens, lengths, train)[-1]
     h = self.dropout(h, deterministic=not train)
     size = self.config.hidden_size
@@ -244,7 +244,7 @@ class WithElmo(nn.Module):
                train: bool = False, **kwargs: Any) -> Array:
     """The model's output; `lengths` None counts the non-padding ids."""
     if lengths is None:
-      lengths = jnp.sum(inputs != 0, axis=1).astype(jnp.int32)
+      lengths = lengths_of(inputs)
     if train and self.word_dropout_rate > 0:
       inputs = drop_words(inputs, self.word_dropout_rate, self.unk_id,
                           self.make_rng('dropout'), self.kept_ids)

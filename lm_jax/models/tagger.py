@@ -18,10 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm_jax.models.classifier import (final_hidden, lengths_of,
-                                      with_extra_features)
+from lm_jax.models.classifier import final_hidden, with_extra_features
 from lm_jax.nn.dropout import Dropout, drop_words
-from lm_jax.nn.recurrent import StackedRNN
+from lm_jax.nn.recurrent import StackedRNN, lengths_of
 
 Array = jax.Array
 

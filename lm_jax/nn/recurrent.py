@@ -181,6 +181,11 @@ class LSTMCell(_Cell):
 CELLS = {'rnn': ElmanCell, 'gru': GRUCell, 'lstm': LSTMCell}
 
 
+def lengths_of(ids: Array) -> Array:
+  """int32 `[batch]` true lengths of `[batch, length]` ids padded with 0."""
+  return jnp.sum(ids != 0, axis=1).astype(jnp.int32)
+
+
 def reverse_within_lengths(x: Array, lengths: Optional[Array]) -> Array:
   """Reverses each row's first `lengths[b]` steps, leaving padding in place.
 

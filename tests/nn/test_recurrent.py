@@ -115,6 +115,13 @@ def test_unrolled_scan_gives_the_same_outputs():
       unrolled.apply({'params': params}, x)[1], atol=1e-6)
 
 
+def test_lengths_of_counts_the_ids_before_padding():
+  ids = jnp.array([[5, 1, 2, 0, 0], [3, 3, 3, 3, 3], [0, 0, 0, 0, 0]])
+  lengths = recurrent.lengths_of(ids)
+  assert lengths.dtype == jnp.int32
+  np.testing.assert_array_equal(lengths, [3, 5, 0])
+
+
 def test_reverse_within_lengths_leaves_padding_in_place():
   x = jnp.arange(2 * 5).reshape(2, 5)
   out = recurrent.reverse_within_lengths(x, jnp.array([3, 5]))
