@@ -4,7 +4,6 @@ across calls and devices, and the layers fall back to the scan when the
 kernel cannot be built."""
 
 import functools
-import os
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from lm_jax.nn import cpu_kernels, fused_lstm, recurrent
-from tests.command_line import REPO_ROOT
+from tests.command_line import command_env
 
 pytestmark = pytest.mark.skipif(
     not cpu_kernels.can_build(),
@@ -162,8 +161,7 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
           'print("AVAILABLE", f.available())')
   # '.': the library's path, unresolved, would be a bare file name, which
   # dlopen looks for on the library path instead.
-  env = dict(os.environ, LM_JAX_KERNEL_CACHE='.', JAX_PLATFORMS='cpu',
-             PYTHONPATH=REPO_ROOT)
+  env = command_env(LM_JAX_KERNEL_CACHE='.', JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
@@ -182,8 +180,9 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
 def test_a_failed_build_names_the_compilers_first_error(tmp_path):
   code = ('from lm_jax.nn import fused_lstm; '
           'print("AVAILABLE", fused_lstm.available())')
-  env = dict(os.environ, CXX='c++ -include no_such_header.h',
-             LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu')
+  env = command_env(CXX='c++ -include no_such_header.h',
+                    LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'),
+                    JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], env=env,
                        capture_output=True, text=True, timeout=300)
   assert 'AVAILABLE False' in out.stdout, out.stderr
@@ -193,8 +192,9 @@ def test_a_failed_build_names_the_compilers_first_error(tmp_path):
 def test_unavailable_compiler_is_a_warning_not_an_error(tmp_path):
   code = ('from lm_jax.nn import fused_lstm; '
           'print("AVAILABLE", fused_lstm.available())')
-  env = dict(os.environ, CXX=str(tmp_path / 'no-such-compiler'),
-             LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'), JAX_PLATFORMS='cpu')
+  env = command_env(CXX=str(tmp_path / 'no-such-compiler'),
+                    LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'),
+                    JAX_PLATFORMS='cpu')
   out = subprocess.run([sys.executable, '-c', code], env=env,
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr
