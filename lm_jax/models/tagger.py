@@ -68,6 +68,7 @@ class CharLSTM(nn.Module):
     vocab_size: character ids, padding (0) included.
     embed_dim: character embedding size.
     features: LSTM units per direction; the output has 2 x features.
+    forget_bias: the LSTMs' forget-gate bias.
     fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
     dtype: computation dtype.
   """
@@ -75,6 +76,7 @@ class CharLSTM(nn.Module):
   vocab_size: int
   embed_dim: int = 32
   features: int = 32
+  forget_bias: float = 1.0
   fused_lstm: bool = True
   dtype: Any = jnp.float32
 
@@ -86,8 +88,8 @@ class CharLSTM(nn.Module):
     words = chars.reshape(batch * length, width)
     x = nn.Embed(self.vocab_size, self.embed_dim, name='embed')(words)
     rnn = StackedRNN('lstm', self.features, bidirectional=True,
-                     forget_bias=1.0, fused=self.fused_lstm, dtype=self.dtype,
-                     name='rnn')
+                     forget_bias=self.forget_bias, fused=self.fused_lstm,
+                     dtype=self.dtype, name='rnn')
     carries, _ = rnn(x.astype(self.dtype), lengths_of(words))
     states = jnp.concatenate([final_hidden(c) for c in carries], axis=-1)
     return states.reshape(batch, length, -1)
@@ -114,7 +116,8 @@ class RecurrentTagger(nn.Module):
     char_features: the CNN's filters, or the char LSTM's units per
       direction.
     char_kernel_size: characters each CNN filter sees.
-    forget_bias: the LSTM's forget-gate bias.
+    forget_bias: the forget-gate bias of the word LSTM and of the
+      character LSTM.
     extra_features_dim: size of optional per-token features (ELMo vectors)
       concatenated to the word features; 0 for none.
     fused_lstm: LSTMs through `lm_jax.nn.fused_lstm` on CPU (`RNN.fused`).
@@ -154,8 +157,9 @@ class RecurrentTagger(nn.Module):
                         dtype=self.dtype, name='chars')
     else:
       encoder = CharLSTM(self.char_vocab_size, self.char_embed_dim,
-                         self.char_features, fused_lstm=self.fused_lstm,
-                         dtype=self.dtype, name='chars')
+                         self.char_features, forget_bias=self.forget_bias,
+                         fused_lstm=self.fused_lstm, dtype=self.dtype,
+                         name='chars')
     return encoder(chars)
 
   @nn.compact

@@ -70,6 +70,19 @@ def test_char_encoders_ignore_character_padding(encoder):
   assert not np.allclose(features[0, 0], features[0, 1])
 
 
+def test_the_char_lstm_gets_the_taggers_forget_bias():
+  sentence = jnp.array([[3, 5, 7, 2]])
+  chars = _chars(sentence)
+  features = {}
+  for forget_bias in (0.0, 1.0):
+    model, params = _model(char_encoder='lstm', forget_bias=forget_bias)
+    _, state = model.apply(
+        {'params': params}, sentence, chars=chars,
+        capture_intermediates=lambda m, _: isinstance(m, CharLSTM))
+    (features[forget_bias],) = state['intermediates']['chars']['__call__']
+  assert not np.allclose(features[0.0], features[1.0], atol=1e-4)
+
+
 def test_char_encoder_needs_chars_after_initialisation():
   model, params = _model(char_encoder='cnn')
   with pytest.raises(ValueError, match='needs chars'):
