@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from lm_jax.data import builders
-from lm_jax.data.builders import raw_files, text_corpus
+from lm_jax.data.builders import glue_tsv, raw_files, text_corpus
 from lm_jax.data.builders.raw_files import DataNotFoundError
 from lm_jax.data.builders.text_corpus import load_text
 
@@ -60,6 +60,32 @@ def test_a_changed_raw_file_or_data_dir_prepares_the_dataset_again(tmp_path):
   assert _splits('tiny_shakespeare', other, cache)['train'] == 'B' * 90
   corpus('b', 'C' * 100)  # the same folder, its file edited
   assert _splits('tiny_shakespeare', other, cache)['validation'] == 'C' * 10
+
+
+def test_a_changed_parser_prepares_the_dataset_again(tmp_path,
+                                                     monkeypatch):
+  """A parser fix must reach datasets prepared before it, not only new
+  caches."""
+  raw = tmp_path / 'raw' / 'tiny_shakespeare'
+  raw.mkdir(parents=True)
+  (raw / 'input.txt').write_text('a' * 100)
+  splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
+  assert splits['train'] == 'a' * 90
+  # The fix: the builder's module as edited, and what it now produces.
+  read = text_corpus.read_text
+  monkeypatch.setattr(text_corpus, 'read_text',
+                      lambda *args: read(*args).upper())
+  fingerprint = raw_files.code_fingerprint
+  monkeypatch.setattr(raw_files, 'code_fingerprint',
+                      lambda builder: fingerprint(builder) + ' edited')
+  splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
+  assert splits['train'] == 'A' * 90
+
+
+def test_the_code_fingerprint_covers_each_builders_own_parser():
+  corpus = raw_files.code_fingerprint(text_corpus.TextCorpus)
+  assert len(corpus) == 64
+  assert corpus != raw_files.code_fingerprint(glue_tsv.GlueTsv)
 
 
 def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):

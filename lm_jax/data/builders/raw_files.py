@@ -6,8 +6,9 @@ A builder's raw files are read from a local data directory
 internet and the file is absent, downloaded from its public URL into the
 cache. Missing data fails at once with one line, before tfds starts.
 Building needs no TensorFlow. A prepared dataset records the SHA-256 of
-the raw files it was built from and is built again when they change (an
-edited corpus, another data dir).
+the raw files it was built from, and of the code that parsed them, and is
+built again when either changes (an edited corpus, another data dir, a
+parser fix).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import urllib.request
 import zlib
 from typing import Optional
@@ -160,6 +162,22 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
     return target
 
 
+def code_fingerprint(builder_class: type[RawFileBuilder]) -> str:
+  """SHA-256 of the lm_jax modules that turn raw files into the records of
+  `builder_class`: its own module and those of its lm_jax base classes.
+
+  A cached copy built by older parsing code would otherwise outlive the
+  fix; rebuilding after an edit that changes nothing costs seconds.
+  """
+  digest = hashlib.sha256()
+  modules = sorted({c.__module__ for c in builder_class.__mro__
+                    if c.__module__.startswith('lm_jax.')})
+  for module in modules:
+    with open(sys.modules[module].__file__, 'rb') as f:
+      digest.update(f.read())
+  return digest.hexdigest()
+
+
 def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
              cache_dir: str) -> RawFileBuilder:
   """The builder of dataset `name`, prepared as array_record on first use.
@@ -178,12 +196,13 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
         config=name, raw_dir=raw_dir, data_dir=cache_dir,
         file_format='array_record')
     builder = make()
-    current = builder.raw_fingerprint()
+    current = _fingerprint(builder)
     if builder.is_prepared():
       recorded = _read_json(os.path.join(builder.data_dir, _SOURCE_FILE))
       if current is not None and recorded != current:
-        log.info('%s/%s: the raw files differ from those it was prepared '
-                 'from; preparing it again', builder_class.name, name)
+        log.info('%s/%s: the raw files, or the code that parses them, differ '
+                 'from those it was prepared with; preparing it again',
+                 builder_class.name, name)
         shutil.rmtree(builder.data_dir)
         builder = make()
     if not builder.is_prepared():
@@ -193,7 +212,7 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
       with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
         builder.download_and_prepare()
       if current is None:  # the raw files were downloaded just now
-        current = builder.raw_fingerprint()
+        current = _fingerprint(builder)
       atomic_files.write_text(os.path.join(builder.data_dir, _SOURCE_FILE),
                               json.dumps(current))
   return builder
@@ -222,6 +241,15 @@ def read_split(builder: RawFileBuilder, split: str) -> dict[str, list]:
       kind = features[name].WhichOneof('kind')
       column.append(list(getattr(features[name], kind).value) if kind else [])
   return columns
+
+
+def _fingerprint(builder: RawFileBuilder) -> Optional[dict]:
+  """What a prepared copy records: its raw files' SHA-256s
+  (`raw_fingerprint`; None where one is not at hand) and its code's."""
+  raw = builder.raw_fingerprint()
+  if raw is None:
+    return None
+  return {'raw_files': raw, 'code': code_fingerprint(type(builder))}
 
 
 def _read_json(path: str) -> Optional[dict]:
