@@ -8,13 +8,15 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 from typing import Callable, Collection, NoReturn, Optional, Sequence
 
 from absl import flags
 import ml_collections
 
-from lm_jax.train.logging import CONFIG_FILE, METRICS_FILE, read_run_config
+from lm_jax.train.logging import (ARCHITECTURE_KEYS, CONFIG_FILE,
+                                  METRICS_FILE, read_run_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
@@ -319,6 +321,22 @@ def _differs(key: str, before, now) -> bool:
   return before != now
 
 
+def _adopted_architecture(config: ml_collections.ConfigDict) -> dict:
+  """The settings a run started from another (`init_from`) took from it:
+  the source run's architecture keys (`masked_lm.adopt_pretrained`)."""
+  if not config.get('init_from'):
+    return {}
+  source = _read_run_config(config.init_from) or {}
+  return {k: source[k] for k in ARCHITECTURE_KEYS if k in source}
+
+
+def _flag_value(value) -> str:
+  """`value` as a `--config.KEY=` flag spells it."""
+  if isinstance(value, (bool, int, float, str)):
+    return str(value)
+  return json.dumps(value)
+
+
 def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
                     workdir: str, overridden: Collection[str]) -> None:
   """Fails if a relaunch of the run in `workdir` changes a setting its
@@ -326,22 +344,23 @@ def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
   if not _has_results(workdir):
     return  # nothing trained yet: the run starts again as launched
   current = json.loads(config.to_json_best_effort())
-  # A run started from another (init_from) took that run's architecture.
-  source = _read_run_config(config.init_from) if config.get(
-      'init_from') else None
+  adopted = _adopted_architecture(config)
   changed = sorted(k for k in previous.keys() & current.keys()
                    if k not in _RELAUNCH_MAY_CHANGE
                    and _differs(k, previous[k], current[k])
-                   and not (source and source.get(k) == previous[k]))
+                   and adopted.get(k, current[k]) != previous[k])
   if changed:
     shown = ', '.join(f'{k}={previous[k]!r} (now {current[k]!r})'
                       for k in changed[:3])
     more = f' and {len(changed) - 3} more' if len(changed) > 3 else ''
     if set(changed) & set(overridden):
       fix = 'drop those overrides, or pick another --workdir'
-    else:  # e.g. `./launch.sh quickstart` after a pull changed the preset
-      fix = (f'no --config flag changed it, the preset did: move {workdir} '
-             'away to train it anew, or pick another --workdir')
+    else:  # flags the first launch had, or a pull that changed the preset
+      flags_then = ' '.join(
+          shlex.quote(f'--config.{k}={_flag_value(previous[k])}')
+          for k in changed)
+      fix = (f'to resume it, launch it with {flags_then}; to train it anew, '
+             f'move {workdir} away or pick another --workdir')
     fail(f'{workdir} holds a run trained with {shown}{more}; a relaunch '
          f'resumes it and cannot change that: {fix}')
 
@@ -480,4 +499,4 @@ def run_guarded(main: Callable[[], object]) -> object:
     fail(f'{e.filename}: {e.strerror or e}; check the path and its '
          'permissions')
   except ValueError as e:
-    fail(str(e).splitlines()[0])
+    fail((str(e).splitlines() or [f'{type(e).__name__} (no message)'])[0])

@@ -38,16 +38,9 @@ from lm_jax.data.wordpiece import WordPieceTokenizer, cached_wordpiece
 from lm_jax.models.bert import (BertClassifier, BertPretraining,
                                 bert_config)
 from lm_jax.tasks.base import Metrics, Task
-from lm_jax.train.logging import read_run_config
+from lm_jax.train.logging import ARCHITECTURE_KEYS, read_run_config
 
 log = logging.getLogger('lm_jax')
-
-# The run-config keys that fix the encoder's parameter shapes: a run that
-# starts from another takes them from it.
-ARCHITECTURE_KEYS = ('num_layers', 'num_heads', 'embed_dim', 'mlp_ratio',
-                     'mlp_hidden_dim', 'max_positions', 'type_vocab_size',
-                     'layer_norm_epsilon', 'activation', 'pre_norm')
-
 
 def adopt_pretrained(config: ml_collections.ConfigDict
                      ) -> Optional[WordPieceTokenizer]:

@@ -17,6 +17,13 @@ from lm_jax import atomic_files
 
 METRICS_FILE = 'metrics.jsonl'
 CONFIG_FILE = 'config.json'
+# The run-config keys that fix a BERT encoder's parameter shapes: a run
+# that starts from another (`init_from`) takes them from it
+# (`masked_lm.adopt_pretrained`). Here, beside config.json's reader, for
+# the command line, which checks relaunches before JAX may be imported.
+ARCHITECTURE_KEYS = ('num_layers', 'num_heads', 'embed_dim', 'mlp_ratio',
+                     'mlp_hidden_dim', 'max_positions', 'type_vocab_size',
+                     'layer_norm_epsilon', 'activation', 'pre_norm')
 
 log = logging.getLogger('lm_jax')
 

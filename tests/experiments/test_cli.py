@@ -10,6 +10,7 @@ No test needs the network: a `sitecustomize` shim on the subprocess's path
 makes host names unresolvable, as on a machine without internet.
 """
 
+import copy
 import json
 import os
 import re
@@ -523,18 +524,23 @@ def test_a_run_that_took_another_runs_architecture_relaunches(tmp_path):
   config = sst2_minilm.get_config()
   source, run = tmp_path / 'minilm', tmp_path / 'run'
   source.mkdir()
+  # The source's other settings (a whole run's config.json) match the
+  # run's too: only its architecture is taken, so they may not change.
   (source / 'config.json').write_text(json.dumps(
-      {'task': 'mlm', 'model': 'bert', 'corpus': 'imported', 'num_layers': 6,
-       'num_heads': 12, 'embed_dim': 384}))
+      {**json.loads(config.to_json_best_effort()), 'task': 'mlm',
+       'num_layers': 6, 'num_heads': 12, 'embed_dim': 384}))
   config.init_from = str(source)
   saved = json.loads(config.to_json_best_effort())
   saved.update(num_layers=6, num_heads=12, embed_dim=384)
   (run / 'checkpoints' / '1052').mkdir(parents=True)
   (run / 'config.json').write_text(json.dumps(saved))
   cli.check_workdir(config, str(run))  # no SystemExit
-  config.seed += 1
-  with pytest.raises(SystemExit):
-    cli.check_workdir(config, str(run))
+  for key, value in [('seed', config.seed + 1), ('batch_size', 16),
+                     ('weight_decay', 0.5)]:
+    changed = copy.deepcopy(config)
+    setattr(changed, key, value)
+    with pytest.raises(SystemExit):
+      cli.check_workdir(changed, str(run))
 
 
 def test_a_relaunch_naming_the_same_pretrained_run_otherwise_resumes(
@@ -562,9 +568,11 @@ def test_a_relaunch_naming_the_same_pretrained_run_otherwise_resumes(
     cli.check_workdir(config, str(run))
 
 
-def test_a_relaunch_refused_for_a_changed_preset_says_so(tmp_path, capsys):
-  """`./launch.sh quickstart` takes no flags to drop, nor a --workdir: the
-  advice names the folder to move away."""
+def test_a_relaunch_refused_for_a_changed_setting_says_what_to_do(
+    tmp_path, capsys):
+  """Without the flag: the first launch's flag left out, or (as for
+  `./launch.sh quickstart`, which takes no flags) a pull that changed the
+  preset. The advice names the flag that resumes and the folder to move."""
   # pylint: disable=import-outside-toplevel
   from experiments.configs import shakespeare_char_cpu
   run = tmp_path / 'run'
@@ -572,8 +580,10 @@ def test_a_relaunch_refused_for_a_changed_preset_says_so(tmp_path, capsys):
   config = shakespeare_char_cpu.get_config()
   (run / 'config.json').write_text(config.to_json_best_effort())
   config.dropout_rate = 0.1
-  for overridden, advice in [({'dropout_rate'}, 'drop those overrides'),
-                             ((), f'the preset did: move {run} away')]:
+  for overridden, advice in [
+      ({'dropout_rate'}, 'drop those overrides'),
+      ((), 'launch it with --config.dropout_rate=0.0; to train it anew, '
+           f'move {run} away')]:
     with pytest.raises(SystemExit):
       cli.check_workdir(config, str(run), overridden)
     assert advice in capsys.readouterr().err
@@ -651,6 +661,14 @@ def test_a_path_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
   assert exit_info.value.code == 2
   lines = capsys.readouterr().err.splitlines()
   assert len(lines) == 1 and lines[0].startswith(f'error: {tmp_path}: ')
+
+
+def test_a_value_error_without_a_message_is_still_one_line(capsys):
+  def no_message():
+    raise ValueError()
+  with pytest.raises(SystemExit):
+    cli.run_guarded(no_message)
+  assert capsys.readouterr().err == 'error: ValueError (no message)\n'
 
 
 def test_an_oserror_about_no_path_is_not_blamed_on_one(tmp_path):
