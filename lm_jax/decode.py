@@ -189,6 +189,16 @@ def _seq2seq_step(model: nn.Module, params: Any, memory: Any, cache: Any,
   return logits[:, -1], updated['cache']
 
 
+def _never_output(scores: Array, bos_id: int, eos_id: int) -> Array:
+  """`scores` `[rows, vocab]` (logits or log-probabilities) with padding
+  (0) and, unless it is also EOS, BOS out of reach: no target was either,
+  so their scores are noise, and a 0 would cut the output short where it
+  is read back. Applied after the softmax, so that a hypothesis still
+  scores the model's own log-probability (as fairseq does)."""
+  banned = [0] if bos_id == eos_id else [0, bos_id]
+  return scores.at[:, banned].set(_NEG)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
 def greedy_search(model: nn.Module, params: Any, inputs: Array,
                   max_length: int, bos_id: int, eos_id: int) -> Array:
@@ -215,6 +225,7 @@ def greedy_search(model: nn.Module, params: Any, inputs: Array,
   def step(state):
     i, token, cache, done, out = state
     logits, cache = _seq2seq_step(model, params, memory, cache, token)
+    logits = _never_output(logits, bos_id, eos_id)
     token = jnp.where(done, 0, jnp.argmax(logits, -1).astype(jnp.int32))
     return (i + 1, token, cache, done | (token == eos_id),
             out.at[:, i].set(token))
@@ -289,7 +300,8 @@ def beam_search(model: nn.Module, params: Any, inputs: Array, beam_size: int,
      last) = state
     logits, cache = _seq2seq_step(model, params, memory, cache, last)
     vocab = logits.shape[-1]
-    logp = jax.nn.log_softmax(logits).reshape(batch, k, vocab)
+    logp = _never_output(jax.nn.log_softmax(logits), bos_id, eos_id)
+    logp = logp.reshape(batch, k, vocab)
     candidates = (alive_logp[:, :, None] + logp).reshape(batch, k * vocab)
     top_logp, top = jax.lax.top_k(candidates, 2 * k)
     parent, token = top // vocab, (top % vocab).astype(jnp.int32)

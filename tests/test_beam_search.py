@@ -83,6 +83,20 @@ def test_beam_search_finds_what_greedy_misses():
   np.testing.assert_allclose(score, math.log(0.4 * 0.9), rtol=1e-4)
 
 
+def test_neither_search_outputs_padding_or_bos():
+  """Even where the model likes them best: a 0 would end the output early,
+  and neither was ever a target."""
+  model = MarkovTable(_table({BOS: {0: 0.5, BOS: 0.3, A: 0.2},
+                              A: {0: 0.5, BOS: 0.3, EOS: 0.2}}))
+  greedy = decode.greedy_search(model, {}, SOURCE[:1], 4, BOS, EOS)
+  assert np.asarray(greedy)[0].tolist() == [A, EOS, 0, 0]
+  tokens, score = decode.beam_search(model, {}, SOURCE[:1], 2, 4, 0.0, BOS,
+                                     EOS)
+  assert np.asarray(tokens)[0].tolist() == [A, EOS, 0, 0]
+  # Still the model's log-probability, not one renormalised without them.
+  np.testing.assert_allclose(score, math.log(0.2 * 0.2), rtol=1e-4)
+
+
 def test_a_negative_length_penalty_is_refused():
   """Its penalty shrinks with length, so the early stop (no live
   hypothesis can beat the best finished one) no longer holds."""
@@ -144,8 +158,9 @@ def test_greedy_is_the_argmax_of_teacher_forced_passes(model_and_params):
   for row, source in zip(out, SOURCE):
     prefix = [BOS]
     for i in range(max_length):
-      logits = np.asarray(apply({'params': params}, source[None],
-                                np.array([prefix])))[0, -1]
+      logits = np.array(apply({'params': params}, source[None],
+                              np.array([prefix])))[0, -1]
+      logits[[0, BOS]] = -np.inf  # never outputs
       token = int(logits.argmax())
       assert row[i] == token
       if token == EOS:
