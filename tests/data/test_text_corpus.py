@@ -77,15 +77,29 @@ def test_a_changed_parser_prepares_the_dataset_again(tmp_path,
                       lambda *args: read(*args).upper())
   fingerprint = raw_files.code_fingerprint
   monkeypatch.setattr(raw_files, 'code_fingerprint',
-                      lambda builder: fingerprint(builder) + ' edited')
+                      lambda builder: 'edited' + fingerprint(builder))
   splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
   assert splits['train'] == 'A' * 90
+  # A checkout of the older code sharing the cache still finds its copy.
+  monkeypatch.undo()
+  splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
+  assert splits['train'] == 'a' * 90
+  assert len(list((tmp_path / 'cache').glob('parsed-*'))) == 2
 
 
-def test_the_code_fingerprint_covers_each_builders_own_parser():
+def test_the_code_fingerprint_covers_each_builders_own_parser(monkeypatch):
   corpus = raw_files.code_fingerprint(text_corpus.TextCorpus)
   assert len(corpus) == 64
   assert corpus != raw_files.code_fingerprint(glue_tsv.GlueTsv)
+  # Comments and layout are not code.
+  with open(text_corpus.__file__, encoding='utf-8') as f:
+    source = f.read()
+  edited = '# a comment\n' + source.replace('\n\n\n', '\n\n\n\n')
+  real_open = open
+  monkeypatch.setattr(
+      'builtins.open', lambda path, *a, **k: io.StringIO(edited)
+      if path == text_corpus.__file__ else real_open(path, *a, **k))
+  assert raw_files.code_fingerprint(text_corpus.TextCorpus) == corpus
 
 
 def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):

@@ -6,14 +6,16 @@ A builder's raw files are read from a local data directory
 internet and the file is absent, downloaded from its public URL into the
 cache. Missing data fails at once with one line, before tfds starts.
 Building needs no TensorFlow. A prepared dataset records the SHA-256 of
-the raw files it was built from, and of the code that parsed them, and is
-built again when either changes (an edited corpus, another data dir, a
-parser fix).
+the raw files it was built from and is built again when they change (an
+edited corpus, another data dir). Each version of the parsing code keeps
+its own prepared copies (`code_fingerprint`), so a parser fix takes effect
+at once.
 """
 
 from __future__ import annotations
 
 import abc
+import ast
 import contextlib
 import fcntl
 import gzip
@@ -102,14 +104,17 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
 
   Args:
     raw_dir: folder holding the raw files.
-    data_dir: where tfds writes the prepared dataset (and downloads).
+    data_dir: where tfds writes the prepared dataset.
+    download_dir: where raw files are downloaded to (None:
+      `data_dir`/downloads).
   """
 
   SOURCES: dict = {}
 
-  def __init__(self, *, raw_dir: str = '', data_dir: str, **kwargs):
+  def __init__(self, *, raw_dir: str = '', data_dir: str,
+               download_dir: Optional[str] = None, **kwargs):
     self._raw_dir = raw_dir
-    self._download_dir = os.path.join(data_dir, 'downloads')
+    self._download_dir = download_dir or os.path.join(data_dir, 'downloads')
     super().__init__(data_dir=data_dir, **kwargs)
 
   @property
@@ -163,18 +168,15 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
 
 
 def code_fingerprint(builder_class: type[RawFileBuilder]) -> str:
-  """SHA-256 of the lm_jax modules that turn raw files into the records of
-  `builder_class`: its own module and those of its lm_jax base classes.
-
-  A cached copy built by older parsing code would otherwise outlive the
-  fix; rebuilding after an edit that changes nothing costs seconds.
-  """
+  """SHA-256 of the code of the lm_jax modules that turn raw files into the
+  records of `builder_class` (its own module and those of its lm_jax base
+  classes), comments and layout left out."""
   digest = hashlib.sha256()
   modules = sorted({c.__module__ for c in builder_class.__mro__
                     if c.__module__.startswith('lm_jax.')})
   for module in modules:
-    with open(sys.modules[module].__file__, 'rb') as f:
-      digest.update(f.read())
+    with open(sys.modules[module].__file__, encoding='utf-8') as f:
+      digest.update(ast.dump(ast.parse(f.read())).encode())
   return digest.hexdigest()
 
 
@@ -185,24 +187,31 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
   Raises:
     DataNotFoundError: a raw file is missing and not downloadable.
   """
-  os.makedirs(cache_dir, exist_ok=True)
+  # In a folder of the parsing code's version: a copy built by older code
+  # would otherwise outlive a parser fix, and checkouts of two versions
+  # sharing a cache would each delete the other's copy, which a run may be
+  # reading. A few MB a copy; unused ones can be deleted. Downloads are
+  # shared.
+  data_dir = os.path.join(cache_dir,
+                          f'parsed-{code_fingerprint(builder_class)[:16]}')
+  os.makedirs(data_dir, exist_ok=True)
   # Several processes (tests, sweeps) may build the same dataset at once.
   # The builder reads the dataset's metadata when it is made, so it is made
   # under the lock, after any other process has finished preparing.
-  lock_path = os.path.join(cache_dir, f'.{builder_class.name}.{name}.lock')
+  lock_path = os.path.join(data_dir, f'.{builder_class.name}.{name}.lock')
   with open(lock_path, 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     make = lambda: builder_class(  # noqa: E731
-        config=name, raw_dir=raw_dir, data_dir=cache_dir,
+        config=name, raw_dir=raw_dir, data_dir=data_dir,
+        download_dir=os.path.join(cache_dir, 'downloads'),
         file_format='array_record')
     builder = make()
-    current = _fingerprint(builder)
+    current = builder.raw_fingerprint()
     if builder.is_prepared():
       recorded = _read_json(os.path.join(builder.data_dir, _SOURCE_FILE))
       if current is not None and recorded != current:
-        log.info('%s/%s: the raw files, or the code that parses them, differ '
-                 'from those it was prepared with; preparing it again',
-                 builder_class.name, name)
+        log.info('%s/%s: the raw files differ from those it was prepared '
+                 'from; preparing it again', builder_class.name, name)
         shutil.rmtree(builder.data_dir)
         builder = make()
     if not builder.is_prepared():
@@ -212,7 +221,7 @@ def prepared(builder_class: type[RawFileBuilder], name: str, raw_dir: str,
       with contextlib.redirect_stdout(io.StringIO()):  # tfds's banner
         builder.download_and_prepare()
       if current is None:  # the raw files were downloaded just now
-        current = _fingerprint(builder)
+        current = builder.raw_fingerprint()
       atomic_files.write_text(os.path.join(builder.data_dir, _SOURCE_FILE),
                               json.dumps(current))
   return builder
@@ -241,15 +250,6 @@ def read_split(builder: RawFileBuilder, split: str) -> dict[str, list]:
       kind = features[name].WhichOneof('kind')
       column.append(list(getattr(features[name], kind).value) if kind else [])
   return columns
-
-
-def _fingerprint(builder: RawFileBuilder) -> Optional[dict]:
-  """What a prepared copy records: its raw files' SHA-256s
-  (`raw_fingerprint`; None where one is not at hand) and its code's."""
-  raw = builder.raw_fingerprint()
-  if raw is None:
-    return None
-  return {'raw_files': raw, 'code': code_fingerprint(type(builder))}
 
 
 def _read_json(path: str) -> Optional[dict]:
