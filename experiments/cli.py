@@ -15,8 +15,8 @@ from typing import Callable, Collection, NoReturn, Optional, Sequence
 from absl import flags
 import ml_collections
 
-from lm_jax.train.logging import (ARCHITECTURE_KEYS, CONFIG_FILE,
-                                  METRICS_FILE, read_run_config)
+from lm_jax.train.logging import (CONFIG_FILE, METRICS_FILE,
+                                  architecture_of, read_run_config)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, 'experiments', 'configs')
@@ -326,15 +326,7 @@ def _adopted_architecture(config: ml_collections.ConfigDict) -> dict:
   the source run's architecture keys (`masked_lm.adopt_pretrained`)."""
   if not config.get('init_from'):
     return {}
-  source = _read_run_config(config.init_from) or {}
-  return {k: source[k] for k in ARCHITECTURE_KEYS if k in source}
-
-
-def _flag_value(value) -> str:
-  """`value` as a `--config.KEY=` flag spells it."""
-  if isinstance(value, (bool, int, float, str)):
-    return str(value)
-  return json.dumps(value)
+  return architecture_of(_read_run_config(config.init_from) or {})
 
 
 def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
@@ -355,12 +347,17 @@ def _check_relaunch(previous: dict, config: ml_collections.ConfigDict,
     more = f' and {len(changed) - 3} more' if len(changed) > 3 else ''
     if set(changed) & set(overridden):
       fix = 'drop those overrides, or pick another --workdir'
-    else:  # flags the first launch had, or a pull that changed the preset
-      flags_then = ' '.join(
-          shlex.quote(f'--config.{k}={_flag_value(previous[k])}')
-          for k in changed)
-      fix = (f'to resume it, launch it with {flags_then}; to train it anew, '
-             f'move {workdir} away or pick another --workdir')
+    elif all(isinstance(previous[k], (bool, int, float, str))
+             and k not in adopted for k in changed):
+      # Flags the first launch had, or a pull that changed the preset. The
+      # workdir is named: with the flags, the default one would differ.
+      flags_then = ' '.join(shlex.quote(f'--config.{k}={previous[k]}')
+                            for k in changed)
+      fix = (f'to resume it, relaunch with --workdir {shlex.quote(workdir)} '
+             f'{flags_then}; to train it anew, move {workdir} away or pick '
+             'another --workdir')
+    else:  # values no flag can set back
+      fix = f'move {workdir} away to train it anew, or pick another --workdir'
     fail(f'{workdir} holds a run trained with {shown}{more}; a relaunch '
          f'resumes it and cannot change that: {fix}')
 

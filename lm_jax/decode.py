@@ -192,8 +192,8 @@ def _seq2seq_step(model: nn.Module, params: Any, memory: Any, cache: Any,
 def _never_output(scores: Array, bos_id: int, eos_id: int) -> Array:
   """`scores` `[rows, vocab]` (logits or log-probabilities) with padding
   (0) and, unless it is also EOS, BOS out of reach: no target was either,
-  so their scores are noise, and a 0 would cut the output short where it
-  is read back. Applied after the softmax, so that a hypothesis still
+  so their scores were never trained, and in the searches' outputs a 0
+  means "after EOS". Applied after the softmax, so that a hypothesis still
   scores the model's own log-probability (as fairseq does)."""
   banned = [0] if bos_id == eos_id else [0, bos_id]
   return scores.at[:, banned].set(_NEG)

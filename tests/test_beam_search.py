@@ -84,8 +84,8 @@ def test_beam_search_finds_what_greedy_misses():
 
 
 def test_neither_search_outputs_padding_or_bos():
-  """Even where the model likes them best: a 0 would end the output early,
-  and neither was ever a target."""
+  """Even where the model likes them best: neither was ever a target, and
+  in the output a 0 means "after EOS"."""
   model = MarkovTable(_table({BOS: {0: 0.5, BOS: 0.3, A: 0.2},
                               A: {0: 0.5, BOS: 0.3, EOS: 0.2}}))
   greedy = decode.greedy_search(model, {}, SOURCE[:1], 4, BOS, EOS)

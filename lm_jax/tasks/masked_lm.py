@@ -38,9 +38,10 @@ from lm_jax.data.wordpiece import WordPieceTokenizer, cached_wordpiece
 from lm_jax.models.bert import (BertClassifier, BertPretraining,
                                 bert_config)
 from lm_jax.tasks.base import Metrics, Task
-from lm_jax.train.logging import ARCHITECTURE_KEYS, read_run_config
+from lm_jax.train.logging import architecture_of, read_run_config
 
 log = logging.getLogger('lm_jax')
+
 
 def adopt_pretrained(config: ml_collections.ConfigDict
                      ) -> Optional[WordPieceTokenizer]:
@@ -54,8 +55,8 @@ def adopt_pretrained(config: ml_collections.ConfigDict
   if source_config.get('model') != 'bert':
     raise ValueError(f'init_from {source} is a {source_config.get("model")!r}'
                      ' run, not a BERT one')
-  changed = {k: source_config[k] for k in ARCHITECTURE_KEYS
-             if k in source_config and config.get(k) != source_config[k]}
+  changed = {k: v for k, v in architecture_of(source_config).items()
+             if config.get(k) != v}
   if changed:
     log.info('architecture from %s: %s', source, changed)
   with config.unlocked():

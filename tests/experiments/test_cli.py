@@ -582,11 +582,20 @@ def test_a_relaunch_refused_for_a_changed_setting_says_what_to_do(
   config.dropout_rate = 0.1
   for overridden, advice in [
       ({'dropout_rate'}, 'drop those overrides'),
-      ((), 'launch it with --config.dropout_rate=0.0; to train it anew, '
-           f'move {run} away')]:
+      # With the flag alone, the default workdir would be another.
+      ((), f'relaunch with --workdir {run} --config.dropout_rate=0.0; to '
+           f'train it anew, move {run} away')]:
     with pytest.raises(SystemExit):
       cli.check_workdir(config, str(run), overridden)
     assert advice in capsys.readouterr().err
+  # A value no --config flag can give (None) gets no flag to repeat.
+  saved = json.loads((run / 'config.json').read_text())
+  (run / 'config.json').write_text(json.dumps({**saved,
+                                               'dropout_rate': None}))
+  with pytest.raises(SystemExit):
+    cli.check_workdir(config, str(run))
+  err = capsys.readouterr().err
+  assert f'move {run} away to train it anew' in err and '--config.' not in err
 
 
 def test_relaunching_a_counting_run_with_other_settings_is_refused(
