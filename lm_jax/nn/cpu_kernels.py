@@ -4,11 +4,12 @@ Each kernel (`fused_lstm_cpu.cc`, `fused_attention_cpu.cc`,
 `fused_cross_entropy_cpu.cc`) is one source file beside this module, with
 the shared `cpu_simd.h` and `cpu_threads.h`, exporting XLA FFI handlers.
 It is compiled on first use with the system's C++ compiler (`$CXX`, else
-`c++`) into `$LM_JAX_KERNEL_CACHE` (default
-`~/.cache/lm_jax`), keyed by the sources, the flags, the jaxlib version and
-the CPU, then its handlers are registered as FFI targets. Where any of that
-fails, `Kernel.available()` is False (with one warning) and the caller keeps
-its XLA path.
+`c++`) into `$LM_JAX_KERNEL_CACHE` (default `~/.cache/lm_jax`), keyed by
+the sources, the compiler command and flags, the jaxlib version and the
+CPU, then its handlers are registered as FFI targets. A cached library
+that does not load, or lacks a handler, is built again. Where any of that
+fails, `Kernel.available()` is False (with one warning) and the caller
+keeps its XLA path.
 
 XLA knows nothing of how a custom call could be split across devices, so
 under a `jit` whose batch is sharded it would gather every operand onto
@@ -18,6 +19,7 @@ that the kernels' batch rows are independent.
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import functools
 import hashlib
@@ -53,8 +55,14 @@ def _cpu_signature() -> str:
     return platform.processor()
 
 
+def _compiler() -> list[str]:
+  """The C++ compiler command: `$CXX` (which may hold words: 'ccache g++',
+  or flags), else `c++`."""
+  return shlex.split(os.environ.get('CXX') or 'c++')
+
+
 def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
-  compiler = shlex.split(os.environ.get('CXX') or 'c++')  # 'ccache g++'
+  compiler = _compiler()
   library.parent.mkdir(parents=True, exist_ok=True)
   # Written beside the target and renamed: concurrent builds never see a
   # half-written library.
@@ -66,7 +74,10 @@ def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
     result = subprocess.run(
         [*compiler, '-march=native', *command[len(compiler):]],
         capture_output=True, text=True)
-    if result.returncode != 0:  # a compiler without -march=native
+    # A compiler without -march=native builds the portable code; any other
+    # failure (a killed compiler, say) must not leave a portable library
+    # cached where the native one belongs.
+    if result.returncode != 0 and 'march' in result.stderr:
       result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
       raise RuntimeError(_first_error(result.stderr))
@@ -94,7 +105,7 @@ def can_build() -> bool:
   """Whether the kernels should build here: Linux, with the C++ compiler
   (`$CXX`, else `c++`) on the PATH. Tests use it to tell a machine without
   a compiler, where the XLA paths are expected, from a broken build."""
-  compiler = shlex.split(os.environ.get('CXX') or 'c++')
+  compiler = _compiler()
   return (platform.system() == 'Linux' and bool(compiler)
           and shutil.which(compiler[0]) is not None)
 
@@ -123,32 +134,50 @@ class Kernel:
     if platform.system() != 'Linux':  # sched_getaffinity in the C++
       return False
     try:
-      key = hashlib.sha256(b'\0'.join([
-          self._source.read_bytes(),
-          *((_HERE / h).read_bytes() for h in _HEADERS),
-          ' '.join(_FLAGS).encode(), jaxlib.__version__.encode(),
-          _cpu_signature().encode()])).hexdigest()
-      # Absolute: dlopen reads a bare file name as a library to search for.
-      cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
-                           pathlib.Path.home() / '.cache' /
-                           'lm_jax').expanduser().resolve()
-      library = cache / f'{self._source.stem}-{key[:16]}.so'
+      library = self.library()
       if not library.exists():
         _compile(self._source, library)
       try:
-        lib = ctypes.cdll.LoadLibrary(str(library))
-      except OSError:  # a damaged cached library: built again, once
+        handlers = self._load(library)
+      except (OSError, AttributeError):  # damaged: built again, once
         library.unlink(missing_ok=True)
         _compile(self._source, library)
-        lib = ctypes.cdll.LoadLibrary(str(library))
-      for target, symbol in self._targets.items():
-        jax.ffi.register_ffi_target(
-            target, jax.ffi.pycapsule(getattr(lib, symbol)), platform='cpu')
+        handlers = self._load(library)
+      for target, handler in handlers.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler),
+                                    platform='cpu')
     except (OSError, RuntimeError, AttributeError) as e:
       logging.warning('%s unavailable (%s); %s', self._what, e,
                       self._fallback)
       return False
     return True
+
+  def library(self) -> pathlib.Path:
+    """Where the compiled library is cached, under a name keyed by all
+    that goes into it."""
+    key = hashlib.sha256(b'\0'.join([
+        self._source.read_bytes(),
+        *((_HERE / h).read_bytes() for h in _HEADERS),
+        ' '.join([*_compiler(), *_FLAGS]).encode(),
+        jaxlib.__version__.encode(), _cpu_signature().encode()])).hexdigest()
+    # Absolute: dlopen reads a bare file name as a library to search for.
+    cache = pathlib.Path(os.environ.get('LM_JAX_KERNEL_CACHE') or
+                         pathlib.Path.home() / '.cache' /
+                         'lm_jax').expanduser().resolve()
+    return cache / f'{self._source.stem}-{key[:16]}.so'
+
+  def _load(self, library: pathlib.Path) -> dict:
+    """FFI target -> its handler in `library`; OSError where it does not
+    load, AttributeError where it lacks a handler."""
+    lib = ctypes.cdll.LoadLibrary(str(library))
+    try:
+      return {target: getattr(lib, symbol)
+              for target, symbol in self._targets.items()}
+    except AttributeError:
+      # Unloaded, or dlopen would hand back this library for the rebuilt
+      # one at the same path.
+      _ctypes.dlclose(lib._handle)  # pylint: disable=protected-access
+      raise
 
   def require(self) -> None:
     """Raises unless `available()`: for the calls that need the kernel."""

@@ -168,13 +168,20 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
   assert 'AVAILABLE True' in out.stdout, out.stderr
   (library,) = tmp_path.glob('*.so')
   assert library.stat().st_mode & 0o755 == 0o755
-  # A damaged cached library is built again, not a lasting fallback.
+  # A damaged cached library is built again, not a lasting fallback: one
+  # cut short, or one that loads but lacks the kernel's handlers.
   size = library.stat().st_size
-  library.write_bytes(b'')
-  out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
-  assert 'AVAILABLE True' in out.stdout, out.stderr
-  assert library.stat().st_size == size
+  other = tmp_path / 'other'
+  other.mkdir()
+  subprocess.run(['c++', '-shared', '-fPIC', '-x', 'c++', '-', '-o',
+                  str(other / 'lib.so')], input='int unrelated() { return 0; }',
+                 text=True, check=True, timeout=60)
+  for damaged in (b'', (other / 'lib.so').read_bytes()):
+    library.write_bytes(damaged)
+    out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert 'AVAILABLE True' in out.stdout, out.stderr
+    assert library.stat().st_size == size
 
 
 def test_a_failed_build_names_the_compilers_first_error(tmp_path):
@@ -187,6 +194,40 @@ def test_a_failed_build_names_the_compilers_first_error(tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert 'AVAILABLE False' in out.stdout, out.stderr
   assert 'no_such_header.h' in out.stderr
+
+
+def test_the_compiler_command_is_part_of_the_librarys_name(monkeypatch):
+  """A library built by another compiler, or with other flags in $CXX,
+  is not the one to load."""
+  kernel = fused_lstm._KERNEL  # pylint: disable=protected-access
+  monkeypatch.delenv('CXX', raising=False)
+  default = kernel.library()
+  monkeypatch.setenv('CXX', 'c++ -O0')
+  assert kernel.library() != default
+  assert kernel.library().parent == default.parent
+
+
+def test_a_native_build_that_fails_otherwise_caches_nothing(tmp_path):
+  """Only a compiler without -march=native gets the portable build: a
+  native build that failed for another reason (here a compiler killed)
+  must not leave a portable library where the native one belongs."""
+  compiler = tmp_path / 'flaky-c++'
+  compiler.write_text('#!/bin/sh\n'
+                      'case "$*" in *-march=native*) '
+                      'echo "c++: fatal error: Killed signal" >&2; exit 1;; '
+                      'esac\n'
+                      'exec c++ "$@"\n')
+  compiler.chmod(0o755)
+  code = ('from lm_jax.nn import fused_lstm; '
+          'print("AVAILABLE", fused_lstm.available())')
+  env = command_env(CXX=str(compiler),
+                    LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'),
+                    JAX_PLATFORMS='cpu')
+  out = subprocess.run([sys.executable, '-c', code], env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert 'AVAILABLE False' in out.stdout, out.stderr
+  assert 'Killed' in out.stderr
+  assert not list((tmp_path / 'cache').glob('*.so'))
 
 
 def test_unavailable_compiler_is_a_warning_not_an_error(tmp_path):
