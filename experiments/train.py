@@ -35,7 +35,8 @@ def main(argv):
   cli.check_values(config)
   cli.check_run_length(config, sys.argv[1:])
   cli.resolve_paths(config)
-  cli.check_workdir(config, workdir, cli.config_overrides(sys.argv[1:]))
+  overridden = cli.config_overrides(sys.argv[1:])
+  cli.check_workdir(config, workdir, overridden)
   cli.use_compilation_cache(config.cache_dir)
   cli.set_cpu_devices(cli.cpu_device_count(
       config.cpu_devices, config.batch_size // config.grad_accum_steps,
@@ -46,7 +47,10 @@ def main(argv):
                            config.process_id)
   cli.setup_logging()
   from lm_jax.train.loop import train_and_evaluate
-  results = cli.run_guarded(lambda: train_and_evaluate(config, workdir))
+  # Checked again with the workdir held: a launch in it may have ended
+  # since.
+  results = cli.run_guarded(lambda: train_and_evaluate(
+      config, workdir, lambda: cli.check_workdir(config, workdir, overridden)))
   print('final ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
 
 

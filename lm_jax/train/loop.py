@@ -241,9 +241,18 @@ def _train_values(task, sums: dict, schedule, step: int) -> dict[str, float]:
   return values
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       check_workdir: Optional[Callable[[], None]] = None
                        ) -> dict[str, float]:
   """Trains `config`'s task in `workdir`, resuming from its checkpoints.
+
+  Args:
+    config: the run's settings.
+    workdir: the run's folder.
+    check_workdir: called once the workdir is held, before anything in it
+      is read or written; raises to refuse the launch. The command line's
+      relaunch check, again: another launch may have trained in the
+      workdir between its first check and this one.
 
   Returns:
     The final evaluation's figures (`eval_loss`, `eval_perplexity`, ...).
@@ -254,6 +263,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   task.prepare()
   if isinstance(task, tasks.CountingTask):
     with atomic_files.held_exclusively(workdir):  # as training holds it
+      if check_workdir is not None:
+        check_workdir()
       return estimate_and_evaluate(task, config, workdir)
   mesh = parallel.make_data_mesh(config.num_devices)
   _check_run(config, task, mesh)
@@ -269,6 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   with contextlib.ExitStack() as stack:
     if jax.process_index() == 0:  # two launches would interleave steps
       stack.enter_context(atomic_files.held_exclusively(workdir))
+    if check_workdir is not None:
+      check_workdir()
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                    config.checkpoint_every,
                                    config.async_checkpoint)

@@ -471,6 +471,32 @@ def test_a_second_launch_on_a_workdir_in_training_is_refused(uninterrupted,
   assert _snapshot_files(workdir) == before
 
 
+def test_the_launchs_workdir_check_runs_again_once_the_workdir_is_held(
+    uninterrupted, tmp_path):
+  """The command line checks a relaunch's settings before the workdir is
+  held; another launch may train in it meanwhile, so the loop checks again
+  once it holds it, before it reads or writes anything there."""
+  from lm_jax import atomic_files  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted['workdir'], workdir)
+  before = _snapshot_files(workdir)
+  config = uninterrupted['config'].copy_and_resolve_references()
+  config.num_train_steps = 18
+  checked = []
+
+  def check_workdir():
+    with pytest.raises(BlockingIOError):  # the loop holds it
+      with atomic_files.held_exclusively(workdir):
+        pass
+    checked.append(True)
+    raise SystemExit(2)  # as the command line refuses
+
+  with pytest.raises(SystemExit):
+    loop.train_and_evaluate(config, workdir, check_workdir)
+  assert checked
+  assert _snapshot_files(workdir) == before
+
+
 def _snapshot_files(workdir):
   snapshot = {}
   for name in ('config.json', 'tokenizer.json', 'metrics.jsonl'):
