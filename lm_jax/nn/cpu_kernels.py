@@ -77,7 +77,7 @@ def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
     # A compiler without -march=native builds the portable code; any other
     # failure (a killed compiler, say) must not leave a portable library
     # cached where the native one belongs.
-    if result.returncode != 0 and 'march' in result.stderr:
+    if result.returncode != 0 and '-march' in result.stderr:
       result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
       raise RuntimeError(_first_error(result.stderr))
@@ -174,8 +174,8 @@ class Kernel:
       return {target: getattr(lib, symbol)
               for target, symbol in self._targets.items()}
     except AttributeError:
-      # Unloaded, or dlopen would hand back this library for the rebuilt
-      # one at the same path.
+      # Unloaded (where the loader allows it), or dlopen would hand back
+      # this library for the rebuilt one at the same path.
       _ctypes.dlclose(lib._handle)  # pylint: disable=protected-access
       raise
 

@@ -249,8 +249,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   Args:
     config: the run's settings.
     workdir: the run's folder.
-    check_workdir: called once the workdir is held, before anything in it
-      is read or written; raises to refuse the launch. The command line's
+    check_workdir: called once the workdir is held (by the first
+      process), before anything in it is read or written; raises to
+      refuse the launch. The command line's
       relaunch check, again: another launch may have trained in the
       workdir between its first check and this one.
 

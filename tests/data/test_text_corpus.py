@@ -71,6 +71,13 @@ def test_a_changed_parser_prepares_the_dataset_again(tmp_path,
   (raw / 'input.txt').write_text('a' * 100)
   splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
   assert splits['train'] == 'a' * 90
+  (first,) = (tmp_path / 'cache').glob('parsed-*')
+
+  def prepared_files():  # the lock file beside them is opened each time
+    return {p: p.stat().st_mtime_ns for p in first.rglob('*')
+            if p.is_file() and p.suffix != '.lock'}
+
+  files = prepared_files()
   # The fix: the builder's module as edited, and what it now produces.
   read = text_corpus.read_text
   monkeypatch.setattr(text_corpus, 'read_text',
@@ -85,6 +92,7 @@ def test_a_changed_parser_prepares_the_dataset_again(tmp_path,
   splits = _splits('tiny_shakespeare', tmp_path / 'raw', tmp_path / 'cache')
   assert splits['train'] == 'a' * 90
   assert len(list((tmp_path / 'cache').glob('parsed-*'))) == 2
+  assert prepared_files() == files  # not prepared again
 
 
 def test_the_code_fingerprint_covers_each_builders_own_parser(monkeypatch):

@@ -173,7 +173,8 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
   size = library.stat().st_size
   other = tmp_path / 'other'
   other.mkdir()
-  subprocess.run(['c++', '-shared', '-fPIC', '-x', 'c++', '-', '-o',
+  subprocess.run([*cpu_kernels._compiler(),  # pylint: disable=W0212
+                  '-shared', '-fPIC', '-x', 'c++', '-', '-o',
                   str(other / 'lib.so')], input='int unrelated() { return 0; }',
                  text=True, check=True, timeout=60)
   for damaged in (b'', (other / 'lib.so').read_bytes()):
