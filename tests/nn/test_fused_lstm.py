@@ -185,14 +185,19 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
     assert library.stat().st_size == size
 
 
-def test_a_failed_build_names_the_compilers_first_error(tmp_path):
+def _available_with(compiler, cache):
+  """`fused_lstm.available()` in a fresh process building with `$CXX`
+  `compiler` into `cache`; its output says 'AVAILABLE True' or 'False'."""
   code = ('from lm_jax.nn import fused_lstm; '
           'print("AVAILABLE", fused_lstm.available())')
-  env = command_env(CXX='c++ -include no_such_header.h',
-                    LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'),
+  env = command_env(CXX=str(compiler), LM_JAX_KERNEL_CACHE=str(cache),
                     JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', code], env=env,
-                       capture_output=True, text=True, timeout=300)
+  return subprocess.run([sys.executable, '-c', code], env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_a_failed_build_names_the_compilers_first_error(tmp_path):
+  out = _available_with('c++ -include no_such_header.h', tmp_path / 'cache')
   assert 'AVAILABLE False' in out.stdout, out.stderr
   assert 'no_such_header.h' in out.stderr
 
@@ -219,26 +224,14 @@ def test_a_native_build_that_fails_otherwise_caches_nothing(tmp_path):
                       'esac\n'
                       'exec c++ "$@"\n')
   compiler.chmod(0o755)
-  code = ('from lm_jax.nn import fused_lstm; '
-          'print("AVAILABLE", fused_lstm.available())')
-  env = command_env(CXX=str(compiler),
-                    LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'),
-                    JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', code], env=env,
-                       capture_output=True, text=True, timeout=300)
+  out = _available_with(compiler, tmp_path / 'cache')
   assert 'AVAILABLE False' in out.stdout, out.stderr
   assert 'Killed' in out.stderr
   assert not list((tmp_path / 'cache').glob('*.so'))
 
 
 def test_unavailable_compiler_is_a_warning_not_an_error(tmp_path):
-  code = ('from lm_jax.nn import fused_lstm; '
-          'print("AVAILABLE", fused_lstm.available())')
-  env = command_env(CXX=str(tmp_path / 'no-such-compiler'),
-                    LM_JAX_KERNEL_CACHE=str(tmp_path / 'cache'),
-                    JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', code], env=env,
-                       capture_output=True, text=True, timeout=300)
+  out = _available_with(tmp_path / 'no-such-compiler', tmp_path / 'cache')
   assert out.returncode == 0, out.stderr
   assert 'AVAILABLE False' in out.stdout
   assert 'fused LSTM kernel unavailable' in out.stderr
