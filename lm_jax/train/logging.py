@@ -25,11 +25,6 @@ ARCHITECTURE_KEYS = ('num_layers', 'num_heads', 'embed_dim', 'mlp_ratio',
                      'mlp_hidden_dim', 'max_positions', 'type_vocab_size',
                      'layer_norm_epsilon', 'activation', 'pre_norm')
 
-
-def architecture_of(run_config: dict) -> dict:
-  """The `ARCHITECTURE_KEYS` settings a run's config.json holds."""
-  return {k: run_config[k] for k in ARCHITECTURE_KEYS if k in run_config}
-
 log = logging.getLogger('lm_jax')
 
 
@@ -178,6 +173,11 @@ def read_run_config(workdir: str) -> dict:
   if not isinstance(config, dict) or 'task' not in config:
     raise ValueError(f'{path} is not a run config: no task')
   return config
+
+
+def architecture_of(run_config: dict) -> dict:
+  """The `ARCHITECTURE_KEYS` settings a run's config.json holds."""
+  return {k: run_config[k] for k in ARCHITECTURE_KEYS if k in run_config}
 
 
 class ProfileTrace:

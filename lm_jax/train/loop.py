@@ -122,6 +122,18 @@ def _closing(close: Callable[[], None]):
   return exit_
 
 
+@contextlib.contextmanager
+def _held(workdir: str, check_workdir: Optional[Callable[[], None]]):
+  """`workdir` held against other launches (by the first process: two
+  launches would interleave steps), then `check_workdir` run, if any."""
+  with contextlib.ExitStack() as stack:
+    if jax.process_index() == 0:
+      stack.enter_context(atomic_files.held_exclusively(workdir))
+    if check_workdir is not None:
+      check_workdir()
+    yield
+
+
 def _check_run(config: ml_collections.ConfigDict, task, mesh) -> None:
   """Refuses settings the run cannot follow, before the workdir is touched,
   and turns `num_epochs` into `num_train_steps`."""
@@ -251,9 +263,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: the run's folder.
     check_workdir: called once the workdir is held (by the first
       process), before anything in it is read or written; raises to
-      refuse the launch. The command line's
-      relaunch check, again: another launch may have trained in the
-      workdir between its first check and this one.
+      refuse the launch. The command line's relaunch check, again:
+      another launch may have trained in the workdir between its first
+      check and this one.
 
   Returns:
     The final evaluation's figures (`eval_loss`, `eval_perplexity`, ...).
@@ -263,9 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   task = tasks.make_task(config)
   task.prepare()
   if isinstance(task, tasks.CountingTask):
-    with atomic_files.held_exclusively(workdir):  # as training holds it
-      if check_workdir is not None:
-        check_workdir()
+    with _held(workdir, check_workdir):  # as training holds it
       return estimate_and_evaluate(task, config, workdir)
   mesh = parallel.make_data_mesh(config.num_devices)
   _check_run(config, task, mesh)
@@ -279,10 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
            f'{num_params:,}', mesh.size)
 
   with contextlib.ExitStack() as stack:
-    if jax.process_index() == 0:  # two launches would interleave steps
-      stack.enter_context(atomic_files.held_exclusively(workdir))
-    if check_workdir is not None:
-      check_workdir()
+    stack.enter_context(_held(workdir, check_workdir))
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                    config.checkpoint_every,
                                    config.async_checkpoint)
