@@ -156,14 +156,24 @@ def test_operands_that_do_not_fit_are_refused(wrong):
     fused_lstm.lstm_recurrence(**operands)
 
 
+def _available(kernel='fused_lstm', cwd=None, **env):
+  """`kernel.available()` in a fresh process, with `env` added to its
+  environment; its output says 'AVAILABLE True' or 'AVAILABLE False'."""
+  code = (f'from lm_jax.nn import {kernel}; '
+          f'print("AVAILABLE", {kernel}.available())')
+  return subprocess.run([sys.executable, '-c', code],
+                        env=command_env(JAX_PLATFORMS='cpu', **env),
+                        cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
 def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
-  code = ('from lm_jax.nn import fused_cross_entropy as f; '
-          'print("AVAILABLE", f.available())')
   # '.': the library's path, unresolved, would be a bare file name, which
   # dlopen looks for on the library path instead.
-  env = command_env(LM_JAX_KERNEL_CACHE='.', JAX_PLATFORMS='cpu')
-  out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+  def available():
+    return _available('fused_cross_entropy', cwd=tmp_path,
+                      LM_JAX_KERNEL_CACHE='.')
+
+  out = available()
   assert out.returncode == 0, out.stderr
   assert 'AVAILABLE True' in out.stdout, out.stderr
   (library,) = tmp_path.glob('*.so')
@@ -179,21 +189,15 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
                  text=True, check=True, timeout=60)
   for damaged in (b'', (other / 'lib.so').read_bytes()):
     library.write_bytes(damaged)
-    out = subprocess.run([sys.executable, '-c', code], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = available()
     assert 'AVAILABLE True' in out.stdout, out.stderr
     assert library.stat().st_size == size
 
 
 def _available_with(compiler, cache):
-  """`fused_lstm.available()` in a fresh process building with `$CXX`
-  `compiler` into `cache`; its output says 'AVAILABLE True' or 'False'."""
-  code = ('from lm_jax.nn import fused_lstm; '
-          'print("AVAILABLE", fused_lstm.available())')
-  env = command_env(CXX=str(compiler), LM_JAX_KERNEL_CACHE=str(cache),
-                    JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-c', code], env=env,
-                        capture_output=True, text=True, timeout=300)
+  """The fused LSTM's `available()` in a fresh process building with
+  `$CXX` `compiler` into `cache`."""
+  return _available(CXX=str(compiler), LM_JAX_KERNEL_CACHE=str(cache))
 
 
 def test_a_failed_build_names_the_compilers_first_error(tmp_path):
