@@ -4,8 +4,10 @@ across calls and devices, and the layers fall back to the scan when the
 kernel cannot be built."""
 
 import functools
+import os
 import subprocess
 import sys
+import time
 
 import chex
 import jax
@@ -173,9 +175,19 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
     return _available('fused_cross_entropy', cwd=tmp_path,
                       LM_JAX_KERNEL_CACHE='.')
 
+  # What builds killed mid-way leave: removed once old, not while a build
+  # in another process may still be writing it.
+  abandoned, live = tmp_path / 'tmpabandoned.so', tmp_path / 'tmplive.so'
+  abandoned.touch()
+  live.touch()
+  two_hours_ago = time.time() - 7200
+  os.utime(abandoned, (two_hours_ago, two_hours_ago))
+
   out = available()
   assert out.returncode == 0, out.stderr
   assert 'AVAILABLE True' in out.stdout, out.stderr
+  assert not abandoned.exists() and live.exists()
+  live.unlink()
   (library,) = tmp_path.glob('*.so')
   assert library.stat().st_mode & 0o755 == 0o755
   # A damaged cached library is built again, not a lasting fallback: one
