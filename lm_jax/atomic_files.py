@@ -5,17 +5,38 @@ The new content goes to a temporary file beside the target (same folder,
 so the rename stays on one file system), which is flushed to disk and then
 renamed over the target. Used for everything lm_jax writes that a later
 launch reads back: a run's `config.json` and `metrics.jsonl`, tokenizers,
-cached vocabularies and downloads. And a run's folder is written by one
-process at a time (`held_exclusively`).
+cached vocabularies and downloads. A temporary that a killed process left
+is removed by a later write of the same file, once it is an hour old. And
+a run's folder is written by one process at a time (`held_exclusively`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
+import pathlib
 import secrets
-from typing import IO, Iterator, Optional
+import time
+from typing import IO, Iterator, Optional, Union
+
+# Writers touch their temporary files as they write; one untouched this
+# long was left by a process killed mid-write.
+ABANDONED_AFTER_S = 3600
+
+
+def remove_abandoned(folder: Union[str, os.PathLike], pattern: str) -> None:
+  """Deletes the temporary files matching `pattern` (a glob) in `folder`
+  that nothing has written to for `ABANDONED_AFTER_S` seconds: what killed
+  processes left. Younger ones may belong to a live writer and stay."""
+  cutoff = time.time() - ABANDONED_AFTER_S
+  for path in pathlib.Path(folder).glob(pattern):
+    try:
+      if path.stat().st_mtime < cutoff:
+        path.unlink()
+    except OSError:  # removed by another process, or not ours to remove
+      pass
 
 
 @contextlib.contextmanager
@@ -37,6 +58,8 @@ def replacing(path: str, mode: str = 'w', encoding: Optional[str] = None
   """
   if mode not in ('w', 'wb'):
     raise ValueError(f"mode must be 'w' or 'wb', not {mode!r}")
+  folder, name = os.path.split(path)
+  remove_abandoned(folder or '.', f'{glob.escape(name)}.*.partial')
   # Unique per process and call: concurrent writers never share it. 'x'
   # (not mkstemp) so the file gets the usual permissions, not 0600.
   partial = f'{path}.{os.getpid()}-{secrets.token_hex(4)}.partial'

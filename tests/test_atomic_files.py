@@ -2,6 +2,7 @@
 
 import os
 import stat
+import time
 
 import pytest
 
@@ -78,3 +79,21 @@ def test_a_failure_names_the_target_not_the_temporary(tmp_path):
   with pytest.raises(OSError) as error:
     atomic_files.write_text(str(tmp_path / 'missing' / 'a.txt'), 'x')
   assert error.value.filename == str(tmp_path / 'missing' / 'a.txt')
+
+
+def test_temporaries_a_killed_writer_left_go_once_old(tmp_path):
+  """A process killed mid-write leaves its temporary: the next write of the
+  same file removes it once nothing has touched it for an hour; a younger
+  one may be another writer's, at work, and stays."""
+  path = tmp_path / 'metrics[1].jsonl'  # glob characters in the name
+  abandoned = tmp_path / 'metrics[1].jsonl.123-abcd.partial'
+  live = tmp_path / 'metrics[1].jsonl.456-ef01.partial'
+  another_files = tmp_path / 'config.json.123-abcd.partial'
+  for old in (abandoned, another_files):
+    old.touch()
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+  live.touch()
+  atomic_files.write_text(str(path), 'new')
+  assert sorted(os.listdir(tmp_path)) == sorted(
+      [path.name, live.name, another_files.name])

@@ -30,7 +30,6 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 from typing import Callable, Mapping, Sequence, Union
 
 from absl import logging
@@ -39,12 +38,11 @@ from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxlib
 
+from lm_jax import atomic_files
+
 _HERE = pathlib.Path(__file__).parent
 _HEADERS = ('cpu_simd.h', 'cpu_threads.h')
 _FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-pthread')
-# A build takes seconds; a partial library older than this was left by a
-# build that was killed before it could remove it.
-_ABANDONED_AFTER_S = 3600
 
 
 def _cpu_signature() -> str:
@@ -65,22 +63,11 @@ def _compiler() -> list[str]:
   return shlex.split(os.environ.get('CXX') or 'c++')
 
 
-def _remove_abandoned_builds(cache: pathlib.Path) -> None:
-  """Deletes the partial libraries (mkstemp's `tmp*.so`) that killed
-  builds left in `cache`; a live build's is younger than an hour."""
-  cutoff = time.time() - _ABANDONED_AFTER_S
-  for partial in cache.glob('tmp*.so'):
-    try:
-      if partial.stat().st_mtime < cutoff:
-        partial.unlink()
-    except OSError:  # removed by another process, or not ours to remove
-      pass
-
-
 def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
   compiler = _compiler()
   library.parent.mkdir(parents=True, exist_ok=True)
-  _remove_abandoned_builds(library.parent)
+  # mkstemp's names: the partial libraries of builds that were killed.
+  atomic_files.remove_abandoned(library.parent, 'tmp*.so')
   # Written beside the target and renamed: concurrent builds never see a
   # half-written library.
   fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
