@@ -1,5 +1,5 @@
-"""ptb_lstm_small's recipe and budget with GRU cells (Cho et al. 2014), for
-the RNN / GRU / LSTM comparison on Penn Treebank."""
+"""ptb_lstm_small's recipe and budget with GRU cells (the reset-after
+variant), for the RNN / GRU / LSTM comparison on Penn Treebank."""
 
 from experiments.configs import ptb_lstm_small
 

@@ -99,10 +99,13 @@ class ElmanCell(_Cell):
 
 
 class GRUCell(_Cell):
-  """Gated recurrent unit (Cho et al. 2014), gates ordered (r, z, n).
+  """Gated recurrent unit, gates ordered (r, z, n): the reset-after variant
+  of cuDNN, PyTorch's `nn.GRU` and flax's `GRUCell`.
 
   r = σ(W_r x + U_r h + b_r), z = σ(W_z x + U_z h + b_z),
   n = tanh(W_n x + b_n + r ⊙ (U_n h + c_n)), h' = (1 - z) ⊙ n + z ⊙ h.
+  Cho et al. 2014 (eq. 8) apply the reset gate before the product instead,
+  tanh(W x + U (r ⊙ h)); the two agree only where r = 1.
   The recurrent bias c is applied to all three gates; only c_n is not
   redundant with b (flax's `GRUCell` keeps that one alone).
   """

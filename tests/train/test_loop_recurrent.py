@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lm_jax import decode, tasks
+from lm_jax.data import pipelines
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
 
@@ -52,13 +53,22 @@ def test_relaunch_equals_uninterrupted_with_the_state_carried(
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
 
 
-def test_carrying_the_state_changes_training(make_rnn_config, tmp_path):
-  """Guards the test above: without the carry (random windows) the same
-  steps give other parameters, so the carry is really used."""
-  carried = loop.train_and_evaluate(make_rnn_config(), str(tmp_path / 'a'))
-  windows = loop.train_and_evaluate(
-      make_rnn_config(lm_batching='random_windows'), str(tmp_path / 'b'))
-  assert abs(carried['eval_loss'] - windows['eval_loss']) > 1e-4
+def test_the_loop_carries_the_state_from_batch_to_batch(
+    make_rnn_config, tmp_path, monkeypatch):
+  """Guards the test above, which a loop that dropped the carry would pass
+  as well: the same batches, each starting its streams over (the carry
+  zeroed), train another model."""
+  config = make_rnn_config()
+  carried = loop.train_and_evaluate(config, str(tmp_path / 'a'))
+  real = pipelines.ContiguousStreams.__call__
+
+  def starting_over(self, batch_index):
+    batch = real(self, batch_index)
+    return {**batch, 'reset': np.ones_like(batch['reset'])}
+
+  monkeypatch.setattr(pipelines.ContiguousStreams, '__call__', starting_over)
+  forgotten = loop.train_and_evaluate(config, str(tmp_path / 'b'))
+  assert abs(carried['eval_loss'] - forgotten['eval_loss']) > 1e-4
 
 
 def test_a_stream_starting_over_forgets_the_carried_state(make_rnn_config):
