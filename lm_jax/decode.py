@@ -38,7 +38,7 @@ def filter_logits(logits: Array, temperature: float = 1.0, top_k: int = 0,
     top_k: keep the k most likely tokens and any tied with the k-th (0, or
       more than the vocabulary: all).
     top_p: keep the smallest set of most likely tokens whose probability
-      reaches p (1.0: all).
+      reaches p, and any tied with the least likely of them (1.0: all).
 
   Returns:
     `[batch, vocab]` logits, shifted so that each row's largest is 0 (the same
