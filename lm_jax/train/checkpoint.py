@@ -47,14 +47,19 @@ class Checkpointer:
     max_to_keep: how many recent checkpoints survive.
     save_every: steps between periodic saves (0: only when forced).
     async_save: write in a background thread while training goes on.
+    remove_unfinished: delete the folders of saves a killed process left
+      unfinished (never restored, but up to a whole state each), in the
+      background, done before the first save. Only for the process that
+      holds the run: another's save may be in progress.
   """
 
   def __init__(self, workdir: str, max_to_keep: int = 3, save_every: int = 0,
-               async_save: bool = True):
+               async_save: bool = True, remove_unfinished: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=remove_unfinished,
         create=True)
     self._save_every = save_every
     self._unreadable = set()  # steps that restore_latest could not read

@@ -292,7 +292,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     stack.enter_context(_held(workdir, check_workdir))
     ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints,
                                    config.checkpoint_every,
-                                   config.async_checkpoint)
+                                   config.async_checkpoint,
+                                   remove_unfinished=True)
     stack.push(_closing(ckpt.close))
     if ckpt.steps():
       _check_assets_unchanged(task, workdir)

@@ -5,6 +5,7 @@ back past a corrupt newest checkpoint."""
 import json
 import logging
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -112,6 +113,24 @@ def test_only_the_newest_max_to_keep_checkpoints_survive(tmp_path,
   assert reader.steps() == [6, 8]
   assert reader.restore_latest(_abstract(trained_state, 1))[0] == 8
   reader.close()
+
+
+def test_the_running_process_removes_saves_a_killed_one_left_unfinished(
+    tmp_path, trained_state):
+  """Orbax writes a save into '<step>.orbax-checkpoint-tmp' and renames it
+  when done; a process killed before that leaves the folder behind."""
+  _save(tmp_path, [2], trained_state)
+  folder = tmp_path / 'checkpoints'
+  shutil.copytree(folder / '2', folder / '5.orbax-checkpoint-tmp')
+  reader = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  reader.close()  # a reader leaves it: a live run's save may be in progress
+  assert sorted(os.listdir(folder)) == ['2', '5.orbax-checkpoint-tmp']
+  owner = checkpoint.Checkpointer(str(tmp_path), remove_unfinished=True)
+  assert owner.steps() == [2]
+  # Removed in the background; the run's next save waits for that.
+  owner.save(6, trained_state, {'next_index': 6}, {})
+  owner.close()
+  assert sorted(os.listdir(folder)) == ['2', '6']
 
 
 def test_is_save_step_follows_save_every(tmp_path):
