@@ -38,7 +38,10 @@ def _lines() -> list[str]:
   """The input lines, stripped; blank ones stay, so that output line i
   answers input line i."""
   text = _TEXT.value if _TEXT.value is not None else sys.stdin.read()
-  return [line.strip() for line in text.splitlines()]
+  # '\n' alone ends a line: splitlines() would also cut one at '\x0c' or
+  # '\u2028' (text pasted from PDFs and web pages) and answer it twice.
+  lines = text.split('\n')
+  return [line.strip() for line in lines[:-1 if lines[-1] == '' else None]]
 
 
 def main(argv):

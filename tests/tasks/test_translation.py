@@ -186,11 +186,12 @@ def test_translate_command_end_to_end(trained_workdir, tmp_path):
   assert lines == _translations(workdir, sentences, beam_size=2)
   assert lines[0].startswith('The old man')  # trained enough for that
   assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  # '\u2028' (a line separator in Unicode) inside a line does not end it.
   greedy = _run(['--workdir', workdir, '--beam_size', '1'],
-                stdin='Die kleine katze schläft hier.\n\nDer mann springt.\n')
+                stdin='Die kleine\u2028katze schläft.\n\nDer mann springt.\n')
   assert greedy.returncode == 0, greedy.stderr
   first, second = _translations(
-      workdir, ['Die kleine katze schläft hier.', 'Der mann springt.'], 1)
+      workdir, ['Die kleine\u2028katze schläft.', 'Der mann springt.'], 1)
   # A blank line in, a blank line out: line i answers line i.
   assert greedy.stdout.splitlines() == [first, '', second]
 
