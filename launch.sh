@@ -31,13 +31,21 @@ STAMP="$VENV/.lm_jax-installed"
 
 die() { echo "error: $*" >&2; exit 2; }
 
-setup() {
+installed() {
   # Reinstall when the pins or the package metadata change, or when asked.
-  if [ "${1:-}" != force ] && [ -x "$PY" ] && [ -f "$STAMP" ] \
-      && [ "$STAMP" -nt "$ROOT/constraints.txt" ] \
-      && [ "$STAMP" -nt "$ROOT/setup.cfg" ]; then
-    return
-  fi
+  [ "${1:-}" != force ] && [ -x "$PY" ] && [ -f "$STAMP" ] \
+    && [ "$STAMP" -nt "$ROOT/constraints.txt" ] \
+    && [ "$STAMP" -nt "$ROOT/setup.cfg" ]
+}
+
+setup() {
+  installed "$@" && return
+  # One set-up at a time: two launches on a fresh checkout would otherwise
+  # install into one .venv at once. The second then finds it done.
+  mkdir -p "$(dirname "$VENV")"
+  exec 9>"$VENV.lock"
+  if command -v flock >/dev/null; then flock 9; fi
+  if installed "$@"; then exec 9>&-; return; fi
   echo "setting up $VENV ..." >&2
   if "$PY" -c '' 2>/dev/null; then
     # A creation cut short leaves no pip (which every launch would then miss).
@@ -59,6 +67,7 @@ setup() {
   "$PY" -m pip install -q --disable-pip-version-check -c "$ROOT/constraints.txt" \
     -e "$ROOT[test]" >&2
   touch "$STAMP"
+  exec 9>&-
 }
 
 # Raw corpora: $LM_JAX_DATA, else the shared data folder beside the checkout.

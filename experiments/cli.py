@@ -485,9 +485,16 @@ def run_guarded(main: Callable[[], object]) -> object:
   Missing data (`DataNotFoundError`) and missing checkpoints are both
   `FileNotFoundError`s; other `OSError`s are paths that cannot be read or
   written (a file where a folder should be, no permission, a full disk).
+  A reader that stops early (`| head`) ends the command quietly, exit 1.
   """
   try:
-    return main()
+    result = main()
+    sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+    return result
+  except BrokenPipeError:
+    # Python flushes stdout again at exit, which would fail the same way.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(1)
   except (FileNotFoundError, BlockingIOError) as e:  # a held workdir
     fail(str(e))
   except OSError as e:

@@ -687,3 +687,44 @@ def test_an_oserror_about_no_path_is_not_blamed_on_one(tmp_path):
     raise TimeoutError('the other hosts did not answer')
   with pytest.raises(TimeoutError):
     cli.run_guarded(timeout)
+
+
+def test_a_reader_that_stops_early_ends_a_command_quietly():
+  """`./launch.sh sample ... | head -1`: no traceback once head has gone."""
+  code = ('from experiments import cli\n'
+          'cli.run_guarded(lambda: [print(i) for i in range(10**6)])\n')
+  process = subprocess.Popen([sys.executable, '-c', code], cwd=REPO_ROOT,
+                             env=command_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+  assert process.stdout.readline() == b'0\n'
+  process.stdout.close()
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 1 and not err, err.decode()
+
+
+_FAKE_PYTHON = '''#!/usr/bin/env bash
+# Stands in for python3 and the venv's python: installs take a second.
+case "$*" in
+  "-m venv "*) mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/python" ;;
+  "-m pip install"*) echo start >> "$INSTALL_LOG"; sleep 1
+                     echo end >> "$INSTALL_LOG" ;;
+esac
+'''
+
+
+def test_two_launches_on_a_fresh_checkout_set_it_up_once(tmp_path):
+  """The second waits for the first's set-up, then finds it done, instead of
+  installing into the same .venv at the same time."""
+  fake = tmp_path / 'python3'
+  fake.write_text(_FAKE_PYTHON)
+  fake.chmod(0o755)
+  log = tmp_path / 'installs'
+  env = command_env(PYTHON=str(fake), LM_JAX_VENV=str(tmp_path / 'venv'),
+                    INSTALL_LOG=str(log))
+  launches = [subprocess.Popen(
+      ['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'sample'], env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+  for launch in launches:
+    _, err = launch.communicate(timeout=60)
+    assert launch.returncode == 0, err.decode()
+  assert log.read_text().split() == ['start', 'end']
