@@ -40,13 +40,14 @@ def main(argv):
              '[SEP] (0: the model\'s positions)')
   # np.savez adds the suffix to a name without it; say the name it writes.
   out = _OUT.value if _OUT.value.endswith('.npz') else _OUT.value + '.npz'
-  texts = _TEXT.value or [line.rstrip('\n') for line in sys.stdin]
-  if not texts:
-    cli.fail('no sentences: give --text, or lines on stdin')
+  # The workdir first: a typo in it should not wait for stdin's end.
   config = cli.load_run_config(_WORKDIR.value)
   if config.get('model') != 'bert':
     cli.fail(f'{_WORKDIR.value} is a {config.get("task")!r} run of model '
              f'{config.get("model")!r}, not a BERT one')
+  texts = _TEXT.value or [line.rstrip('\n') for line in sys.stdin]
+  if not texts:
+    cli.fail('no sentences: give --text, or lines on stdin')
   cli.set_cpu_devices(1)
   cli.setup_logging()
 
@@ -55,7 +56,8 @@ def main(argv):
     from lm_jax.models.bert import BertEncoder
     from lm_jax.tasks.masked_lm import load_bert_run
 
-    _, tokenizer, model, step, params = load_bert_run(_WORKDIR.value)
+    _, tokenizer, model, step, params = load_bert_run(_WORKDIR.value,
+                                                      config)
     encoder = BertEncoder(model.config)
     max_length = _MAX_LENGTH.value or model.config.max_positions
     if max_length > model.config.max_positions:

@@ -2,7 +2,7 @@
 
 A Hugging Face BERT folder holds `config.json` (the architecture),
 `model.safetensors` (the weights, read with `safetensors.numpy`), `vocab.txt`
-and the tokenizer's settings (`tokenizer.json` or `tokenizer_config.json`).
+and the tokenizer's settings (`tokenizer.json`, `tokenizer_config.json`).
 `import_hf` turns one into an lm_jax workdir that `encode` and `init_from`
 read like any trained run: `config.json` (task 'mlm', model 'bert', the
 architecture in the run-config keys), `tokenizer.json` (WordPiece) and a
@@ -81,30 +81,57 @@ def architecture(hf_config: dict) -> dict:
   }
 
 
+def _read_json(path: str) -> dict:
+  """The JSON object in `path`; a file that is unreadable, not UTF-8, not
+  JSON or not an object is a ValueError naming it."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      value = json.load(f)
+  except OSError as e:
+    raise ValueError(f'{path} cannot be read ({e})') from e
+  except ValueError as e:  # UnicodeDecodeError is one too
+    raise ValueError(f'{path} is not JSON ({e}); restore it from the '
+                     'model\'s original files') from e
+  if not isinstance(value, dict):
+    raise ValueError(f'{path} holds a JSON {type(value).__name__}, not an '
+                     'object; restore it from the model\'s original files')
+  return value
+
+
 def read_tokenizer(hf_dir: str) -> WordPieceTokenizer:
   """The folder's WordPiece tokenizer: `vocab.txt` with the normaliser
-  settings of `tokenizer.json` (what `BertTokenizerFast` runs) or else of
-  `tokenizer_config.json`."""
+  settings `AutoTokenizer` gives it.
+
+  Those are `tokenizer.json`'s BertNormalizer, but `BertTokenizerFast`
+  rebuilds that from `tokenizer_config.json` where the two disagree, so
+  that file's `do_lower_case` (default True), `strip_accents` (default
+  None: as lower-casing) and `tokenize_chinese_chars` (default True) win
+  where it exists.
+  """
   settings = {'lower_case': True, 'strip_accents': None,
               'chinese_chars': True}
   fast = os.path.join(hf_dir, 'tokenizer.json')
   slow = os.path.join(hf_dir, 'tokenizer_config.json')
   if os.path.exists(fast):
-    with open(fast, encoding='utf-8') as f:
-      normalizer = json.load(f).get('normalizer') or {}
-    if normalizer.get('type') == 'BertNormalizer':
+    normalizer = _read_json(fast).get('normalizer') or {}
+    if (isinstance(normalizer, dict)
+        and normalizer.get('type') == 'BertNormalizer'):
       settings.update(lower_case=normalizer.get('lowercase', True),
                       strip_accents=normalizer.get('strip_accents'),
                       chinese_chars=normalizer.get('handle_chinese_chars',
                                                    True))
-  elif os.path.exists(slow):
-    with open(slow, encoding='utf-8') as f:
-      cfg = json.load(f)
+  if os.path.exists(slow):
+    # BertTokenizerFast's own defaults for the keys the file lacks.
+    cfg = _read_json(slow)
     settings.update(lower_case=cfg.get('do_lower_case', True),
                     strip_accents=cfg.get('strip_accents'),
                     chinese_chars=cfg.get('tokenize_chinese_chars', True))
-  return WordPieceTokenizer.from_vocab_file(os.path.join(hf_dir, 'vocab.txt'),
-                                            **settings)
+  vocab = os.path.join(hf_dir, 'vocab.txt')
+  try:
+    return WordPieceTokenizer.from_vocab_file(vocab, **settings)
+  except UnicodeDecodeError as e:
+    raise ValueError(f'{vocab} is not UTF-8 ({e}); restore it from the '
+                     'model\'s original files') from e
 
 
 def _strip_prefix(tensors: dict) -> dict:
@@ -275,11 +302,7 @@ def load_hf_folder(hf_dir: str, config: ml_collections.ConfigDict
       raise FileNotFoundError(f'{hf_dir} has no {name}; a Hugging Face BERT '
                               'folder holds config.json, model.safetensors '
                               'and vocab.txt')
-  try:
-    with open(os.path.join(hf_dir, 'config.json'), encoding='utf-8') as f:
-      hf_config = json.load(f)
-  except ValueError as e:
-    raise ValueError(f'{hf_dir}/config.json is not JSON ({e})') from e
+  hf_config = _read_json(os.path.join(hf_dir, 'config.json'))
   tokenizer = read_tokenizer(hf_dir)
   if hf_config.get('vocab_size', tokenizer.vocab_size) != tokenizer.vocab_size:
     raise ValueError(f"config.json's vocab_size {hf_config['vocab_size']} "

@@ -6,13 +6,19 @@ next sequence, and one longer than a whole sequence is cut into pieces. So
 sequences hold whole sentences (the "full sentences" inputs of RoBERTa, Liu et
 al. 2019, without next-sentence pairs) and little padding.
 
-Corruption (Devlin et al. 2019, section 3.1 and appendix A.1; Google's
-`create_pretraining_data.py`): in each sequence, round(15%) of the tokens
-that are not special (at least one, at most `max_predictions`) are chosen as
-targets; of those, 80% become [MASK], 10% a random token and 10% stay as
-they are. With whole-word masking, words (a piece and its `##`
-continuations) are chosen instead, in random order, skipping any word that
-would overshoot the budget, so a word is masked whole or not at all.
+Corruption (Devlin et al. 2019, section 3.1 and appendix A.1; after
+Google's `create_pretraining_data.py`): in each sequence, 15% (rounded half
+up) of the tokens that are not special (at least one, at most
+`max_predictions`) are chosen as targets; of those, 80% become [MASK], 10%
+a random non-special token and 10% stay as they are. With whole-word
+masking, words (a piece and its `##` continuations) are chosen instead, in
+random order, skipping any word that would overshoot the budget, so a word
+is masked whole or not at all. Where Google's script differs: it counts
+15% of all the tokens, [CLS] and [SEP] included (with Python's `round`),
+draws the random replacements from the whole vocabulary (special tokens
+too), may choose [UNK] as a target (here it is special, never chosen), and
+masks the data once, into `dupe_factor` copies, where `MaskedBatches`
+masks anew every epoch.
 
 Every batch is a dict of numpy arrays:
   inputs: int32 `[batch, length]` corrupted ids, padded with [PAD];

@@ -79,7 +79,10 @@ class BertConfig:
 
 def bert_config(config, vocab_size: int, pad_id: int = 0) -> BertConfig:
   """The `BertConfig` of a run config (model 'bert'); BERT's own keys
-  (defined by the bert_* presets) default to BERT's values."""
+  (defined by the bert_* presets) and those added since BERT's first runs
+  (matmul_dtype) default to the values those runs had."""
+  # `config` may be an older workdir's config.json as written (encode,
+  # init_from, an import), without the keys added since.
   get = lambda key: config.get(key, getattr(BertConfig, key))  # noqa: E731
   return BertConfig(
       vocab_size=vocab_size, num_layers=config.num_layers,
@@ -92,7 +95,7 @@ def bert_config(config, vocab_size: int, pad_id: int = 0) -> BertConfig:
       attention_dropout_rate=get('attention_dropout_rate'),
       pre_norm=config.pre_norm, activation=config.activation,
       layer_norm_epsilon=get('layer_norm_epsilon'), pad_id=pad_id,
-      dtype=config.compute_dtype, matmul_dtype=config.matmul_dtype)
+      dtype=config.compute_dtype, matmul_dtype=get('matmul_dtype'))
 
 
 def _init():

@@ -95,6 +95,35 @@ def test_import_and_encode_commands(tmp_path):
       "error: --max_length 65 exceeds the model's 64 positions"]
 
 
+def test_encode_checks_the_workdir_before_reading_stdin(tmp_path,
+                                                        monkeypatch, capsys):
+  """Without --text, a mistyped workdir was only reported once stdin
+  ended (at a terminal: after Ctrl-D)."""
+  from absl import flags
+  from absl.testing import flagsaver
+  from experiments import encode
+
+  class Unreadable:
+    def __iter__(self):
+      raise AssertionError('stdin read before the workdir was checked')
+
+    read = readline = __iter__
+
+  monkeypatch.setattr(sys, 'stdin', Unreadable())
+  parsed = flags.FLAGS.is_parsed()
+  with flagsaver.flagsaver():
+    try:
+      flags.FLAGS(['encode', '--workdir', str(tmp_path / 'typo'), '--out',
+                   str(tmp_path / 'out.npz')])
+      with pytest.raises(SystemExit) as exited:
+        encode.main(['encode'])
+    finally:
+      if not parsed:
+        flags.FLAGS.unparse_flags()
+  assert exited.value.code == 2
+  assert 'holds no run' in capsys.readouterr().err
+
+
 def test_commands_fail_with_one_error_line(tmp_path):
   done = _run(['experiments.import_hf', '--hf_dir', str(tmp_path / 'none'),
                '--workdir', str(tmp_path / 'run')], tmp_path)
@@ -124,10 +153,17 @@ def test_commands_fail_with_one_error_line(tmp_path):
     ('truncated_weights', 'model.safetensors is unreadable'),
     ('config_without_layers', 'lacks num_hidden_layers'),
     ('config_not_json', 'config.json is not JSON'),
+    ('config_not_an_object', 'config.json holds a JSON list'),
+    ('tokenizer_json_not_json', 'tokenizer.json is not JSON'),
+    ('tokenizer_config_not_json', 'tokenizer_config.json is not JSON'),
+    ('tokenizer_config_not_an_object',
+     'tokenizer_config.json holds a JSON str'),
+    ('vocab_not_utf8', 'vocab.txt is not UTF-8'),
 ])
 def test_a_bad_folder_or_workdir_is_one_value_error(tmp_path, damage,
                                                      message):
-  """What the command turns into one error line, before writing anything."""
+  """What the command turns into one error line, before writing anything;
+  a damaged file is named."""
   hf, workdir = tmp_path / 'hf', tmp_path / 'run'
   fake_hf_bert.write_folder(hf, seed=4)
   if damage == 'workdir_is_a_file':
@@ -135,6 +171,17 @@ def test_a_bad_folder_or_workdir_is_one_value_error(tmp_path, damage,
   elif damage == 'truncated_weights':
     weights = (hf / 'model.safetensors').read_bytes()
     (hf / 'model.safetensors').write_bytes(weights[:100])
+  elif damage == 'config_not_an_object':
+    (hf / 'config.json').write_text('[]')
+  elif damage == 'tokenizer_json_not_json':
+    (hf / 'tokenizer.json').write_text('{"normalizer": ')
+  elif damage == 'tokenizer_config_not_json':
+    (hf / 'tokenizer_config.json').write_text('{"do_lower_case": tru')
+  elif damage == 'tokenizer_config_not_an_object':
+    (hf / 'tokenizer_config.json').write_text('"BertTokenizer"')
+  elif damage == 'vocab_not_utf8':
+    (hf / 'vocab.txt').write_bytes(
+        (hf / 'vocab.txt').read_bytes() + 'café\n'.encode('latin-1'))
   else:
     config = json.loads((hf / 'config.json').read_text())
     del config['num_hidden_layers']

@@ -151,6 +151,70 @@ def test_import_round_trip_matches_numpy_bert(tmp_path, prefix, mlm_head):
     np.testing.assert_array_equal(back[name], value, err_msg=name)
 
 
+# Run-config keys added since BERT's first commit (793a820): a workdir
+# trained or imported before them has none of them in its config.json.
+LATER_KEYS = ('matmul_dtype', 'fused_attention', 'fused_cross_entropy',
+              'fused_lstm', 'folded_output', 'optimizer_flatten',
+              'param_average_decay', 'momentum', 'steps_per_call',
+              'eval_streams', 'lstm_second_bias', 'pooling_dropout',
+              'sentence_markers', 'sentence_norm', 'whole_sentences')
+
+
+def test_a_workdir_from_before_later_keys_loads(tmp_path):
+  """encode and init_from read config.json as written; one without
+  matmul_dtype was an AttributeError."""
+  fake_hf_bert.write_folder(tmp_path / 'hf')
+  _import(tmp_path / 'hf', tmp_path / 'run')
+  path = tmp_path / 'run' / 'config.json'
+  written = json.loads(path.read_text())
+  assert set(LATER_KEYS) <= set(written)
+  path.write_text(json.dumps({k: v for k, v in written.items()
+                              if k not in LATER_KEYS}))
+  config, _, model, step, params = load_bert_run(str(tmp_path / 'run'))
+  assert 'matmul_dtype' not in config and model.config.matmul_dtype == ''
+  assert step == 0 and set(params) == {'encoder', 'pooler', 'mlm_head'}
+
+
+def _tokenizer_folder(path, normalizer, tokenizer_config):
+  os.makedirs(path)
+  (path / 'vocab.txt').write_text(''.join(v + '\n'
+                                          for v in fake_hf_bert.VOCAB))
+  if normalizer is not None:
+    (path / 'tokenizer.json').write_text(json.dumps(
+        {'normalizer': {'type': 'BertNormalizer', 'clean_text': True,
+                        **normalizer}}))
+  if tokenizer_config is not None:
+    (path / 'tokenizer_config.json').write_text(json.dumps(
+        {'tokenizer_class': 'BertTokenizer', **tokenizer_config}))
+  return str(path)
+
+
+_NOT_DEFAULT = {'lowercase': False, 'strip_accents': True,
+                'handle_chinese_chars': False}
+
+
+@pytest.mark.parametrize('normalizer,tokenizer_config,expected', [
+    # BertTokenizerFast rebuilds tokenizer.json's normaliser from
+    # tokenizer_config.json's settings...
+    ({'lowercase': True, 'strip_accents': None,
+      'handle_chinese_chars': True},
+     {'do_lower_case': False, 'strip_accents': False,
+      'tokenize_chinese_chars': False}, (False, False, False)),
+    # ... with its own defaults for the keys that file lacks;
+    (_NOT_DEFAULT, {}, (True, None, True)),
+    # without tokenizer_config.json, tokenizer.json's stand;
+    (_NOT_DEFAULT, None, (False, True, False)),
+    # without tokenizer.json, tokenizer_config.json's.
+    (None, {'do_lower_case': False}, (False, None, True)),
+])
+def test_tokenizer_settings_are_autotokenizers(tmp_path, normalizer,
+                                               tokenizer_config, expected):
+  tokenizer = import_hf.read_tokenizer(_tokenizer_folder(
+      tmp_path / 'hf', normalizer, tokenizer_config))
+  assert (tokenizer.lower_case, tokenizer.strip_accents,
+          tokenizer.chinese_chars) == expected
+
+
 def test_import_rejects_mismatched_folders(tmp_path):
   fake_hf_bert.write_folder(tmp_path / 'hf')
   with open(tmp_path / 'hf' / 'vocab.txt', 'a') as f:
