@@ -36,7 +36,7 @@ import ml_collections
 
 from experiments import cli
 from lm_jax import atomic_files
-from lm_jax.train.logging import format_number, read_metrics
+from lm_jax.train.logging import CONFIG_FILE, format_number, read_metrics
 
 _PRESET = flags.DEFINE_string('preset', None,
                               'Name of experiments/configs/PRESET.py.')
@@ -49,7 +49,9 @@ _SWEEP_DIR = flags.DEFINE_string('sweep_dir', None,
 _OVERRIDES: list[str] = []  # the --config.KEY=VALUE flags, for every run
 _PARSERS = {bool: flags.BooleanParser(), int: flags.IntegerParser(),
             float: flags.FloatParser()}  # as config_flags parses overrides
-RUN_FILE = 'sweep_run.json'  # in each run's workdir: settings, wall time
+# In each run's workdir: preset, settings, status ('started' while the run
+# trains), wall time.
+RUN_FILE = 'sweep_run.json'
 
 
 def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
@@ -72,8 +74,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
 
 
 # Statuses of runs that did not finish: they rank last, fail the sweep, and
-# a relaunch resumes them.
-_NOT_DONE = ('failed', 'interrupted')
+# a relaunch resumes them ('started' is a run the sweep was killed during).
+_NOT_DONE = ('failed', 'interrupted', 'started')
 
 
 def combinations(grid: dict[str, list[str]]) -> list[dict[str, str]]:
@@ -345,6 +347,15 @@ def main(argv):
             f'{"" if wall is None else f" {wall:.1f}s"}{note}', flush=True)
 
   def launch(i):
+    try:
+      launch_run(i)
+    except BaseException:
+      # Now, not when the main thread, which takes the runs in order,
+      # reaches this one's error: the other runs would train on meanwhile.
+      processes.stop()
+      raise
+
+  def launch_run(i):
     settings = runs[i]
     workdir = os.path.join(sweep_dir, cli.run_name(settings))
     steps = check_setting(config, 'num_train_steps', {
@@ -363,11 +374,24 @@ def main(argv):
              f'--config={os.path.join(cli.CONFIG_DIR, preset + ".py")}',
              f'--workdir={workdir}', *_OVERRIDES,
              *(f'--config.{k}={v}' for k, v in settings.items())]
+      notes_path = os.path.join(workdir, RUN_FILE)
+      notes = {'preset': preset, 'settings': settings,
+               'overrides': _OVERRIDES, **info}  # earlier notes' stay
+      # Noted before the run starts, so that a sweep killed during it leaves
+      # notes for the checks above. Not for a run there without notes (a
+      # sweep's, killed before notes came first): train may refuse these
+      # settings for it, so they are its only once it trained with them.
+      noted = bool(info) or not os.path.exists(
+          os.path.join(workdir, CONFIG_FILE))
+      if noted:
+        os.makedirs(workdir, exist_ok=True)
+        atomic_files.write_text(notes_path, json.dumps(
+            {**notes, 'status': 'started'}))
       status, seconds, error = run_one(cmd, workdir, env, processes)
       wall = seconds + (wall or 0.0)
-      atomic_files.write_text(os.path.join(workdir, RUN_FILE), json.dumps(
-          {'preset': preset, 'settings': settings, 'overrides': _OVERRIDES,
-           'status': status, 'wall_s': wall}))
+      if noted or status == 'ok':
+        atomic_files.write_text(notes_path, json.dumps(
+            {**notes, 'status': status, 'wall_s': wall}))
       say(i, status, wall, f': {error}' if error else '')
       records = read_metrics(workdir)
     rows[i] = {**settings, 'status': status, **summarize(records),
@@ -381,11 +405,16 @@ def main(argv):
       signal.signal(signum, _interrupt)
   pool = concurrent.futures.ThreadPoolExecutor(_PARALLEL.value)
   try:
-    list(pool.map(launch, range(len(runs))))
-  except KeyboardInterrupt:
+    # A folder a run's files cannot be written in, a full disk: one line.
+    cli.run_guarded(lambda: list(pool.map(launch, range(len(runs)))))
+  except BaseException as e:  # run_guarded's exit too: no run trains on
     processes.stop()
     pool.shutdown(wait=False, cancel_futures=True)
-    cli.fail('interrupted; launch the same sweep again to resume it', 130)
+    if isinstance(e, KeyboardInterrupt):
+      cli.fail('interrupted; launch the same sweep again to resume it', 130)
+    if isinstance(e, Exception):
+      cli.fail(f'the sweep stopped its runs on {type(e).__name__}: {e}')
+    raise
   pool.shutdown()
   print(f'\n{os.path.join(sweep_dir, "summary.md")}:\n', flush=True)
   print(write_summary(sweep_dir, rows, list(grid)), end='', flush=True)

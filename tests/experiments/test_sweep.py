@@ -3,6 +3,7 @@ one-line errors, and one real two-run sweep of a tiny model (launched twice:
 the second launch skips both runs)."""
 
 import csv
+import errno
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 from experiments import cli, sweep
 from lm_jax import atomic_files
 from lm_jax.train.logging import read_metrics
-from tests.command_line import TINY_GPT, command_env
+from tests.command_line import CPU_PRESET, TINY_GPT, command_env
 
 
 def _write_metrics(workdir, records):
@@ -113,7 +114,8 @@ def test_a_run_with_notes_is_done_when_its_process_exited_cleanly(tmp_path):
   notes = lambda: sweep.read_run_file(workdir)  # noqa: E731
   assert sweep.run_is_done(notes(), final, 4)  # no notes: the records
   assert not sweep.run_is_done(notes(), final, 5)
-  for status, done in (('ok', True), ('failed', False)):
+  for status, done in (('ok', True), ('failed', False),
+                       ('started', False)):  # a sweep killed during it
     with open(os.path.join(workdir, sweep.RUN_FILE), 'w') as f:
       json.dump({'status': status}, f)
     assert sweep.run_is_done(notes(), [{'step': 1, 'eval_loss': 1.0}],
@@ -328,6 +330,11 @@ def test_a_sweep_stopped_by_sigterm_stops_its_runs(tmp_path, shared_data_dir):
       assert proc.poll() is None and time.monotonic() < deadline, (
           proc.poll(), (workdir / 'train.log').read_text())
       time.sleep(0.2)
+    # Noted before it started: a sweep killed now leaves the notes.
+    assert sweep.read_run_file(str(workdir)) == {
+        'preset': 'shakespeare_char_cpu', 'settings': {'seed': '0'},
+        'overrides': [a for a in proc.args if a.startswith('--config.')],
+        'status': 'started'}
     proc.send_signal(signal.SIGHUP)
     steps = len(read_metrics(str(workdir)))
     time.sleep(2)
@@ -372,3 +379,95 @@ def test_runs_that_report_a_true_nll_are_ranked_by_it():
           {'s': '0.1', 'status': 'ok', 'eval_loss': 2.5, 'eval_nll': 1.9}]
   _, ranked = sweep.summary_table(rows, ['s'])
   assert [r['s'] for r in ranked] == ['0.1', '0.0']
+
+
+def test_a_run_train_refuses_to_another_sweep_stays_its_sweeps(
+    tmp_path, shared_data_dir):
+  """A sweep killed during a run's first launch, before the sweep noted
+  runs then, left it without notes. Another sweep's settings or preset,
+  which train refuses for it, are not noted as the run's: the first sweep
+  still resumes it."""
+  data = {'LM_JAX_DATA': shared_data_dir}
+  workdir = tmp_path / 'sweep' / 'seed-0'
+  args = ['--preset=shakespeare_char_cpu', '--grid=seed=0',
+          f'--sweep_dir={tmp_path / "sweep"}', *TINY_GPT,
+          '--config.num_train_steps=4', '--config.eval_every=0',
+          '--config.eval_steps=1', '--config.log_every=2',
+          '--config.checkpoint_every=2',
+          f'--config.cache_dir={tmp_path / "cache"}']
+  # What the killed sweep left: 2 of the 4 steps and their checkpoint.
+  killed = subprocess.run(
+      [sys.executable, '-m', 'experiments.train', f'--config={CPU_PRESET}',
+       f'--workdir={workdir}', *args[3:], '--config.seed=0',
+       '--config.num_train_steps=2'],
+      capture_output=True, text=True, env=command_env(**data), timeout=300)
+  assert killed.returncode == 0, killed.stderr
+  assert os.listdir(workdir / 'checkpoints')
+
+  for other in ([*args, '--config.embed_dim=64'],
+                [a.replace('_cpu', '_lstm') for a in args]):
+    refused = _sweep(*other, **data)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert 'failed  seed-0' in refused.stdout and 'holds' in refused.stdout
+    assert sweep.read_run_file(str(workdir)) == {}
+
+  resumed = _sweep(*args, **data)
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert '(resuming)' in resumed.stdout
+  assert sweep.is_finished(read_metrics(str(workdir)), 4)
+  notes = sweep.read_run_file(str(workdir))
+  assert notes.pop('wall_s') > 0 and notes == {
+      'preset': 'shakespeare_char_cpu', 'settings': {'seed': '0'},
+      'overrides': args[3:], 'status': 'ok'}
+
+
+def test_a_launch_that_cannot_write_stops_the_sweep_in_one_line(
+    tmp_path, monkeypatch, capsys):
+  """A full disk under one run's launch stops the sweep's other run, with
+  the path and why on one line, not a traceback."""
+  from absl import flags
+  from absl.testing import flagsaver
+  started, real_start, real_run_one = [], sweep.Runs.start, sweep.run_one
+  full = str(tmp_path / 'sweep' / 'seed-2' / 'train.log')
+
+  def start(self, cmd, log, env):
+    proc = real_start(self, cmd, log, env)
+    started.append(proc)
+    return proc
+
+  def run_one(cmd, workdir, env=None, runs=None):
+    if workdir.endswith('seed-2'):
+      deadline = time.monotonic() + 60
+      while not started and time.monotonic() < deadline:  # seed-1 trains
+        time.sleep(0.05)
+      raise OSError(errno.ENOSPC, 'No space left on device', full)
+    return real_run_one([sys.executable, '-c', 'import time; time.sleep(30)'],
+                        workdir, env, runs)
+
+  monkeypatch.setattr(sweep.Runs, 'start', start)
+  monkeypatch.setattr(sweep, 'run_one', run_one)
+  monkeypatch.setattr(sweep, '_OVERRIDES', [])
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+  parsed = flags.FLAGS.is_parsed()
+  try:
+    with flagsaver.flagsaver():
+      flags.FLAGS(['sweep', '--preset=shakespeare_char_cpu',
+                   '--grid=seed=1,2', '--parallel=2',
+                   f'--sweep_dir={tmp_path / "sweep"}'])
+      with pytest.raises(SystemExit) as exited:
+        sweep.main(['sweep'])
+    assert len(started) == 1
+    assert started[0].wait(timeout=10) == -signal.SIGTERM  # stopped
+  finally:
+    if not parsed:
+      flags.FLAGS.unparse_flags()
+    for signum, handler in handlers.items():  # main's, for the sweep
+      signal.signal(signum, handler)
+    for proc in started:
+      proc.kill()
+  assert exited.value.code == 2
+  assert capsys.readouterr().err == (
+      f'error: {full}: No space left on device; check the path and its '
+      'permissions\n')
+  assert sweep.read_run_file(str(tmp_path / 'sweep' / 'seed-1'))[
+      'status'] == 'interrupted'
