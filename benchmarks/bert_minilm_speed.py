@@ -155,9 +155,9 @@ def _jax_infer(args, workdir: str, sentences: list, saved: dict) -> dict:
 
 
 def jax_side(args) -> dict:
-  from experiments import cli
-  cli.set_cpu_devices(cli.cpu_device_count(args.cpu_devices,
-                                           args.batch_size))
+  from experiments import before_jax
+  before_jax.set_cpu_devices(before_jax.cpu_device_count(args.cpu_devices,
+                                                         args.batch_size))
   import numpy as np
   from experiments.configs import bert_mlm_small
   from lm_jax.import_hf import import_hf

@@ -97,8 +97,8 @@ def main():
   parser.add_argument('--no_model', action='store_true',
                       help='time the ops only')
   args = parser.parse_args()
-  from experiments import cli
-  cli.set_cpu_devices(1)
+  from experiments import before_jax
+  before_jax.set_cpu_devices(1)
   time_ops(args.repeats)
   if not args.no_model:
     time_model(max(3, args.repeats // 3))

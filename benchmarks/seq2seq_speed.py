@@ -134,11 +134,12 @@ def main():
   parser.add_argument('--json', default='', help='also write results here')
   args = parser.parse_args()
 
-  from experiments import cli
+  from experiments import before_jax, cli
   presets = args.presets.split(',')
   if args.workdir and len(presets) != 1:
     cli.fail('--workdir needs exactly one preset')
-  cli.set_cpu_devices(cli.cpu_device_count(args.cpu_devices, 128))
+  before_jax.set_cpu_devices(
+      before_jax.cpu_device_count(args.cpu_devices, 128))
   cli.setup_logging()
   import jax
   from lm_jax import tasks

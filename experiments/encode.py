@@ -18,7 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import before_jax, cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A BERT workdir.')
 _TEXT = flags.DEFINE_multi_string('text', None, 'A sentence (repeatable).')
@@ -48,7 +48,7 @@ def main(argv):
   texts = _TEXT.value or [line.rstrip('\n') for line in sys.stdin]
   if not texts:
     cli.fail('no sentences: give --text, or lines on stdin')
-  cli.set_cpu_devices(1)
+  before_jax.set_cpu_devices(1)
   cli.setup_logging()
 
   def encode():

@@ -14,7 +14,7 @@ fine-tuning preset starts from with `--config.init_from=OUT`
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import before_jax, cli
 
 _HF_DIR = flags.DEFINE_string('hf_dir', None,
                               'A Hugging Face BERT folder.')
@@ -26,7 +26,7 @@ def main(argv):
     cli.fail(f'unexpected arguments {argv[1:]}')
   if not _HF_DIR.value or not _WORKDIR.value:
     cli.fail('--hf_dir and --workdir are required')
-  cli.set_cpu_devices(1)
+  before_jax.set_cpu_devices(1)
   cli.setup_logging()
 
   def convert():

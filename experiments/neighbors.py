@@ -12,7 +12,7 @@ word's vector in word2vec's text format (as the run's own vectors.txt).
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import before_jax, cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A trained embedding run.')
 _WORD = flags.DEFINE_string('word', None, 'The word to find neighbours of.')
@@ -34,7 +34,7 @@ def main(argv):
   config = cli.load_run_config(workdir)
   if config.task != 'embeddings':
     cli.fail(f'{workdir} is a {config.task!r} run, not a word-embedding run')
-  cli.set_cpu_devices(1)
+  before_jax.set_cpu_devices(1)
   cli.setup_logging()
 
   def neighbours():

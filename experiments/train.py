@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import cli
+from experiments import before_jax, cli
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Preset file.')
 _WORKDIR = flags.DEFINE_string(
@@ -37,8 +37,8 @@ def main(argv):
   cli.resolve_paths(config)
   overridden = cli.config_overrides(sys.argv[1:])
   cli.check_workdir(config, workdir, overridden)
-  cli.use_compilation_cache(config.cache_dir)
-  cli.set_cpu_devices(cli.cpu_device_count(
+  before_jax.use_compilation_cache(config.cache_dir)
+  before_jax.set_cpu_devices(before_jax.cpu_device_count(
       config.cpu_devices, config.batch_size // config.grad_accum_steps,
       config.num_devices))
   if config.multihost:

@@ -18,7 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
-from experiments import cli
+from experiments import before_jax, cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'A trained translation run.')
 _TEXT = flags.DEFINE_string('text', None,
@@ -59,8 +59,8 @@ def main(argv):
   if config.get('task') != 'translate':
     cli.fail(f'{workdir} holds a {config.get("task")!r} run, not a '
              'translation; use ./launch.sh sample for language models')
-  cli.set_cpu_devices(cli.cpu_device_count(config.get('cpu_devices', 0),
-                                           config.batch_size))
+  before_jax.set_cpu_devices(before_jax.cpu_device_count(
+      config.get('cpu_devices', 0), config.batch_size))
   cli.setup_logging()
 
   def translate():

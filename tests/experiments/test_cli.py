@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from experiments import cli
+from experiments import before_jax, cli
 from tests.command_line import (CONFIG_DIR, CPU_PRESET, REPO_ROOT, TINY_GPT,
                                 command_env)
 
@@ -483,10 +483,10 @@ def test_a_path_flag_written_with_equals_expands_home(run_cli, tmp_path):
 def test_cpu_devices_on_their_own_make_the_mesh_a_run_asks_for(
     monkeypatch):
   monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1})
-  assert cli.cpu_device_count(0, 12) == 2  # one a core
-  assert cli.cpu_device_count(0, 9) == 1  # the batch splits evenly
-  assert cli.cpu_device_count(0, 12, num_devices=3) == 3
-  assert cli.cpu_device_count(5, 12, num_devices=3) == 5  # as set
+  assert before_jax.cpu_device_count(0, 12) == 2  # one a core
+  assert before_jax.cpu_device_count(0, 9) == 1  # the batch splits evenly
+  assert before_jax.cpu_device_count(0, 12, num_devices=3) == 3
+  assert before_jax.cpu_device_count(5, 12, num_devices=3) == 5  # as set
 
 
 def test_config_overrides_read_both_flag_forms():

@@ -18,7 +18,7 @@ import shutil
 import jax
 import pytest
 
-from experiments import cli
+from experiments import before_jax, cli
 from lm_jax.train import checkpoint, loop
 from lm_jax.train.logging import read_metrics
 from tests.command_line import CONFIG_DIR
@@ -54,7 +54,7 @@ def one_step_config(preset, data_dir, cache_dir):
     # third of a smoke run's time, for a preset of one device).
     rows = config.batch_size // config.grad_accum_steps
     most = min(jax.device_count(),
-               cli.cpu_device_count(config.cpu_devices, rows))
+               before_jax.cpu_device_count(config.cpu_devices, rows))
     config.num_devices = max(d for d in range(1, most + 1) if rows % d == 0)
   return config
 
