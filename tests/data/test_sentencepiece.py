@@ -80,13 +80,22 @@ def test_training_is_deterministic():
   assert a.proto == b.proto
 
 
-def test_cache_returns_the_stored_model_and_retrains_for_new_data(tmp_path):
+def _refuse_to_train(*args, **kwargs):
+  raise AssertionError('trained again instead of reading the cache')
+
+
+def test_cache_returns_the_stored_model_and_retrains_for_new_data(
+    tmp_path, monkeypatch):
   cache = str(tmp_path)
   first = tokenizers.cached_sentencepiece(SENTENCES, cache, 'toy', 120)
   stored = [f for f in os.listdir(tmp_path / 'sentencepiece')
             if f.endswith('.model')]
   assert len(stored) == 1
-  again = tokenizers.cached_sentencepiece(SENTENCES, cache, 'toy', 120)
+  # Training is deterministic, so only a refusal to train tells the stored
+  # model from a retrained one.
+  with monkeypatch.context() as patch:
+    patch.setattr(SentencePieceTokenizer, 'train', _refuse_to_train)
+    again = tokenizers.cached_sentencepiece(SENTENCES, cache, 'toy', 120)
   assert again.proto == first.proto
   tokenizers.cached_sentencepiece(SENTENCES[:60], cache, 'toy', 120)
   tokenizers.cached_sentencepiece(SENTENCES, cache, 'toy', 100)

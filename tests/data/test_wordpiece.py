@@ -152,10 +152,18 @@ def test_trainer_stops_when_pairs_are_rare():
                            'ab']
 
 
-def test_cached_vocabulary_is_reused(tmp_path):
+def _refuse_to_train(*args, **kwargs):
+  raise AssertionError('trained again instead of reading the cache')
+
+
+def test_cached_vocabulary_is_reused(tmp_path, monkeypatch):
   first = cached_wordpiece(CORPUS, str(tmp_path), 'tiny', 100)
   files = os.listdir(tmp_path / 'wordpiece')
-  second = cached_wordpiece(CORPUS, str(tmp_path), 'tiny', 100)
+  # Training is deterministic, so only a refusal to train tells a reused
+  # vocabulary from a retrained one.
+  with monkeypatch.context() as patch:
+    patch.setattr(WordPieceTokenizer, 'train', _refuse_to_train)
+    second = cached_wordpiece(CORPUS, str(tmp_path), 'tiny', 100)
   assert second.vocab == first.vocab
   assert os.listdir(tmp_path / 'wordpiece') == files
   other = cached_wordpiece(CORPUS[:4], str(tmp_path), 'tiny', 100)

@@ -7,6 +7,7 @@ decoding in tests/test_decode.py.
 import functools
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,21 +53,35 @@ def test_gpt_head_is_the_transposed_token_embedding(make_tiny_gpt):
 
 
 def test_every_layer_norm_has_nanogpt_epsilon(make_tiny_gpt):
-  """1e-5, as torch.nn.LayerNorm in nanoGPT, the final one too (flax's
-  default is 1e-6); at initialisation the final norm's inputs have a
+  """1e-5, as torch.nn.LayerNorm in nanoGPT, the blocks' and the final one
+  (flax's default is 1e-6); at initialisation the norms' inputs have a
   variance of about 1e-3, where the two differ by 0.5%."""
   model, params = make_tiny_gpt()
   tokens = jnp.arange(16)[None] % 13
-  _, state = model.apply({'params': params}, tokens,
-                         capture_intermediates=True)
-  inner = state['intermediates']
-  x = inner['block_1']['__call__'][0]
-  variance = x.var(-1, keepdims=True)
-  assert float(variance.mean()) < 1e-2  # where epsilon shows
-  expected = ((x - x.mean(-1, keepdims=True)) / jnp.sqrt(variance + 1e-5)
-              * params['final_norm']['scale'])
-  np.testing.assert_allclose(inner['final_norm']['__call__'][0], expected,
-                             rtol=1e-4, atol=1e-6)
+  seen = {}
+
+  # Records every LayerNorm's input and output, the blocks' norms included,
+  # so each is checked against a hand-written one.
+  def record(call, args, kwargs, context):
+    out = call(*args, **kwargs)
+    if (isinstance(context.module, nn.LayerNorm)
+        and context.method_name == '__call__'):
+      seen[context.module.path] = (args[0], out)
+    return out
+
+  with nn.intercept_methods(record):
+    model.apply({'params': params}, tokens)
+  # Attention's and the MLP's in each of the 2 blocks, and the final one.
+  assert len(seen) == 5
+  for path, (x, out) in seen.items():
+    variance = x.var(-1, keepdims=True)
+    assert float(variance.mean()) < 1e-2, path  # where epsilon shows
+    norm = functools.reduce(lambda p, k: p[k], path, params)
+    expected = ((x - x.mean(-1, keepdims=True))
+                / jnp.sqrt(variance + 1e-5) * norm['scale']
+                + norm.get('bias', 0.0))
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-6,
+                               err_msg=str(path))
 
 
 @pytest.mark.parametrize('positional', ['learned', 'sinusoidal'])
