@@ -317,6 +317,10 @@ def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
   _assert_one_error_line(result)
   if state == 'corrupt_tokenizer':
     assert 'tokenizer.json is not a tokenizer file' in result.stderr
+  if state == 'classifier_run':
+    # It has no checkpoint either, so only the message shows which check
+    # refused it.
+    assert f"{path} is a 'classify' run; sample needs" in result.stderr
   _assert_unchanged(path, before)
 
 
@@ -385,18 +389,25 @@ def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
   _assert_unchanged(str(path), before)
 
 
-@pytest.mark.parametrize('args', [['--temperature=-1'], ['--top_p=0'],
-                                  ['--temperature=nan'],
-                                  ['--top_k=-2'], ['--num_tokens=x'],
-                                  ['--num_tokens=0'], ['--num_samples=0'],
-                                  ['--seed=-1'], ['--seed=' + '9' * 20]])
+_DECODING = 'need a finite temperature >= 0, 0 < top_p <= 1 and top_k >= 0'
+_COUNTS = 'need num_tokens >= 1 and num_samples >= 1'
+
+
+# Each case's own message: the workdir does not exist, so a case whose
+# check were gone would still fail in one line ("holds no run").
+@pytest.mark.parametrize('args, message', [
+    (['--temperature=-1'], _DECODING), (['--top_p=0'], _DECODING),
+    (['--temperature=nan'], _DECODING), (['--top_k=-2'], _DECODING),
+    (['--num_tokens=x'], "flag --num_tokens=x: invalid literal for int()"),
+    (['--num_tokens=0'], _COUNTS), (['--num_samples=0'], _COUNTS),
+    (['--seed=-1'], '--seed must be in [0, 2**63), not -1'),
+    (['--seed=' + '9' * 20], '--seed must be in [0, 2**63), not 999')])
 def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
-                                                         args):
+                                                         args, message):
   result = run_cli(_python('experiments.sample',
                            f'--workdir={tmp_path / "run"}', *args))
   _assert_one_error_line(result)
-  if args == ['--temperature=nan']:
-    assert 'need a finite temperature' in result.stderr
+  assert message in result.stderr, result.stderr
   assert not os.path.exists(tmp_path / 'run')
 
 

@@ -263,14 +263,27 @@ def test_attention_of_a_context_vector_model_is_an_error(make_config):
 
 
 def test_eval_steps_zero_translates_the_whole_test_split(make_config,
-                                                         tmp_path):
+                                                         tmp_path,
+                                                         monkeypatch):
   """0 batches means the whole split, for BLEU too (it had no sentence)."""
   config = make_config(num_train_steps=2, eval_every=0, eval_steps=0,
                        checkpoint_every=0, final_eval_full=False)
+  # A score in range says nothing of how many sentences it was taken
+  # over: count what BLEU is given.
+  scored = []
+  original = translation.corpus_bleu
+
+  def spy(hypotheses, references, *args, **kwargs):
+    scored.append((len(hypotheses), len(references)))
+    return original(hypotheses, references, *args, **kwargs)
+
+  monkeypatch.setattr(translation, 'corpus_bleu', spy)
   results = loop.train_and_evaluate(config, str(tmp_path))
   task = tasks.make_task(config)
   task.prepare()
-  assert len(task.raw['test'][0]) > config.batch_size
+  num_test = len(task.raw['test'][0])
+  assert num_test > config.batch_size
+  assert scored == [(num_test, num_test)]
   assert 0 <= results['eval_bleu'] <= 100
 
 

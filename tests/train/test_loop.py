@@ -267,7 +267,7 @@ def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
 
 
 def test_a_run_resumed_on_fewer_devices_equals_the_uninterrupted_run(
-    uninterrupted, make_run_config, tmp_path):
+    uninterrupted, make_run_config, tmp_path, caplog):
   """Steps 1-6 on all 4 devices, 7-12 on 2 (a host with fewer chips): the
   checkpoint is restored onto the smaller mesh and training goes on as if
   nothing had changed, dropout included, up to the all-reduces' order.
@@ -276,7 +276,13 @@ def test_a_run_resumed_on_fewer_devices_equals_the_uninterrupted_run(
   first, _ = _train(make_run_config(num_train_steps=6), tmp_path)
   assert first is not None
   config = make_run_config(num_devices=2)
+  caplog.set_level(logging.INFO, logger='lm_jax')
+  caplog.clear()
   results, _ = _train(config, tmp_path)
+  # Equal results alone would also come from a relaunch that kept all 4
+  # devices, or from one that trained again from scratch.
+  assert ' parameters on 2 device(s)' in caplog.text, caplog.text
+  assert 'resumed from the checkpoint at step 6' in caplog.text
   _assert_results_equal(results, uninterrupted['results'], rtol=1e-5)
   _assert_params_equal(_final_params(tmp_path, config)[1],
                        uninterrupted['params'], rtol=1e-7, atol=1e-6)

@@ -90,7 +90,12 @@ def test_two_hosts_train_as_one_host_with_two_devices(train, tmp_path):
 
   # The two hosts' checkpoint goes on in one process with one device, as
   # the one-host run does with two.
-  _wait(train(two_hosts, 9, '--config.cpu_devices=1'))
+  relaunch = train(two_hosts, 9, '--config.cpu_devices=1')
+  _wait(relaunch)
+  # Without the two hosts' checkpoint it would train from scratch on the
+  # same batches and still match.
+  log = relaunch.log.read_text()
+  assert 'resumed from the checkpoint at step 6' in log, log[-3000:]
   _wait(train(one_host, 9, '--config.cpu_devices=2'))
   final = [_losses(_records(w)) for w in (two_hosts, one_host)]
   assert (9, 'eval_loss') in final[1]
