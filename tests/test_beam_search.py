@@ -141,12 +141,19 @@ def _models():
   return {'rnn': rnn, 'transformer': transformer}
 
 
-@pytest.fixture(scope='module', params=['rnn', 'transformer'])
+# Per model, an initialisation seed and a sharpening factor under which
+# beams run for several steps, some ending in EOS: where every hypothesis
+# ends at the first step, beams never reorder, and a search that lost
+# track of its beams' states would pass.
+_RANDOM_MODELS = {'rnn': (5, 2.0), 'transformer': (1, 1.0)}
+
+
+@pytest.fixture(scope='module', params=sorted(_RANDOM_MODELS))
 def model_and_params(request):
   model = _models()[request.param]
-  params = jax.jit(model.init)(jax.random.key(3), SOURCE[:1])['params']
-  # Sharpen the random model so that its searches end before max_length.
-  return model, jax.tree.map(lambda x: 3.0 * x, params)
+  seed, sharpening = _RANDOM_MODELS[request.param]
+  params = jax.jit(model.init)(jax.random.key(seed), SOURCE[:1])['params']
+  return model, jax.tree.map(lambda x: sharpening * x, params)
 
 
 def test_greedy_is_the_argmax_of_teacher_forced_passes(model_and_params):
@@ -181,6 +188,9 @@ def test_the_score_is_the_length_penalised_log_probability(model_and_params):
   alpha, max_length = 0.6, 7
   tokens, scores = decode.beam_search(model, params, SOURCE, 3, max_length,
                                       alpha, BOS, EOS)
+  lengths = [len(decode.until_eos(row, EOS)) for row in np.asarray(tokens)]
+  assert max(lengths) >= 3 and min(lengths) < max_length, (
+      'the searches must run several steps, some ending in EOS', lengths)
   for source, row, score in zip(SOURCE, np.asarray(tokens), scores):
     kept = decode.until_eos(row, EOS)
     finished = len(kept) < max_length
