@@ -65,11 +65,26 @@ TRAP = _table({BOS: {A: 0.6, B: 0.4}, A: {C: 0.55, D: 0.45},
                B: {EOS: 0.9, C: 0.1}, C: {EOS: 1.0}, D: {EOS: 1.0}})
 
 
-def _sequence_log_prob(model, params, source, tokens):
+def _teacher_forced(model, length):
+  """`(params, sources, prefixes) -> logits` of one teacher-forced pass,
+  jitted, the prefixes padded to `length` (one compilation for all): the
+  decoders are causal, so what follows a position does not change it."""
+  apply = jax.jit(model.apply)
+
+  def logits(params, sources, prefixes):
+    padded = np.zeros((len(prefixes), length), np.int32)
+    for row, prefix in zip(padded, prefixes):
+      row[:len(prefix)] = prefix
+    return np.asarray(apply({'params': params}, sources, padded))
+
+  return logits
+
+
+def _sequence_log_prob(logits_of, params, source, tokens):
   """Teacher-forced log p(tokens | source), tokens ending in EOS or not."""
-  decoder_inputs = np.concatenate([[BOS], tokens[:-1]])[None]
-  logits = model.apply({'params': params}, source[None], decoder_inputs)
-  logp = jax.nn.log_softmax(logits[0])
+  decoder_inputs = np.concatenate([[BOS], tokens[:-1]])
+  logits = logits_of(params, source[None], [decoder_inputs])
+  logp = jax.nn.log_softmax(logits[0, :len(tokens)])
   return float(sum(logp[i, t] for i, t in enumerate(tokens)))
 
 
@@ -161,12 +176,11 @@ def test_greedy_is_the_argmax_of_teacher_forced_passes(model_and_params):
   max_length = 7
   out = np.asarray(decode.greedy_search(model, params, SOURCE, max_length,
                                         BOS, EOS))
-  apply = jax.jit(model.apply)
+  logits_of = _teacher_forced(model, max_length)
   for row, source in zip(out, SOURCE):
     prefix = [BOS]
     for i in range(max_length):
-      logits = np.array(apply({'params': params}, source[None],
-                              np.array([prefix])))[0, -1]
+      logits = logits_of(params, source[None], [prefix])[0, i].copy()
       logits[[0, BOS]] = -np.inf  # never outputs
       token = int(logits.argmax())
       assert row[i] == token
@@ -191,11 +205,12 @@ def test_the_score_is_the_length_penalised_log_probability(model_and_params):
   lengths = [len(decode.until_eos(row, EOS)) for row in np.asarray(tokens)]
   assert max(lengths) >= 3 and min(lengths) < max_length, (
       'the searches must run several steps, some ending in EOS', lengths)
+  logits_of = _teacher_forced(model, max_length)
   for source, row, score in zip(SOURCE, np.asarray(tokens), scores):
     kept = decode.until_eos(row, EOS)
     finished = len(kept) < max_length
     seq = np.array(kept + [EOS] if finished else kept)
-    logp = _sequence_log_prob(model, params, source, seq)
+    logp = _sequence_log_prob(logits_of, params, source, seq)
     np.testing.assert_allclose(
         score, logp / decode.length_penalty(len(seq), alpha), rtol=1e-4,
         atol=1e-4)
