@@ -26,3 +26,14 @@ def test_char_vocabulary_covers_a_test_split_with_characters_of_its_own(
   train = set(task.tokenizer.decode(np.unique(task.tokens['train'])))
   test = set(task.tokenizer.decode(np.unique(task.tokens['test'])))
   assert test - train  # the case this test is about
+
+
+def test_final_evaluation_scores_the_whole_test_split(make_tiny_task):
+  """final_eval_full: every test token, not `eval_steps` batches of them
+  (the tiny corpus has no test split: its validation stands in)."""
+  task = make_tiny_task(eval_steps=1, final_eval_full=True)
+  task.tokens['test'] = task.tokens['validation']
+  seen = []
+  task.final_evaluation(None, slice(None),
+                        lambda batches: seen.extend(batches) or {})
+  assert sum(b['weights'].sum() for b in seen) == len(task.tokens['test']) - 1

@@ -152,3 +152,11 @@ def test_with_elmo_words_are_dropped_once_for_the_tagger_and_elmo(
   task.prepare()
   assert task.model.word_dropout_rate == config.word_dropout_rate > 0
   assert task.model.model.word_dropout_rate == 0.0
+
+
+def test_final_evaluation_covers_the_whole_test_split(task):
+  """Every test word, not the `eval_steps` batches of a periodic one."""
+  seen = []
+  task.final_evaluation(None, slice(None), lambda b: seen.extend(b) or {})
+  assert sum(b['weights'].sum() for b in seen) == sum(
+      len(t) for t in task.examples['test']['targets'])

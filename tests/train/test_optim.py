@@ -33,7 +33,7 @@ def test_cosine_schedule_warms_up_to_peak_then_decays_to_the_floor(
                             min_learning_rate=1e-4, warmup_steps=10,
                             decay_steps=0, num_train_steps=110)
   lr = _schedule_values(config, range(0, 131))
-  assert lr[0] <= 1e-3 / 10
+  np.testing.assert_allclose(lr[0], 1e-3 / 11, rtol=1e-6)  # not 0: nanoGPT's
   assert (np.diff(lr[:11]) > 0).all()          # warm-up rises...
   np.testing.assert_allclose(lr[10], 1e-3, rtol=1e-6)  # ...to the peak
   assert (np.diff(lr[10:111]) < 0).all()       # cosine decay...
@@ -415,3 +415,22 @@ def test_param_average_decay_from_the_config(make_tiny_config):
   assert isinstance(state, optim.ParamAverageState)
   with pytest.raises(ValueError, match='param_average_decay'):
     optim.make_optimizer(make_tiny_config(param_average_decay=1.0))
+
+
+def test_per_layer_rates_clip_by_one_norm_over_all_groups(make_tiny_config):
+  """Discriminative rates scale each group's update after one clip by the
+  norm over all of them (ULMFiT's), not after a clip per group."""
+  config = make_tiny_config(optimizer='sgd', schedule='constant',
+                            warmup_steps=0, learning_rate=1.0,
+                            grad_clip_norm=1.0, layer_lr_decay=2.6)
+  params = {'rnn': {'layer0_fwd': {'kernel': jnp.zeros(1)}},
+            'head': {'kernel': jnp.zeros(1)}}
+  grads = {'rnn': {'layer0_fwd': {'kernel': jnp.full(1, 100.0)}},
+           'head': {'kernel': jnp.ones(1)}}
+  tx = optim.make_optimizer(config)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  norm = np.hypot(100.0, 1.0)
+  np.testing.assert_allclose(-updates['head']['kernel'], [1 / norm],
+                             rtol=1e-6)
+  np.testing.assert_allclose(-updates['rnn']['layer0_fwd']['kernel'],
+                             [100 / norm / 2.6], rtol=1e-6)

@@ -220,3 +220,30 @@ def test_averages_divide_sums_by_counts():
              'accuracy': (np.float32(1.0), np.float32(4.0)),
              'empty': (np.float32(0.0), np.float32(0.0))}
   assert averages(metrics) == {'loss': 1.5, 'accuracy': 0.25, 'empty': 0.0}
+
+
+class _NoiseTask:
+  """Hands on, as its carry, normal draws from the key it is given."""
+
+  @staticmethod
+  def loss_and_carry(params, batch, rng, train, carry):
+    del train, carry
+    rows = batch['inputs'].shape[0]
+    return ({'loss': (jnp.sum(params['w']), jnp.float32(rows))},
+            jax.random.normal(rng, (rows,)))
+
+
+def test_every_step_and_micro_batch_draws_its_own_randomness():
+  """Dropout masks must differ between steps (the step number folds into
+  the key) and between a step's micro-batches."""
+  params = {'w': jnp.zeros(1)}
+  tx = optax.sgd(0.1)
+  state = TrainState(jnp.array(0, jnp.int32), params, tx.init(params),
+                     jnp.zeros(3))
+  batch = {'inputs': np.zeros((3, 1), np.int32),
+           'targets': np.zeros((3, 1), np.int32)}
+  step = make_train_step(_NoiseTask(), tx, grad_accum_steps=3)
+  first, _ = step(state, batch, jax.random.key(0))
+  second, _ = step(first, batch, jax.random.key(0))
+  draws = np.concatenate([first.carry, second.carry])
+  assert len(np.unique(draws)) == 6
