@@ -151,6 +151,19 @@ def test_filter_logits_top_p_keeps_the_smallest_nucleus(top_p, expected):
   assert _kept(decode.filter_logits(_LOGITS, top_p=top_p)) == expected
 
 
+def test_top_p_filters_the_tempered_distribution():
+  """At temperature 0.5 the probabilities are 0.22, 0.61, 0.02, 0.15 (in
+  vocabulary order): 0.9 of the mass is tokens 1 and 3, where at
+  temperature 1 it takes token 0 as well."""
+  out = decode.filter_logits(_LOGITS, temperature=0.5, top_p=0.9)
+  assert _kept(out) == {1, 3}
+
+
+def test_top_p_stops_where_the_mass_reaches_p_exactly():
+  out = decode.filter_logits(jnp.log(jnp.asarray([[1., 4., 3.]])), top_p=0.5)
+  assert _kept(out) == {1}  # 4 / 8 is exact in float32
+
+
 def _softmax(logits) -> np.ndarray:
   return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
 

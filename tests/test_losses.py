@@ -110,3 +110,13 @@ def test_softmax_cross_entropy_and_its_gradient_match_optax():
                              rtol=1e-6)
   np.testing.assert_allclose(jax.jit(jax.grad(ours))(logits),
                              jax.grad(theirs)(logits), rtol=1e-5, atol=1e-6)
+
+
+def test_cross_entropy_of_bfloat16_logits_is_taken_in_float32():
+  logits = (3 * jax.random.normal(jax.random.key(0), (64, 1000))).astype(
+      jnp.bfloat16)
+  targets = jax.random.randint(jax.random.key(1), (64,), 0, 1000)
+  np.testing.assert_allclose(
+      losses.cross_entropy(logits, targets)[0],
+      losses.cross_entropy(logits.astype(jnp.float32), targets)[0],
+      rtol=1e-6)

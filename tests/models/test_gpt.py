@@ -157,3 +157,12 @@ def test_build_model_sizes_gpt_from_the_run_config(make_tiny_config):
   config.model = 'lstm'
   with pytest.raises(ValueError, match='lstm'):
     build_model(config, vocab_size=50)
+
+
+def test_gpt_drops_the_input_embeddings(make_tiny_gpt):
+  """With no blocks, the only dropout left is the embeddings' own."""
+  model, params = make_tiny_gpt(num_layers=0, dropout_rate=0.5)
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, 13)
+  trained = model.apply({'params': params}, tokens, train=True,
+                        rngs={'dropout': jax.random.key(1)})
+  assert np.abs(trained - model.apply({'params': params}, tokens)).max() > 1e-4

@@ -132,6 +132,20 @@ def test_multi_head_attention_with_causal_mask_gives_no_weight_to_the_future():
   np.testing.assert_array_equal(np.asarray(weights)[..., future], 0.0)
 
 
+def test_causal_attention_with_a_mask_applies_both():
+  """causal=True and a padding mask: the future and the padding are both
+  hidden, not one instead of the other."""
+  mha = attention.MultiHeadAttention(num_heads=2)
+  x = jax.random.normal(jax.random.key(0), (2, 5, 8))
+  params = jax.jit(mha.init)(jax.random.key(1), x)
+  valid = jnp.array([[True] * 5, [True] * 3 + [False] * 2])
+  pad = attention.padding_mask(valid, valid)
+  np.testing.assert_allclose(
+      mha.apply(params, x, mask=pad, causal=True),
+      mha.apply(params, x, mask=attention.combine_masks(
+          attention.causal_mask(5), pad)), atol=1e-6)
+
+
 def test_multi_head_attention_kv_cache_matches_full_causal_attention():
   mha = attention.MultiHeadAttention(num_heads=2)
   x = jax.random.normal(jax.random.key(0), (2, 6, 8))

@@ -81,6 +81,13 @@ def test_broadcast_dims_share_one_decision():
   assert 0 < (y[:, 0] > 0).mean() < 1
 
 
+def test_negative_broadcast_dims_name_the_same_axes():
+  x = jnp.ones((4, 6, 8))
+  np.testing.assert_array_equal(
+      dropout(x, 0.5, jax.random.key(0), broadcast_dims=(-1,)),
+      dropout(x, 0.5, jax.random.key(0), broadcast_dims=(2,)))
+
+
 def test_the_module_drops_only_in_training_and_by_its_rng():
   layer = Dropout(0.5)
   x = jnp.ones((4, 64))

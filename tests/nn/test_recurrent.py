@@ -171,6 +171,25 @@ def test_bidirectional_stack_is_padding_invariant_and_shaped():
   np.testing.assert_array_equal(past[-1], outs[-1])
 
 
+def test_each_initial_carry_starts_its_own_layer_and_direction():
+  """The carries are layer-major: number 2 * layer + direction."""
+  stack = recurrent.StackedRNN('gru', H, num_layers=2, bidirectional=True)
+  x = _inputs()
+  params = stack.init(jax.random.key(1), x)['params']
+  apply = jax.jit(stack.apply)
+  _, base = apply({'params': params}, x)
+  for i in range(4):
+    carry = stack.initial_carry(B)
+    carry[i] = jnp.ones_like(carry[i])
+    _, outs = apply({'params': params}, x, initial_carry=carry)
+    layer, direction = divmod(i, 2)
+    mine = slice(direction * H, (direction + 1) * H)
+    other = slice((1 - direction) * H, (2 - direction) * H)
+    assert np.abs(outs[layer][..., mine] - base[layer][..., mine]).max() > 1e-3
+    np.testing.assert_array_equal(outs[layer][..., other],
+                                  base[layer][..., other])
+
+
 def test_carry_across_calls_equals_one_long_call():
   """Truncated BPTT: two halves with the carry handed over give the
   outputs of the whole sequence."""

@@ -9,6 +9,7 @@ import pytest
 from jax.test_util import check_grads
 
 from lm_jax.nn import attention, transformer
+from lm_jax.nn.dropout import drop_probability
 
 
 @pytest.mark.parametrize('name,reference', [
@@ -81,3 +82,38 @@ def test_cross_attention_block_reads_the_encoder_output():
   masked_other = apply(params, x, encoded=encoded.at[:, 6].add(5.0),
                        encoder_mask=encoder_mask)
   np.testing.assert_allclose(masked, masked_other, rtol=1e-6, atol=1e-6)
+
+
+def test_residual_projections_are_scaled_by_depth():
+  """GPT-2's init: the projections into the residual stream (attention's
+  output, the MLP's second layer) have std 0.02 / sqrt(2 * layers)."""
+  block = transformer.TransformerBlock(num_heads=4, mlp_dim=256, num_layers=8)
+  params = block.init(jax.random.key(0), jnp.ones((1, 4, 64)))['params']
+  for kernel in (params['mlp']['proj']['kernel'],
+                 params['self_attention']['out']['kernel']):
+    np.testing.assert_allclose(np.std(kernel), 0.02 / np.sqrt(16), rtol=0.05)
+
+
+def test_a_sublayers_output_is_dropped_once_and_the_residual_never():
+  """With attention's output zeroed, out - x is the MLP branch alone: in
+  training, about half of it survives (not a quarter: dropped twice), at
+  1 / keep of its value, and x itself is never dropped."""
+  block = transformer.TransformerBlock(num_heads=2, mlp_dim=32,
+                                       dropout_rate=0.5)
+  x = jax.random.normal(jax.random.key(0), (4, 16, 16))
+  params = block.init(jax.random.key(1), x)['params']
+  params['self_attention']['out'] = jax.tree.map(
+      jnp.zeros_like, params['self_attention']['out'])
+  apply = jax.jit(block.apply, static_argnames='deterministic')
+  evaluated = np.asarray(apply({'params': params}, x)) - np.asarray(x)
+  trained = np.asarray(apply({'params': params}, x, deterministic=False,
+                             rngs={'dropout': jax.random.key(2)}))
+  branch = trained - np.asarray(x)
+  kept = np.abs(branch) > 1e-6
+  assert 0.4 < kept.mean() < 0.6
+  np.testing.assert_allclose(
+      branch[kept], evaluated[kept] / (1 - drop_probability(0.5)),
+      rtol=1e-3, atol=1e-5)
+  # Where the branch was dropped, the output is x exactly.
+  np.testing.assert_allclose(trained[~kept], np.asarray(x)[~kept],
+                             atol=1e-6)
