@@ -247,3 +247,31 @@ def test_every_step_and_micro_batch_draws_its_own_randomness():
   second, _ = step(first, batch, jax.random.key(0))
   draws = np.concatenate([first.carry, second.carry])
   assert len(np.unique(draws)) == 6
+
+
+class _SumTask:
+  """Loss: the sum over the targets of w, one 'token' per target."""
+
+  @staticmethod
+  def loss_and_carry(params, batch, rng, train, carry):
+    del rng, train
+    weights = jnp.ones(batch['targets'].shape, jnp.float32)
+    return ({'loss': (jnp.sum(params['w'] * weights), jnp.sum(weights))},
+            carry)
+
+
+def test_sequence_normalisation_divides_by_the_sequences():
+  """Zaremba et al.'s loss, summed over time and averaged over sequences:
+  a [2, 8] batch's gradient is 8 times the per-token mean's."""
+  params = {'w': jnp.zeros(())}
+  batch = {'inputs': np.zeros((2, 8), np.int32),
+           'targets': np.zeros((2, 8), np.int32)}
+  tx = optax.sgd(1.0)
+  moved = {}
+  for by in ('token', 'sequence'):
+    state = TrainState(jnp.array(0, jnp.int32), params, tx.init(params), ())
+    new, _ = make_train_step(_SumTask(), tx, normalize_by=by)(
+        state, batch, jax.random.key(0))
+    moved[by] = -float(new.params['w'])
+  np.testing.assert_allclose(moved['token'], 1.0, rtol=1e-6)
+  np.testing.assert_allclose(moved['sequence'], 8.0, rtol=1e-6)
