@@ -102,30 +102,21 @@ def read_tokenizer(hf_dir: str) -> WordPieceTokenizer:
   """The folder's WordPiece tokenizer: `vocab.txt` with the normaliser
   settings `AutoTokenizer` gives it.
 
-  Those are `tokenizer.json`'s BertNormalizer, but `BertTokenizerFast`
-  rebuilds that from `tokenizer_config.json` where the two disagree, so
-  that file's `do_lower_case` (default True), `strip_accents` (default
-  None: as lower-casing) and `tokenize_chinese_chars` (default True) win
-  where it exists.
+  Those are `BertTokenizerFast`'s arguments, from `tokenizer_config.json`:
+  `do_lower_case` (default True), `strip_accents` (default None: as
+  lower-casing) and `tokenize_chinese_chars` (default True), the defaults
+  also where the file is missing. Where `tokenizer.json`'s BertNormalizer
+  disagrees, `BertTokenizerFast` rebuilds it from those arguments, so its
+  settings never count; a damaged one is still an error, as there.
   """
-  settings = {'lower_case': True, 'strip_accents': None,
-              'chinese_chars': True}
   fast = os.path.join(hf_dir, 'tokenizer.json')
-  slow = os.path.join(hf_dir, 'tokenizer_config.json')
   if os.path.exists(fast):
-    normalizer = _read_json(fast).get('normalizer') or {}
-    if (isinstance(normalizer, dict)
-        and normalizer.get('type') == 'BertNormalizer'):
-      settings.update(lower_case=normalizer.get('lowercase', True),
-                      strip_accents=normalizer.get('strip_accents'),
-                      chinese_chars=normalizer.get('handle_chinese_chars',
-                                                   True))
-  if os.path.exists(slow):
-    # BertTokenizerFast's own defaults for the keys the file lacks.
-    cfg = _read_json(slow)
-    settings.update(lower_case=cfg.get('do_lower_case', True),
-                    strip_accents=cfg.get('strip_accents'),
-                    chinese_chars=cfg.get('tokenize_chinese_chars', True))
+    _read_json(fast)
+  slow = os.path.join(hf_dir, 'tokenizer_config.json')
+  cfg = _read_json(slow) if os.path.exists(slow) else {}
+  settings = {'lower_case': cfg.get('do_lower_case', True),
+              'strip_accents': cfg.get('strip_accents'),
+              'chinese_chars': cfg.get('tokenize_chinese_chars', True)}
   vocab = os.path.join(hf_dir, 'vocab.txt')
   try:
     return WordPieceTokenizer.from_vocab_file(vocab, **settings)

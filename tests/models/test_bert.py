@@ -200,10 +200,10 @@ _NOT_DEFAULT = {'lowercase': False, 'strip_accents': True,
       'handle_chinese_chars': True},
      {'do_lower_case': False, 'strip_accents': False,
       'tokenize_chinese_chars': False}, (False, False, False)),
-    # ... with its own defaults for the keys that file lacks;
+    # ... with its own defaults for the keys that file lacks, or where
+    # there is none;
     (_NOT_DEFAULT, {}, (True, None, True)),
-    # without tokenizer_config.json, tokenizer.json's stand;
-    (_NOT_DEFAULT, None, (False, True, False)),
+    (_NOT_DEFAULT, None, (True, None, True)),
     # without tokenizer.json, tokenizer_config.json's.
     (None, {'do_lower_case': False}, (False, None, True)),
 ])
