@@ -24,6 +24,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${LM_JAX_VENV:-$ROOT/.venv}"
+VENV="${VENV%/}"  # its lock file sits beside it, not inside
 # Absolute: some verbs change directory before they run Python.
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 PY="$VENV/bin/python"
@@ -42,9 +43,12 @@ setup() {
   installed "$@" && return
   # One set-up at a time: two launches on a fresh checkout would otherwise
   # install into one .venv at once. The second then finds it done.
+  # Without a lock where one cannot be had (a folder not ours, no flock).
   mkdir -p "$(dirname "$VENV")"
-  exec 9>"$VENV.lock"
-  if command -v flock >/dev/null; then flock 9; fi
+  if { exec 9>"$VENV.lock"; } 2>/dev/null && command -v flock >/dev/null
+  then
+    flock 9 || true
+  fi
   if installed "$@"; then exec 9>&-; return; fi
   echo "setting up $VENV ..." >&2
   if "$PY" -c '' 2>/dev/null; then

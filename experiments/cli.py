@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import select
 import shlex
 import sys
 from typing import Callable, Collection, NoReturn, Optional, Sequence
@@ -430,6 +431,16 @@ def check_run_length(config: ml_collections.ConfigDict,
          '--config.num_epochs=0 to count steps')
 
 
+def _reader_gone() -> bool:
+  """Whether stdout is a pipe whose reader has closed it."""
+  try:
+    poller = select.poll()
+    poller.register(sys.stdout.fileno(), select.POLLERR)
+    return any(event & select.POLLERR for _, event in poller.poll(0))
+  except (AttributeError, OSError, ValueError):  # no stdout, or no poll
+    return False
+
+
 def run_guarded(main: Callable[[], object]) -> object:
   """Runs `main`, turning expected user errors into one line and exit 2.
 
@@ -440,9 +451,12 @@ def run_guarded(main: Callable[[], object]) -> object:
   """
   try:
     result = main()
-    sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
+    if sys.stdout is not None:  # None where it was closed (`>&-`)
+      sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
     return result
   except BrokenPipeError:
+    if not _reader_gone():  # another pipe than stdout's
+      raise
     # Python flushes stdout again at exit, which would fail the same way.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(1)

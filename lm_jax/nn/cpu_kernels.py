@@ -43,6 +43,7 @@ from lm_jax import atomic_files
 _HERE = pathlib.Path(__file__).parent
 _HEADERS = ('cpu_simd.h', 'cpu_threads.h')
 _FLAGS = ('-O3', '-std=c++17', '-shared', '-fPIC', '-pthread')
+_PARTIAL = 'lm_jax-partial-'  # a library being built
 
 
 def _cpu_signature() -> str:
@@ -66,11 +67,13 @@ def _compiler() -> list[str]:
 def _compile(source: pathlib.Path, library: pathlib.Path) -> None:
   compiler = _compiler()
   library.parent.mkdir(parents=True, exist_ok=True)
-  # mkstemp's names: the partial libraries of builds that were killed.
-  atomic_files.remove_abandoned(library.parent, 'tmp*.so')
+  # The partial libraries of builds that were killed (ours only: the cache
+  # may be a folder other programs write to).
+  atomic_files.remove_abandoned(library.parent, f'{_PARTIAL}*.so')
   # Written beside the target and renamed: concurrent builds never see a
   # half-written library.
-  fd, partial = tempfile.mkstemp(suffix='.so', dir=library.parent)
+  fd, partial = tempfile.mkstemp(prefix=_PARTIAL, suffix='.so',
+                                 dir=library.parent)
   os.close(fd)
   command = [*compiler, *_FLAGS, f'-I{jax.ffi.include_dir()}', f'-I{_HERE}',
              str(source), '-o', partial]

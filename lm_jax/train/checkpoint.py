@@ -49,8 +49,9 @@ class Checkpointer:
     async_save: write in a background thread while training goes on.
     remove_unfinished: delete the folders of saves a killed process left
       unfinished (never restored, but up to a whole state each), in the
-      background, done before the first save. Only for the process that
-      holds the run: another's save may be in progress.
+      background, done before the first save, which fails if one cannot
+      be deleted. Only for the process that holds the run: another's save
+      may be in progress.
   """
 
   def __init__(self, workdir: str, max_to_keep: int = 3, save_every: int = 0,

@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -713,6 +714,19 @@ def test_a_reader_that_stops_early_ends_a_command_quietly():
   assert process.returncode == 1 and not err, err.decode()
 
 
+
+def test_only_a_closed_stdout_ends_a_command_quietly(monkeypatch):
+  """A broken pipe of the command's own (a subprocess's, a socket's) is an
+  error, not a reader that stopped; with no stdout at all (`>&-`), a
+  command that succeeded still does."""
+  def broken():
+    raise BrokenPipeError(32, 'Broken pipe')
+
+  with pytest.raises(BrokenPipeError):
+    cli.run_guarded(broken)
+  monkeypatch.setattr(sys, 'stdout', None)
+  assert cli.run_guarded(lambda: 7) == 7
+
 _FAKE_PYTHON = '''#!/usr/bin/env bash
 # Stands in for python3 and the venv's python: installs take a second.
 case "$*" in
@@ -723,6 +737,8 @@ esac
 '''
 
 
+@pytest.mark.skipif(shutil.which('flock') is None,
+                    reason='no flock (util-linux): no set-up lock')
 def test_two_launches_on_a_fresh_checkout_set_it_up_once(tmp_path):
   """The second waits for the first's set-up, then finds it done, instead of
   installing into the same .venv at the same time."""

@@ -177,17 +177,21 @@ def test_a_relative_kernel_cache_is_built_loaded_and_world_readable(tmp_path):
 
   # What builds killed mid-way leave: removed once old, not while a build
   # in another process may still be writing it.
-  abandoned, live = tmp_path / 'tmpabandoned.so', tmp_path / 'tmplive.so'
-  abandoned.touch()
-  live.touch()
+  abandoned, live = (tmp_path / 'lm_jax-partial-abandoned.so',
+                    tmp_path / 'lm_jax-partial-live.so')
+  theirs = tmp_path / 'tmpsomeone_elses.so'  # not ours: it stays
+  for path in (abandoned, live, theirs):
+    path.touch()
   two_hours_ago = time.time() - 7200
-  os.utime(abandoned, (two_hours_ago, two_hours_ago))
+  for old in (abandoned, theirs):
+    os.utime(old, (two_hours_ago, two_hours_ago))
 
   out = available()
   assert out.returncode == 0, out.stderr
   assert 'AVAILABLE True' in out.stdout, out.stderr
-  assert not abandoned.exists() and live.exists()
+  assert not abandoned.exists() and live.exists() and theirs.exists()
   live.unlink()
+  theirs.unlink()
   (library,) = tmp_path.glob('*.so')
   assert library.stat().st_mode & 0o755 == 0o755
   # A damaged cached library is built again, not a lasting fallback: one

@@ -256,9 +256,14 @@ def test_resume_after_crash_equals_uninterrupted_run(uninterrupted,
   assert crashed is None and len(crashed_seen) == 9
   assert [r['step'] for r in _records(tmp_path, 'train_')] == [3, 6, 9]
   _wait_for_checkpoint(str(tmp_path), 6)
+  # A save a harder kill left unfinished, at a step this run never saves
+  # again: the relaunch removes it.
+  unfinished = tmp_path / 'checkpoints' / '8.orbax-checkpoint-tmp'
+  unfinished.mkdir()
 
   results, seen = _train(config, tmp_path)
   assert 'resumed from the checkpoint at step 6' in caplog.text
+  assert not unfinished.exists()
   for i, (got, expected) in enumerate(zip(seen, uninterrupted['seen'][6:])):
     np.testing.assert_array_equal(got, expected, err_msg=f'batch {i + 7}')
   assert len(seen) == 6
