@@ -56,8 +56,7 @@ def main(argv):
     from lm_jax.models.bert import BertEncoder
     from lm_jax.tasks.masked_lm import load_bert_run
 
-    _, tokenizer, model, step, params = load_bert_run(_WORKDIR.value,
-                                                      config)
+    _, tokenizer, model, step, params = load_bert_run(_WORKDIR.value)
     encoder = BertEncoder(model.config)
     max_length = _MAX_LENGTH.value or model.config.max_positions
     if max_length > model.config.max_positions:

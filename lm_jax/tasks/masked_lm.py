@@ -81,21 +81,14 @@ def bert_model(config: ml_collections.ConfigDict,
   raise ValueError(f'no BERT model for task {config.task!r}')
 
 
-def load_bert_run(workdir: str,
-                  config: Optional[ml_collections.ConfigDict] = None):
+def load_bert_run(workdir: str):
   """A BERT workdir's (config, tokenizer, model, step, parameters), from its
-  newest checkpoint, on one device.
-
-  Args:
-    workdir: the run's directory.
-    config: its config, if already read (with today's defaults filled in,
-      say); None reads its config.json as written (`bert_config` defaults
-      the keys added since BERT's first runs).
+  newest checkpoint, on one device. The config is its config.json as
+  written (`bert_config` defaults the keys added since BERT's first runs).
   """
   # Imported here: lm_jax.train.loop imports the tasks.
   from lm_jax.train.loop import restore_params
-  if config is None:
-    config = ml_collections.ConfigDict(read_run_config(workdir))
+  config = ml_collections.ConfigDict(read_run_config(workdir))
   if config.get('model') != 'bert':
     raise ValueError(f'{workdir} is a {config.get("model")!r} run, not BERT')
   tokenizer = tokenizers.load(os.path.join(workdir, 'tokenizer.json'))
