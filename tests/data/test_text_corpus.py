@@ -107,6 +107,7 @@ def test_the_code_fingerprint_covers_each_builders_own_parser(monkeypatch):
   monkeypatch.setattr(
       'builtins.open', lambda path, *a, **k: io.StringIO(edited)
       if path == text_corpus.__file__ else real_open(path, *a, **k))
+  raw_files.code_fingerprint.cache_clear()  # read the edited source
   assert raw_files.code_fingerprint(text_corpus.TextCorpus) == corpus
 
 

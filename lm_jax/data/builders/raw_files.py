@@ -18,6 +18,7 @@ import abc
 import ast
 import contextlib
 import fcntl
+import functools
 import gzip
 import hashlib
 import io
@@ -167,6 +168,7 @@ class RawFileBuilder(tfds.core.GeneratorBasedBuilder,
     return target
 
 
+@functools.cache  # the code a process runs does not change under it
 def code_fingerprint(builder_class: type[RawFileBuilder]) -> str:
   """SHA-256 of the code of the lm_jax modules that turn raw files into the
   records of `builder_class` (its own module and those of its lm_jax base
