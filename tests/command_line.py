@@ -1,7 +1,9 @@
 """Where the repository and its presets are, the smallest GPT the tests
-launch on the command line, and the environment they launch it in."""
+launch on the command line, the environment they launch it in, and what
+they check of a command's result and of the folders it may touch."""
 
 import os
+import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, 'experiments', 'configs')
@@ -27,3 +29,49 @@ def command_env(offline: bool = False, **overrides: str) -> dict[str, str]:
       [REPO_ROOT, _OFFLINE_SHIM] if offline else [REPO_ROOT])
   env.update(overrides)
   return env
+
+
+def python_module(module, *args):
+  """The command line running `python -m module args...`."""
+  return [sys.executable, '-m', module, *args]
+
+
+def snapshot(folder):
+  """Every file's bytes and every folder under `folder` (None if absent)."""
+  if not os.path.exists(folder):
+    return None
+  out = {}
+  for root, dirs, files in os.walk(folder):
+    for d in dirs:
+      out[os.path.relpath(os.path.join(root, d), folder) + '/'] = None
+    for f in files:
+      path = os.path.join(root, f)
+      with open(path, 'rb') as fh:
+        out[os.path.relpath(path, folder)] = fh.read()
+  return out
+
+
+def assert_unchanged(folder, before):
+  """`folder` is as `snapshot` saw it: nothing added, removed or changed."""
+  after = snapshot(folder)
+  if before is None or after is None:
+    assert after == before, (
+        f'{folder} was created' if before is None else f'{folder} was removed')
+    return
+  added = sorted(set(after) - set(before))
+  removed = sorted(set(before) - set(after))
+  changed = sorted(k for k in set(before) & set(after)
+                   if before[k] != after[k])
+  assert not (added or removed or changed), (
+      f'{folder} was touched: added {added}, removed {removed}, '
+      f'changed {changed}')
+
+
+def assert_one_error_line(result):
+  """The command failed with exactly one `error:` line on stderr."""
+  report = (f'exit code {result.returncode}\nstderr:\n{result.stderr}\n'
+            f'stdout:\n{result.stdout}')
+  assert result.returncode != 0, report
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1, report
+  assert lines[0].startswith('error:'), report

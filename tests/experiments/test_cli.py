@@ -1,5 +1,6 @@
-"""Bad input on the real command line: `python -m experiments.train`,
-`python -m experiments.sample` and `bash launch.sh train`, in subprocesses.
+"""Bad input on the real command line: `python -m experiments.train` and
+`python -m experiments.sample`, in subprocesses (launch.sh's own checks:
+test_launch_sh.py; a run's settings and relaunches: test_run_config.py).
 
 The contract (README, "Command contract"): bad input stops with exactly one
 `error:` line on stderr and a non-zero exit code, before anything in the
@@ -10,97 +11,18 @@ No test needs the network: a `sitecustomize` shim on the subprocess's path
 makes host names unresolvable, as on a machine without internet.
 """
 
-import copy
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from experiments import before_jax, cli
+from experiments import cli
 from tests.command_line import (CONFIG_DIR, CPU_PRESET, REPO_ROOT, TINY_GPT,
-                                command_env)
-
-
-@pytest.fixture
-def run_cli(tmp_path):
-  """`run_cli(args, **env)`: runs a command from the repository root with
-  the repository (and the offline shim) on PYTHONPATH, empty data and
-  cache folders unless `env` says otherwise; returns the CompletedProcess."""
-  empty = tmp_path / 'empty_data'
-  empty.mkdir()
-
-  def run(args, **env_overrides):
-    env = command_env(offline=True, **{
-        'LM_JAX_DATA': str(empty),
-        'LM_JAX_CACHE': str(tmp_path / 'empty_cache'), **env_overrides})
-    return subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-
-  return run
-
-
-def _python(module, *args):
-  return [sys.executable, '-m', module, *args]
-
-
-def _snapshot(folder):
-  """Every file's bytes and every folder under `folder` (None if absent)."""
-  if not os.path.exists(folder):
-    return None
-  out = {}
-  for root, dirs, files in os.walk(folder):
-    for d in dirs:
-      out[os.path.relpath(os.path.join(root, d), folder) + '/'] = None
-    for f in files:
-      path = os.path.join(root, f)
-      with open(path, 'rb') as fh:
-        out[os.path.relpath(path, folder)] = fh.read()
-  return out
-
-
-def _assert_unchanged(folder, before):
-  after = _snapshot(folder)
-  if before is None or after is None:
-    assert after == before, (
-        f'{folder} was created' if before is None else f'{folder} was removed')
-    return
-  added = sorted(set(after) - set(before))
-  removed = sorted(set(before) - set(after))
-  changed = sorted(k for k in set(before) & set(after)
-                   if before[k] != after[k])
-  assert not (added or removed or changed), (
-      f'{folder} was touched: added {added}, removed {removed}, '
-      f'changed {changed}')
-
-
-def _assert_one_error_line(result):
-  report = (f'exit code {result.returncode}\nstderr:\n{result.stderr}\n'
-            f'stdout:\n{result.stdout}')
-  assert result.returncode != 0, report
-  lines = [line for line in result.stderr.splitlines() if line.strip()]
-  assert len(lines) == 1, report
-  assert lines[0].startswith('error:'), report
-
-
-@pytest.fixture(params=['new', 'existing'])
-def workdir(request, tmp_path):
-  """A workdir that does not exist yet, or one holding an earlier run."""
-  path = tmp_path / 'run'
-  if request.param == 'existing':
-    (path / 'checkpoints' / '6' / 'state').mkdir(parents=True)
-    (path / 'checkpoints' / '6' / 'state' / 'manifest.ocdbt').write_bytes(
-        b'\x00\x01 earlier run')
-    (path / 'config.json').write_text(json.dumps(
-        {'task': 'lm', 'model': 'gpt', 'corpus': 'tiny_shakespeare',
-         'num_train_steps': 6}))
-    (path / 'tokenizer.json').write_text(
-        json.dumps({'kind': 'char', 'chars': ['\n', ' ', 'a', 'b']}))
-    (path / 'metrics.jsonl').write_text('{"step": 6, "train_loss": 3.2}\n')
-  return str(path)
+                                assert_one_error_line, assert_unchanged,
+                                command_env, python_module, snapshot)
 
 
 # Each case's arguments and a fragment of its message. The corpus is
@@ -200,9 +122,9 @@ def test_a_preset_that_fails_to_load_is_one_line_blaming_the_preset(
     run_cli, tmp_path, body):
   preset = tmp_path / 'broken.py'
   preset.write_text(f'import os\n\ndef get_config():\n  {body}\n')
-  result = run_cli(_python('experiments.train', f'--config={preset}',
+  result = run_cli(python_module('experiments.train', f'--config={preset}',
                            f'--workdir={tmp_path / "run"}'))
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   assert 'cannot load the preset' in result.stderr, result.stderr
   assert not os.path.exists(tmp_path / 'run')
 
@@ -211,20 +133,20 @@ def test_a_preset_that_fails_to_load_is_one_line_blaming_the_preset(
 def test_train_bad_input_is_one_error_line_and_leaves_workdir_alone(
     run_cli, tiny_corpus_dir, workdir, case):
   args, message = BAD_TRAIN_ARGS[case]
-  before = _snapshot(workdir)
+  before = snapshot(workdir)
   env = {} if case == 'missing_data' else {'LM_JAX_DATA': tiny_corpus_dir}
-  result = run_cli(_python('experiments.train', *args,
+  result = run_cli(python_module('experiments.train', *args,
                            f'--workdir={workdir}'), **env)
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   assert message in result.stderr, result.stderr
-  _assert_unchanged(workdir, before)
+  assert_unchanged(workdir, before)
 
 
 def test_missing_data_error_names_the_file_and_the_data_dir(run_cli,
                                                             tmp_path):
   empty = tmp_path / 'no_corpora'
   empty.mkdir()
-  result = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+  result = run_cli(python_module('experiments.train', '--config=' + CPU_PRESET,
                            f'--workdir={tmp_path / "run"}'),
                    LM_JAX_DATA=str(empty))
   assert result.returncode != 0
@@ -250,37 +172,15 @@ def test_train_into_another_kind_of_run_is_refused_untouched(
                     'tiny_shakespeare'}) if previous == 'another_model'
         else '{"task": "lm", "mod')
     (path / 'metrics.jsonl').write_text('{"step": 1, "eval_loss": 1.5}\n')
-  before = _snapshot(str(path)) if path.is_dir() else path.read_bytes()
-  result = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+  before = snapshot(str(path)) if path.is_dir() else path.read_bytes()
+  result = run_cli(python_module('experiments.train', '--config=' + CPU_PRESET,
                            f'--workdir={workdir}', *TINY_OVERRIDES),
                    LM_JAX_DATA=tiny_corpus_dir)
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   if path.is_dir():
-    _assert_unchanged(str(path), before)
+    assert_unchanged(str(path), before)
   else:
     assert path.read_bytes() == before
-
-
-def test_launch_sh_refuses_a_flag_for_the_workdir(run_cli, tmp_path):
-  """`--workdir --config.x=1` forgot the value: it must not train into a
-  folder named after the flag."""
-  flag = '--config.num_train_steps=3'
-  result = run_cli(['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'train',
-                    'shakespeare_char_cpu', '--workdir', flag])
-  _assert_one_error_line(result)
-  assert '--workdir needs a value' in result.stderr
-  assert not os.path.exists(os.path.join(REPO_ROOT, flag))
-
-
-@pytest.mark.parametrize('preset', ['nosuchpreset', 'base'])
-def test_launch_sh_rejects_unknown_presets_before_any_setup(
-    run_cli, workdir, preset):
-  before = _snapshot(workdir)
-  result = run_cli(['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'train',
-                    preset, '--workdir', workdir])
-  _assert_one_error_line(result)
-  assert 'shakespeare_char_cpu' in result.stderr  # lists the real presets
-  _assert_unchanged(workdir, before)
 
 
 def _partial_run(path, config):
@@ -312,17 +212,17 @@ def test_sample_without_a_trained_run_is_one_error_line_and_touches_nothing(
     _partial_run(path, make_tiny_config())
     with open(os.path.join(path, 'tokenizer.json'), 'w') as f:
       f.write('{bad')
-  before = _snapshot(path)
-  result = run_cli(_python('experiments.sample', f'--workdir={path}',
+  before = snapshot(path)
+  result = run_cli(python_module('experiments.sample', f'--workdir={path}',
                            '--num_tokens=5'))
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   if state == 'corrupt_tokenizer':
     assert 'tokenizer.json is not a tokenizer file' in result.stderr
   if state == 'classifier_run':
     # It has no checkpoint either, so only the message shows which check
     # refused it.
     assert f"{path} is a 'classify' run; sample needs" in result.stderr
-  _assert_unchanged(path, before)
+  assert_unchanged(path, before)
 
 
 def test_sample_refuses_decoding_flags_an_ngram_run_ignores(run_cli,
@@ -331,16 +231,16 @@ def test_sample_refuses_decoding_flags_an_ngram_run_ignores(run_cli,
   path.mkdir()
   (path / 'config.json').write_text(json.dumps(
       {'task': 'ngram', 'model': 'ngram', 'tokenizer': 'char'}))
-  result = run_cli(_python('experiments.sample', f'--workdir={path}',
+  result = run_cli(python_module('experiments.sample', f'--workdir={path}',
                            '--prompt=ROMEO:', '--top_k=1'))
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   assert '--prompt --top_k do not apply to an n-gram run' in result.stderr
 
 
 def _sample_five(run_cli, path) -> tuple[int, list[str]]:
   """`sample --num_tokens=5` of the run in `path`: the exit code and the
   non-empty stderr lines, less absl's and XLA's own warnings."""
-  result = run_cli(_python('experiments.sample', f'--workdir={path}',
+  result = run_cli(python_module('experiments.sample', f'--workdir={path}',
                            '--num_tokens=5'))
   return result.returncode, [
       l for l in result.stderr.splitlines()
@@ -360,13 +260,13 @@ def test_sample_of_a_run_with_only_corrupt_checkpoints_is_one_line(
     for name in files:
       if os.sep + 'd' in root:  # the arrays' data files
         os.truncate(os.path.join(root, name), 10)
-  before = _snapshot(str(path))
+  before = snapshot(str(path))
   for _ in range(2):
     code, lines = _sample_five(run_cli, path)
     # The fallback's warning, then the error.
     assert code == 2 and len(lines) == 2 and 'unreadable' in lines[0], lines
     assert lines[1].startswith('error: no readable checkpoint'), lines
-  _assert_unchanged(str(path), before)
+  assert_unchanged(str(path), before)
 
 
 def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
@@ -382,15 +282,17 @@ def test_sample_past_a_damaged_newest_checkpoint_warns_in_one_line(
           for root, _, files in os.walk(path / 'checkpoints' / '2' / 'state')
           if os.sep + 'd' in root for name in files]
   os.truncate(max(data, key=os.path.getsize), 0)
-  before = _snapshot(str(path))
+  before = snapshot(str(path))
   for _ in range(2):
     code, lines = _sample_five(run_cli, path)
     assert code == 0 and len(lines) == 1 and 'unreadable' in lines[0], lines
     assert 'TensorStore details' not in lines[0], lines
-  _assert_unchanged(str(path), before)
+  assert_unchanged(str(path), before)
 
 
 _DECODING = 'need a finite temperature >= 0, 0 < top_p <= 1 and top_k >= 0'
+
+
 _COUNTS = 'need num_tokens >= 1 and num_samples >= 1'
 
 
@@ -405,9 +307,9 @@ _COUNTS = 'need num_tokens >= 1 and num_samples >= 1'
     (['--seed=' + '9' * 20], '--seed must be in [0, 2**63), not 999')])
 def test_sample_rejects_bad_settings_with_one_error_line(run_cli, tmp_path,
                                                          args, message):
-  result = run_cli(_python('experiments.sample',
+  result = run_cli(python_module('experiments.sample',
                            f'--workdir={tmp_path / "run"}', *args))
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   assert message in result.stderr, result.stderr
   assert not os.path.exists(tmp_path / 'run')
 
@@ -422,7 +324,7 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
                                                tmp_path):
   """The happy path, and a prompt the tokenizer cannot encode."""
   workdir = str(tmp_path / 'run')
-  train = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+  train = run_cli(python_module('experiments.train', '--config=' + CPU_PRESET,
                           f'--workdir={workdir}', *TINY_OVERRIDES),
                   LM_JAX_DATA=tiny_corpus_dir,
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
@@ -435,7 +337,7 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
   assert saved['num_layers'] == 1 and saved['num_train_steps'] == 4
   assert saved['data_dir'] == tiny_corpus_dir
 
-  sample = run_cli(_python('experiments.sample', f'--workdir={workdir}',
+  sample = run_cli(python_module('experiments.sample', f'--workdir={workdir}',
                            '--prompt=First', '--num_tokens=20',
                            '--temperature=0'))
   assert sample.returncode == 0, sample.stderr
@@ -444,21 +346,21 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
   text = rest.rsplit('\n---', 1)[0]
   assert text.startswith('First') and len(text) == len('First') + 20
 
-  unknown = run_cli(_python('experiments.sample', f'--workdir={workdir}',
+  unknown = run_cli(python_module('experiments.sample', f'--workdir={workdir}',
                             '--prompt=€uro', '--num_tokens=5'))
-  _assert_one_error_line(unknown)
+  assert_one_error_line(unknown)
   assert '€' in unknown.stderr
 
   # A relaunch resumes the run: it may train longer, not otherwise.
-  before = _snapshot(workdir)
-  changed = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+  before = snapshot(workdir)
+  changed = run_cli(python_module('experiments.train', '--config=' + CPU_PRESET,
                             f'--workdir={workdir}', *TINY_OVERRIDES,
                             '--config.batch_size=2', '--config.seed=3'),
                     LM_JAX_DATA=tiny_corpus_dir)
-  _assert_one_error_line(changed)
+  assert_one_error_line(changed)
   assert 'batch_size=4 (now 2), seed=0 (now 3)' in changed.stderr
-  _assert_unchanged(workdir, before)
-  longer = run_cli(_python('experiments.train', '--config=' + CPU_PRESET,
+  assert_unchanged(workdir, before)
+  longer = run_cli(python_module('experiments.train', '--config=' + CPU_PRESET,
                            f'--workdir={workdir}', *TINY_OVERRIDES,
                            '--config.num_train_steps=6'),
                    LM_JAX_DATA=tiny_corpus_dir)
@@ -466,212 +368,15 @@ def test_train_then_sample_on_the_command_line(run_cli, tiny_corpus_dir,
   assert 'resumed from the checkpoint at step 4' in longer.stderr
 
 
-def test_a_launch_that_changes_the_training_gets_its_own_default_workdir():
-  from experiments import cli  # pylint: disable=import-outside-toplevel
-  runs = os.path.join(REPO_ROOT, 'runs')
-  assert cli.default_workdir('ptb_lstm_small', []) == os.path.join(
-      runs, 'ptb_lstm_small')
-  # Bookkeeping (evaluation, devices, paths) leaves the run as it is.
-  assert cli.default_workdir('ptb_lstm_small', [
-      '--config.eval_streams=1', '--config.cpu_devices=2',
-      '--config.data_dir=/d']) == os.path.join(runs, 'ptb_lstm_small')
-  assert cli.default_workdir('ptb_lstm_small', [
-      '--config.seed=1', '--config.matmul_dtype=bfloat16',
-      '--config.log_every=5']) == os.path.join(
-          runs, 'ptb_lstm_small-matmul_dtype-bfloat16_seed-1')
-
-
 def test_a_path_flag_written_with_equals_expands_home(run_cli, tmp_path):
   """As the shell does for `--workdir ~/x`: not a folder named '~' here."""
   home = str(tmp_path / 'home')
-  result = run_cli(_python('experiments.sample', '--workdir=~/nowhere'),
+  result = run_cli(python_module('experiments.sample', '--workdir=~/nowhere'),
                    HOME=home)
-  _assert_one_error_line(result)
+  assert_one_error_line(result)
   assert f'{home}/nowhere holds no run' in result.stderr
   assert cli.expand_home('--prompt=~/x') == '--prompt=~/x'  # not a path
   assert cli.expand_home('--workdir=runs/~x') == '--workdir=runs/~x'
-
-
-def test_cpu_devices_on_their_own_make_the_mesh_a_run_asks_for(
-    monkeypatch):
-  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1})
-  assert before_jax.cpu_device_count(0, 12) == 2  # one a core
-  assert before_jax.cpu_device_count(0, 9) == 1  # the batch splits evenly
-  assert before_jax.cpu_device_count(0, 12, num_devices=3) == 3
-  assert before_jax.cpu_device_count(5, 12, num_devices=3) == 5  # as set
-
-
-def test_config_overrides_read_both_flag_forms():
-  from experiments import cli  # pylint: disable=import-outside-toplevel
-  assert cli.config_overrides([
-      '--config.seed=3', '--config.activation', 'relu', '--workdir=x',
-      '--config.use_bias', '--config.learning_rate', '1e-3']) == {
-          'seed': '3', 'activation': 'relu', 'use_bias': 'true',
-          'learning_rate': '1e-3'}
-  assert cli.default_workdir('p', ['--config.seed', '3']).endswith(
-      os.path.join('runs', 'p-seed-3'))
-
-
-def test_a_run_from_before_a_key_existed_loads_with_its_default(tmp_path,
-                                                                 capsys):
-  """sample/translate/encode read config.json as saved: a run trained
-  before matmul_dtype existed crashed them with an AttributeError."""
-  from experiments import cli  # pylint: disable=import-outside-toplevel
-  (tmp_path / 'config.json').write_text(json.dumps(
-      {'task': 'lm', 'model': 'gpt', 'corpus': 'tiny_shakespeare',
-       'embed_dim': 48}))
-  config = cli.load_run_config(str(tmp_path))
-  assert config.embed_dim == 48 and config.matmul_dtype == ''
-  with pytest.raises(SystemExit):
-    cli.load_run_config(str(tmp_path / 'config.json'))
-  assert 'is a file, not a run directory' in capsys.readouterr().err
-
-
-def test_a_run_that_took_another_runs_architecture_relaunches(tmp_path):
-  """init_from copies the source run's sizes into config.json; relaunched
-  unchanged, the run must resume, not be refused for sizes it never set."""
-  # pylint: disable=import-outside-toplevel
-  from experiments import cli
-  from experiments.configs import sst2_minilm
-  config = sst2_minilm.get_config()
-  source, run = tmp_path / 'minilm', tmp_path / 'run'
-  source.mkdir()
-  # The source's other settings (a whole run's config.json) match the
-  # run's too: only its architecture is taken, so they may not change.
-  (source / 'config.json').write_text(json.dumps(
-      {**json.loads(config.to_json_best_effort()), 'task': 'mlm',
-       'num_layers': 6, 'num_heads': 12, 'embed_dim': 384}))
-  config.init_from = str(source)
-  saved = json.loads(config.to_json_best_effort())
-  saved.update(num_layers=6, num_heads=12, embed_dim=384)
-  (run / 'checkpoints' / '1052').mkdir(parents=True)
-  (run / 'config.json').write_text(json.dumps(saved))
-  cli.check_workdir(config, str(run))  # no SystemExit
-  for key, value in [('seed', config.seed + 1), ('batch_size', 16),
-                     ('weight_decay', 0.5)]:
-    changed = copy.deepcopy(config)
-    setattr(changed, key, value)
-    with pytest.raises(SystemExit):
-      cli.check_workdir(changed, str(run))
-
-
-def test_a_relaunch_naming_the_same_pretrained_run_otherwise_resumes(
-    tmp_path, monkeypatch):
-  """`--config.pretrained_lm=lm` then `=$PWD/lm/`: one run, spelt twice."""
-  # pylint: disable=import-outside-toplevel
-  from experiments import cli
-  from experiments.configs import sst2_ulmfit
-  monkeypatch.chdir(tmp_path)
-  run = tmp_path / 'run'
-  (run / 'checkpoints' / '10').mkdir(parents=True)
-  config = sst2_ulmfit.get_config()
-  config.pretrained_lm = 'lm'
-  cli.resolve_paths(config)
-  assert config.pretrained_lm == str(tmp_path / 'lm')
-  (run / 'config.json').write_text(config.to_json_best_effort())
-  config.pretrained_lm = str(tmp_path / 'lm') + '/'
-  cli.check_workdir(config, str(run))  # no SystemExit
-  previous = json.loads((run / 'config.json').read_text())
-  previous['pretrained_lm'] = 'lm'  # recorded as typed, before 12-06
-  (run / 'config.json').write_text(json.dumps(previous))
-  cli.check_workdir(config, str(run))
-  config.pretrained_lm = str(tmp_path / 'other_lm')
-  with pytest.raises(SystemExit):
-    cli.check_workdir(config, str(run))
-
-
-def test_a_relaunch_refused_for_a_changed_setting_says_what_to_do(
-    tmp_path, capsys):
-  """Without the flag: the first launch's flag left out, or (as for
-  `./launch.sh quickstart`, which takes no flags) a pull that changed the
-  preset. The advice names the flag that resumes and the folder to move."""
-  # pylint: disable=import-outside-toplevel
-  from experiments.configs import shakespeare_char_cpu
-  run = tmp_path / 'run'
-  (run / 'checkpoints' / '10').mkdir(parents=True)
-  config = shakespeare_char_cpu.get_config()
-  (run / 'config.json').write_text(config.to_json_best_effort())
-  config.dropout_rate = 0.1
-  for overridden, advice in [
-      ({'dropout_rate'}, 'drop those overrides'),
-      # With the flag alone, the default workdir would be another.
-      ((), f'relaunch with --workdir {run} --config.dropout_rate=0.0; to '
-           f'train it anew, move {run} away')]:
-    with pytest.raises(SystemExit):
-      cli.check_workdir(config, str(run), overridden)
-    assert advice in capsys.readouterr().err
-  # A value no --config flag can give (None) gets no flag to repeat.
-  saved = json.loads((run / 'config.json').read_text())
-  (run / 'config.json').write_text(json.dumps({**saved,
-                                               'dropout_rate': None}))
-  with pytest.raises(SystemExit):
-    cli.check_workdir(config, str(run))
-  err = capsys.readouterr().err
-  assert f'move {run} away to train it anew' in err and '--config.' not in err
-
-
-def test_relaunching_a_counting_run_with_other_settings_is_refused(
-    run_cli, tiny_corpus_dir, tmp_path):
-  """An n-gram run has no checkpoints; its results are its records."""
-  workdir = str(tmp_path / 'run')
-  preset = os.path.join(CONFIG_DIR, 'shakespeare_char_ngram.py')
-  first = run_cli(_python('experiments.train', f'--config={preset}',
-                          f'--workdir={workdir}', '--config.ngram_order=2'),
-                  LM_JAX_DATA=tiny_corpus_dir)
-  assert first.returncode == 0, first.stderr
-  before = _snapshot(workdir)
-  again = run_cli(_python('experiments.train', f'--config={preset}',
-                          f'--workdir={workdir}', '--config.ngram_order=3'),
-                  LM_JAX_DATA=tiny_corpus_dir)
-  _assert_one_error_line(again)
-  assert 'ngram_order=2 (now 3)' in again.stderr
-  _assert_unchanged(workdir, before)
-
-
-def test_the_value_checks_know_the_library_choices():
-  """cli.check_values runs before jax may be imported, so its lists are
-  copies of the library's: they must not drift apart."""
-  # pylint: disable=import-outside-toplevel
-  from experiments import cli
-  from lm_jax.nn.transformer import ACTIVATIONS
-  from lm_jax.train.steps import NORMALIZE_BY
-  assert cli._CHOICES['activation'] == tuple(ACTIVATIONS)
-  assert cli._CHOICES['normalize_loss_by'] == NORMALIZE_BY
-
-
-@pytest.mark.parametrize('key', sorted(cli._READ_ONLY_BY))
-def test_a_setting_only_some_runs_read_is_refused_elsewhere(key, capsys):
-  """A GPT reads none of them: set, each would be silently ignored."""
-  # pylint: disable=import-outside-toplevel
-  from experiments.configs import shakespeare_char_cpu
-  config = shakespeare_char_cpu.get_config()
-  cli.check_values(config)  # at their defaults they pass
-  config[key] = {bool: True, int: 1, str: 'runs/x'}[type(config[key])]
-  with pytest.raises(SystemExit):
-    cli.check_values(config)
-  assert f"{key} applies to " in capsys.readouterr().err
-
-
-def test_a_refused_setting_names_the_setting_that_rules_it_out(capsys):
-  """A recurrent LM read in random windows has the right model: the
-  message must blame the batching."""
-  # pylint: disable=import-outside-toplevel
-  from experiments.configs import ptb_lstm_small
-  config = ptb_lstm_small.get_config()
-  config.lm_batching, config.eval_streams = 'random_windows', 4
-  with pytest.raises(SystemExit):
-    cli.check_values(config)
-  assert ("not model 'rnn_lm' with lm_batching 'random_windows'"
-          in capsys.readouterr().err)
-
-
-def test_launch_sh_help_lists_every_command(run_cli):
-  """The help is the comment block at the top of launch.sh, all of it."""
-  result = run_cli(['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'help'])
-  assert result.returncode == 0
-  for verb in ('quickstart', 'test', 'train', 'sample', 'sweep', 'translate',
-               'import-hf', 'encode', 'neighbors', 'bench', 'setup'):
-    assert f'./launch.sh {verb}' in result.stdout, verb
 
 
 def test_a_path_that_cannot_be_written_is_one_error_line(tmp_path, capsys):
@@ -714,7 +419,6 @@ def test_a_reader_that_stops_early_ends_a_command_quietly():
   assert process.returncode == 1 and not err, err.decode()
 
 
-
 def test_only_a_closed_stdout_ends_a_command_quietly(monkeypatch):
   """A broken pipe of the command's own (a subprocess's, a socket's) is an
   error, not a reader that stopped; with no stdout at all (`>&-`), a
@@ -726,32 +430,3 @@ def test_only_a_closed_stdout_ends_a_command_quietly(monkeypatch):
     cli.run_guarded(broken)
   monkeypatch.setattr(sys, 'stdout', None)
   assert cli.run_guarded(lambda: 7) == 7
-
-_FAKE_PYTHON = '''#!/usr/bin/env bash
-# Stands in for python3 and the venv's python: installs take a second.
-case "$*" in
-  "-m venv "*) mkdir -p "${@: -1}/bin"; cp "$0" "${@: -1}/bin/python" ;;
-  "-m pip install"*) echo start >> "$INSTALL_LOG"; sleep 1
-                     echo end >> "$INSTALL_LOG" ;;
-esac
-'''
-
-
-@pytest.mark.skipif(shutil.which('flock') is None,
-                    reason='no flock (util-linux): no set-up lock')
-def test_two_launches_on_a_fresh_checkout_set_it_up_once(tmp_path):
-  """The second waits for the first's set-up, then finds it done, instead of
-  installing into the same .venv at the same time."""
-  fake = tmp_path / 'python3'
-  fake.write_text(_FAKE_PYTHON)
-  fake.chmod(0o755)
-  log = tmp_path / 'installs'
-  env = command_env(PYTHON=str(fake), LM_JAX_VENV=str(tmp_path / 'venv'),
-                    INSTALL_LOG=str(log))
-  launches = [subprocess.Popen(
-      ['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'sample'], env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
-  for launch in launches:
-    _, err = launch.communicate(timeout=60)
-    assert launch.returncode == 0, err.decode()
-  assert log.read_text().split() == ['start', 'end']

@@ -1,0 +1,195 @@
+"""A run's settings: the default workdir, the --config flags, a saved
+config.json read back, what a relaunch into an existing run may change,
+and the value checks that run before JAX is imported."""
+
+import copy
+import json
+import os
+
+import pytest
+
+from experiments import before_jax, cli
+from tests.command_line import (CONFIG_DIR, REPO_ROOT, assert_one_error_line,
+                                assert_unchanged, python_module, snapshot)
+
+
+def test_a_launch_that_changes_the_training_gets_its_own_default_workdir():
+  runs = os.path.join(REPO_ROOT, 'runs')
+  assert cli.default_workdir('ptb_lstm_small', []) == os.path.join(
+      runs, 'ptb_lstm_small')
+  # Bookkeeping (evaluation, devices, paths) leaves the run as it is.
+  assert cli.default_workdir('ptb_lstm_small', [
+      '--config.eval_streams=1', '--config.cpu_devices=2',
+      '--config.data_dir=/d']) == os.path.join(runs, 'ptb_lstm_small')
+  assert cli.default_workdir('ptb_lstm_small', [
+      '--config.seed=1', '--config.matmul_dtype=bfloat16',
+      '--config.log_every=5']) == os.path.join(
+          runs, 'ptb_lstm_small-matmul_dtype-bfloat16_seed-1')
+
+
+def test_cpu_devices_on_their_own_make_the_mesh_a_run_asks_for(
+    monkeypatch):
+  monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1})
+  assert before_jax.cpu_device_count(0, 12) == 2  # one a core
+  assert before_jax.cpu_device_count(0, 9) == 1  # the batch splits evenly
+  assert before_jax.cpu_device_count(0, 12, num_devices=3) == 3
+  assert before_jax.cpu_device_count(5, 12, num_devices=3) == 5  # as set
+
+
+def test_config_overrides_read_both_flag_forms():
+  assert cli.config_overrides([
+      '--config.seed=3', '--config.activation', 'relu', '--workdir=x',
+      '--config.use_bias', '--config.learning_rate', '1e-3']) == {
+          'seed': '3', 'activation': 'relu', 'use_bias': 'true',
+          'learning_rate': '1e-3'}
+  assert cli.default_workdir('p', ['--config.seed', '3']).endswith(
+      os.path.join('runs', 'p-seed-3'))
+
+
+def test_a_run_from_before_a_key_existed_loads_with_its_default(tmp_path,
+                                                                 capsys):
+  """sample/translate/encode read config.json as saved: a run trained
+  before matmul_dtype existed crashed them with an AttributeError."""
+  (tmp_path / 'config.json').write_text(json.dumps(
+      {'task': 'lm', 'model': 'gpt', 'corpus': 'tiny_shakespeare',
+       'embed_dim': 48}))
+  config = cli.load_run_config(str(tmp_path))
+  assert config.embed_dim == 48 and config.matmul_dtype == ''
+  with pytest.raises(SystemExit):
+    cli.load_run_config(str(tmp_path / 'config.json'))
+  assert 'is a file, not a run directory' in capsys.readouterr().err
+
+
+def test_a_run_that_took_another_runs_architecture_relaunches(tmp_path):
+  """init_from copies the source run's sizes into config.json; relaunched
+  unchanged, the run must resume, not be refused for sizes it never set."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import sst2_minilm
+  config = sst2_minilm.get_config()
+  source, run = tmp_path / 'minilm', tmp_path / 'run'
+  source.mkdir()
+  # The source's other settings (a whole run's config.json) match the
+  # run's too: only its architecture is taken, so they may not change.
+  (source / 'config.json').write_text(json.dumps(
+      {**json.loads(config.to_json_best_effort()), 'task': 'mlm',
+       'num_layers': 6, 'num_heads': 12, 'embed_dim': 384}))
+  config.init_from = str(source)
+  saved = json.loads(config.to_json_best_effort())
+  saved.update(num_layers=6, num_heads=12, embed_dim=384)
+  (run / 'checkpoints' / '1052').mkdir(parents=True)
+  (run / 'config.json').write_text(json.dumps(saved))
+  cli.check_workdir(config, str(run))  # no SystemExit
+  for key, value in [('seed', config.seed + 1), ('batch_size', 16),
+                     ('weight_decay', 0.5)]:
+    changed = copy.deepcopy(config)
+    setattr(changed, key, value)
+    with pytest.raises(SystemExit):
+      cli.check_workdir(changed, str(run))
+
+
+def test_a_relaunch_naming_the_same_pretrained_run_otherwise_resumes(
+    tmp_path, monkeypatch):
+  """`--config.pretrained_lm=lm` then `=$PWD/lm/`: one run, spelt twice."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import sst2_ulmfit
+  monkeypatch.chdir(tmp_path)
+  run = tmp_path / 'run'
+  (run / 'checkpoints' / '10').mkdir(parents=True)
+  config = sst2_ulmfit.get_config()
+  config.pretrained_lm = 'lm'
+  cli.resolve_paths(config)
+  assert config.pretrained_lm == str(tmp_path / 'lm')
+  (run / 'config.json').write_text(config.to_json_best_effort())
+  config.pretrained_lm = str(tmp_path / 'lm') + '/'
+  cli.check_workdir(config, str(run))  # no SystemExit
+  previous = json.loads((run / 'config.json').read_text())
+  previous['pretrained_lm'] = 'lm'  # recorded as typed, before 12-06
+  (run / 'config.json').write_text(json.dumps(previous))
+  cli.check_workdir(config, str(run))
+  config.pretrained_lm = str(tmp_path / 'other_lm')
+  with pytest.raises(SystemExit):
+    cli.check_workdir(config, str(run))
+
+
+def test_a_relaunch_refused_for_a_changed_setting_says_what_to_do(
+    tmp_path, capsys):
+  """Without the flag: the first launch's flag left out, or (as for
+  `./launch.sh quickstart`, which takes no flags) a pull that changed the
+  preset. The advice names the flag that resumes and the folder to move."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import shakespeare_char_cpu
+  run = tmp_path / 'run'
+  (run / 'checkpoints' / '10').mkdir(parents=True)
+  config = shakespeare_char_cpu.get_config()
+  (run / 'config.json').write_text(config.to_json_best_effort())
+  config.dropout_rate = 0.1
+  for overridden, advice in [
+      ({'dropout_rate'}, 'drop those overrides'),
+      # With the flag alone, the default workdir would be another.
+      ((), f'relaunch with --workdir {run} --config.dropout_rate=0.0; to '
+           f'train it anew, move {run} away')]:
+    with pytest.raises(SystemExit):
+      cli.check_workdir(config, str(run), overridden)
+    assert advice in capsys.readouterr().err
+  # A value no --config flag can give (None) gets no flag to repeat.
+  saved = json.loads((run / 'config.json').read_text())
+  (run / 'config.json').write_text(json.dumps({**saved,
+                                               'dropout_rate': None}))
+  with pytest.raises(SystemExit):
+    cli.check_workdir(config, str(run))
+  err = capsys.readouterr().err
+  assert f'move {run} away to train it anew' in err and '--config.' not in err
+
+
+def test_relaunching_a_counting_run_with_other_settings_is_refused(
+    run_cli, tiny_corpus_dir, tmp_path):
+  """An n-gram run has no checkpoints; its results are its records."""
+  workdir = str(tmp_path / 'run')
+  preset = os.path.join(CONFIG_DIR, 'shakespeare_char_ngram.py')
+  first = run_cli(python_module('experiments.train', f'--config={preset}',
+                          f'--workdir={workdir}', '--config.ngram_order=2'),
+                  LM_JAX_DATA=tiny_corpus_dir)
+  assert first.returncode == 0, first.stderr
+  before = snapshot(workdir)
+  again = run_cli(python_module('experiments.train', f'--config={preset}',
+                          f'--workdir={workdir}', '--config.ngram_order=3'),
+                  LM_JAX_DATA=tiny_corpus_dir)
+  assert_one_error_line(again)
+  assert 'ngram_order=2 (now 3)' in again.stderr
+  assert_unchanged(workdir, before)
+
+
+def test_the_value_checks_know_the_library_choices():
+  """cli.check_values runs before jax may be imported, so its lists are
+  copies of the library's: they must not drift apart."""
+  # pylint: disable=import-outside-toplevel
+  from lm_jax.nn.transformer import ACTIVATIONS
+  from lm_jax.train.steps import NORMALIZE_BY
+  assert cli._CHOICES['activation'] == tuple(ACTIVATIONS)
+  assert cli._CHOICES['normalize_loss_by'] == NORMALIZE_BY
+
+
+@pytest.mark.parametrize('key', sorted(cli._READ_ONLY_BY))
+def test_a_setting_only_some_runs_read_is_refused_elsewhere(key, capsys):
+  """A GPT reads none of them: set, each would be silently ignored."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import shakespeare_char_cpu
+  config = shakespeare_char_cpu.get_config()
+  cli.check_values(config)  # at their defaults they pass
+  config[key] = {bool: True, int: 1, str: 'runs/x'}[type(config[key])]
+  with pytest.raises(SystemExit):
+    cli.check_values(config)
+  assert f"{key} applies to " in capsys.readouterr().err
+
+
+def test_a_refused_setting_names_the_setting_that_rules_it_out(capsys):
+  """A recurrent LM read in random windows has the right model: the
+  message must blame the batching."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import ptb_lstm_small
+  config = ptb_lstm_small.get_config()
+  config.lm_batching, config.eval_streams = 'random_windows', 4
+  with pytest.raises(SystemExit):
+    cli.check_values(config)
+  assert ("not model 'rnn_lm' with lm_batching 'random_windows'"
+          in capsys.readouterr().err)
