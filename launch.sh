@@ -157,8 +157,25 @@ case "$verb" in
     setup
     workdir="$ROOT/runs/quickstart"
     # The whole nanoGPT CPU recipe: about 1.5 minutes on 2 cores.
+    # Training cannot be exec'd (sampling follows), so a signal to this
+    # script is passed on: a kill must not leave it training. It runs in the
+    # background for that, where bash ignores Ctrl-C for it: that too is
+    # passed on, as a SIGTERM (the run resumes from its last checkpoint).
     "$PY" -m experiments.train --config="$(preset_file shakespeare_char_cpu)" \
-      --workdir="$workdir"
+      --workdir="$workdir" &
+    train=$!
+    stop_training() {  # $1: the signal this script got
+      kill -TERM "$train" 2>/dev/null || true
+      wait "$train" || true
+      trap - "$1"
+      kill -"$1" $$  # ends this script as that signal would have
+    }
+    for signal in INT TERM HUP; do
+      # shellcheck disable=SC2064  # each trap names its own signal
+      trap "stop_training $signal" "$signal"
+    done
+    wait "$train"
+    trap - INT TERM HUP
     exec "$PY" -m experiments.sample --workdir="$workdir" --num_tokens=400 \
       --prompt="ROMEO:" --temperature=0.8 ;;
   bench)

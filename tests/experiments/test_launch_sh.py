@@ -1,9 +1,11 @@
 """launch.sh itself: its checks before any set-up, its help, the set-up
-lock."""
+lock, and quickstart passing a signal on to its training."""
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -71,3 +73,67 @@ def test_two_launches_on_a_fresh_checkout_set_it_up_once(tmp_path):
     assert launch.returncode == 0, err.decode()
   assert log.read_text().split() == ['start', 'end']
 
+
+# Stands in for the venv's python in quickstart: training sleeps, exits 0 or
+# fails as $TRAINING says; sampling says so.
+_FAKE_VENV_PYTHON = '''#!/usr/bin/env bash
+case "$*" in
+  *experiments.train*)
+    echo $$ > "$TRAINING_PID"
+    case "$TRAINING" in sleeps) exec sleep 60 ;; fails) exit 3 ;; esac ;;
+  *experiments.sample*) echo sampled ;;
+esac
+'''
+
+
+def _quickstart(tmp_path, training):
+  """`launch.sh quickstart` in its own session, on a set-up fake venv."""
+  venv = tmp_path / 'venv'
+  (venv / 'bin').mkdir(parents=True)
+  (venv / 'bin' / 'python').write_text(_FAKE_VENV_PYTHON)
+  (venv / 'bin' / 'python').chmod(0o755)
+  (venv / '.lm_jax-installed').touch()  # newer than the pins: set up
+  pid_file = tmp_path / 'training.pid'
+  env = command_env(LM_JAX_VENV=str(venv), TRAINING=training,
+                    TRAINING_PID=str(pid_file))
+  launch = subprocess.Popen(
+      ['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'quickstart'], env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+  return launch, pid_file
+
+
+@pytest.mark.parametrize('training, code, out', [('finishes', 0, 'sampled\n'),
+                                                 ('fails', 3, '')])
+def test_quickstart_samples_once_its_training_has_finished(tmp_path, training,
+                                                            code, out):
+  launch, _ = _quickstart(tmp_path, training)
+  stdout, stderr = launch.communicate(timeout=60)
+  assert (launch.returncode, stdout) == (code, out), stderr
+
+
+@pytest.mark.parametrize('how', ['ctrl_c', 'kill'])
+def test_stopping_quickstart_stops_its_training(tmp_path, how):
+  """Ctrl-C reaches the whole foreground group; `kill PID`, launch.sh
+  alone. Either way the training must not run on without it."""
+  launch, pid_file = _quickstart(tmp_path, 'sleeps')
+  for _ in range(600):
+    if pid_file.exists() and pid_file.read_text().strip():
+      break
+    time.sleep(0.1)
+  training = int(pid_file.read_text())
+  try:
+    if how == 'ctrl_c':
+      os.killpg(launch.pid, signal.SIGINT)
+    else:
+      os.kill(launch.pid, signal.SIGTERM)
+    launch.communicate(timeout=60)
+    assert launch.returncode == -(signal.SIGINT if how == 'ctrl_c'
+                                  else signal.SIGTERM)
+    with pytest.raises(ProcessLookupError):
+      os.kill(training, 0)
+  finally:
+    try:
+      os.kill(training, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
