@@ -18,12 +18,14 @@ import math
 import os
 from typing import Any
 
+import jax
 import numpy as np
 
 from lm_jax import losses
 from lm_jax.data.corpus_texts import split_texts
 from lm_jax.data.tokenizers import WordTokenizer
 from lm_jax.models.elmo import BiLM, BiLMConfig, bilm_targets, frame
+from lm_jax.nn.dropout import drop_words
 from lm_jax.tasks.base import Metrics
 from lm_jax.tasks.sentences import SENTENCE_MARKERS, SPECIALS, SentenceTask
 
@@ -53,6 +55,9 @@ class BiLMTask(SentenceTask):
 
   Config keys read here: corpus, data_dir, cache_dir, min_count,
   forget_bias (1.0: the model's), hidden_size, num_layers, dropout_rate,
+  word_dropout_rate (input words replaced by `<unk>` in training: with
+  `min_count` 1 no training word is `<unk>`, and a downstream task's unknown
+  words would reach the LMs through an embedding they never trained),
   init_scale, batch_size, seed, eval_steps, length_multiple,
   length_bucketing.
   """
@@ -92,8 +97,14 @@ class BiLMTask(SentenceTask):
     words = batch['lengths']
     tokens = frame(batch['inputs'], words, bos, eos)
     lengths = words + 2
+    inputs = tokens
+    if train and self.config.word_dropout_rate > 0:
+      # On the inputs only: the LMs still predict the words they hide.
+      word_rng, rng = jax.random.split(rng)
+      inputs = drop_words(tokens, self.config.word_dropout_rate,
+                          self.tokenizer.unk_id, word_rng, (bos, eos))
     forward, backward = self.model.apply(
-        {'params': params}, tokens, lengths, train=train,
+        {'params': params}, inputs, lengths, train=train,
         rngs={'dropout': rng})
     fwd_targets, fwd_weights, bwd_targets, bwd_weights = bilm_targets(
         tokens, lengths)

@@ -10,7 +10,7 @@ from experiments.configs import sst2_ulmfit
 from lm_jax import tasks
 from lm_jax.data import tokenizers
 from lm_jax.models import build_model
-from lm_jax.tasks import pretrained
+from lm_jax.tasks import bilm, pretrained
 from lm_jax.train import loop
 from lm_jax.train.checkpoint import load_params
 from tests.tasks.test_classification import raw_dir  # noqa: F401 - fixture
@@ -254,3 +254,39 @@ def test_elmo_classifier_loads_the_frozen_bilm(runs, raw_dir, tmp_path):
   config.frozen_params = ''
   with pytest.raises(ValueError, match='frozen_params=elmo/bilm'):
     tasks.make_task(config).prepare()
+
+
+def test_bilm_word_dropout_hides_input_words_only(raw_dir, runs, monkeypatch):
+  """Dropped words reach the LMs as `<unk>` in training (never `<s>` or
+  `</s>`), and are still the words they predict."""
+  config = _tiny(sst2_bilm.get_config(), raw_dir, runs['cache'],
+                 hidden_size=SIZE, dropout_rate=0.0,
+                 init_scale=1.0)  # outputs that tell inputs apart
+  task, params = _prepared(config)
+  unk = task.tokenizer.unk_id
+  batch = {'inputs': np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]],
+                              np.int32),
+           'lengths': np.array([6, 3], np.int32)}
+  targets_from, inputs = [], []
+  for name, spied, record in [('bilm_targets', bilm.bilm_targets,
+                               targets_from),
+                              ('drop_words', bilm.drop_words, inputs)]:
+    def spy(tokens, *args, spied=spied, record=record):
+      out = spied(tokens, *args)
+      record.append((np.asarray(tokens), np.asarray(out)))
+      return out
+    monkeypatch.setattr(bilm, name, spy)
+
+  def loss(rate, train):
+    task.config.word_dropout_rate = rate
+    return float(task.loss(params, batch, jax.random.key(0), train)['loss'][0])
+
+  assert loss(0.5, False) == loss(0.0, False) and not inputs
+  assert loss(0.5, True) != loss(0.0, True)
+  (framed, dropped), = inputs
+  changed = dropped != framed
+  assert changed.any() and (dropped[changed] == unk).all()
+  assert (dropped[:, 0] == framed[:, 0]).all()  # <s>
+  assert dropped[0, 7] == framed[0, 7] and dropped[1, 4] == framed[1, 4]
+  for tokens, _ in targets_from:  # every loss: the words as they were
+    np.testing.assert_array_equal(tokens, framed)
