@@ -8,6 +8,7 @@ layout only; `ngram.NGramLM.to_arpa` / `from_arpa` turn it into a model.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -76,8 +77,9 @@ def read(path: str) -> dict[int, Section]:
         continue
       if not line or line == '\\data\\':
         continue
-      if line.endswith('-grams:'):
-        order = int(line[1:line.index('-')])
+      header = re.fullmatch(r'\\(\d+)-grams:', line)
+      if header:  # not a highest-order n-gram ending in a word 'n-grams:'
+        order = int(header.group(1))
         sections[order] = []
       elif line == '\\end\\':
         break

@@ -199,6 +199,19 @@ def test_arpa_round_trip_scores_identically(tmp_path, smoothing):
               model.next_log10_probs(context))
 
 
+def test_a_word_ending_like_a_section_header_reads_back(tmp_path):
+  """A highest-order line has no backoff after its last word."""
+  train = [['we', 'count', 'n-grams:'], ['count', 'the', 'n-grams:', 'here']]
+  vocab = Vocabulary.from_sentences(train)
+  model = NGramLM(vocab, 3, 'mkn').fit([vocab.encode(s) for s in train])
+  path = str(tmp_path / 'model.arpa')
+  model.to_arpa(path)
+  loaded = NGramLM.from_arpa(path)
+  np.testing.assert_array_equal(
+      loaded.token_log10_probs([loaded.vocab.encode(s) for s in train]),
+      model.token_log10_probs([vocab.encode(s) for s in train]))
+
+
 def test_a_truncated_arpa_file_or_a_bad_k_is_a_value_error(tmp_path):
   model, _ = _fit(_corpus(), 3, 'mkn')
   path = tmp_path / 'model.arpa'
