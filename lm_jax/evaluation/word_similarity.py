@@ -69,8 +69,13 @@ def rank(values: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-  """Spearman's rho: the Pearson correlation of the (tie-averaged) ranks."""
-  rx, ry = rank(np.asarray(x)), rank(np.asarray(y))
+  """Spearman's rho: the Pearson correlation of the (tie-averaged) ranks;
+  NaN where a value is not finite (a diverged run's vectors), which ranks
+  would otherwise place arbitrarily."""
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  if not (np.isfinite(x).all() and np.isfinite(y).all()):
+    return float('nan')
+  rx, ry = rank(x), rank(y)
   rx, ry = rx - rx.mean(), ry - ry.mean()
   denominator = np.sqrt((rx * rx).sum() * (ry * ry).sum())
   return float((rx * ry).sum() / denominator) if denominator else float('nan')

@@ -26,6 +26,8 @@ def test_spearman_hand_values():
   x, y = [1, 2, 2, 3], [1, 3, 2, 4]
   rx, ry = [1, 2.5, 2.5, 4], [1, 3, 2, 4]
   assert ws.spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+  # A diverged run's NaN cosines have no rank (scipy's spearmanr: NaN too).
+  assert np.isnan(ws.spearman([0.1, np.nan, 0.3], [1, 2, 3]))
 
 
 def _vectors():
