@@ -73,7 +73,9 @@ def char_ngrams(word: str, min_n: int = 3, max_n: int = 6) -> list[str]:
   marked = BOW + word + EOW
   grams = []
   for i in range(len(marked)):
-    for n in range(min_n, max_n + 1):
+    # From 1, as fastText: an empty "n-gram" would be one row every word
+    # shares (min_n = max_n = 0 is fastText's "no subwords").
+    for n in range(max(min_n, 1), max_n + 1):
       if i + n > len(marked):
         break
       if n == 1 and (i == 0 or i + n == len(marked)):
