@@ -4,7 +4,9 @@ tokens/s and ms/step.
 The loop hands every step's metrics to a `LogWindow`, which keeps them on
 device until a log line needs them (reading them at each step would make
 the host wait for the device), and leaves evaluations and checkpoint saves
-out of its clock through `paused`.
+out of its clock through `paused`, as the loop does the first call of
+each step function too: that call traces and compiles it (or loads it from
+the compilation cache), seconds to minutes a step's time would not show.
 """
 
 from __future__ import annotations
@@ -46,10 +48,16 @@ class LogWindow:
     self._step = start_step
     self._start = time.perf_counter()
 
-  def add(self, metrics: dict) -> None:
+  def add(self, metrics: dict, timed: bool = True, steps: int = 1) -> None:
+    """One call's metrics (of `steps` steps). Untimed (`timed` False): a
+    call whose time, left out through `paused`, was mostly compiling; its
+    tokens and steps leave tokens/s and ms/step with it."""
     # Summed on the host at log time: adding on device would dispatch a
     # few tiny ops every step.
     self._pending.append(metrics)
+    if not timed:
+      self._carried_tokens += float(window_sums([metrics])['loss'][1])
+      self._step += steps
     if len(self._pending) > MAX_STEPS_IN_FLIGHT:
       # Dispatch stays a few steps ahead, not hundreds: with hundreds of
       # multi-device steps queued, XLA's CPU backend has left one device
@@ -71,16 +79,20 @@ class LogWindow:
     self._pending = [window_sums(self._pending)]
     return self._pending[0]
 
-  def take(self, step: int) -> tuple[dict, float, float]:
+  def take(self, step: int
+           ) -> tuple[dict, Optional[float], Optional[float]]:
     """(sums, tokens per second, seconds per step) of the window, which
-    ends at `step`, once the device has finished its steps; the next
-    window's steps start from here, its clock from `restart_clock`."""
+    ends at `step`, once the device has finished its steps (the rates None
+    where every step was untimed); the next window's steps start from here,
+    its clock from `restart_clock`."""
     host = window_sums(self._pending)
     tokens = float(host['loss'][1] - self._carried_tokens)
     seconds = max(time.perf_counter() - self._start, 1e-9)
-    per_step = seconds / max(step - self._step, 1)
+    timed_steps = step - self._step
     self._pending, self._carried_tokens, self._step = [], 0.0, step
-    return host, tokens / seconds, per_step
+    if timed_steps <= 0:
+      return host, None, None
+    return host, tokens / seconds, seconds / timed_steps
 
   def restart_clock(self) -> None:
     """After the log line: writing it is no step's time."""

@@ -236,9 +236,12 @@ def format_number(value: float) -> str:
 
 
 def progress_line(step: int, total_steps: int, values: dict[str, float],
-                  seconds_per_step: float) -> str:
-  """The console line of a log step: step, `values`, ms/step and ETA."""
-  eta = (total_steps - step) * seconds_per_step
+                  seconds_per_step: Optional[float]) -> str:
+  """The console line of a log step: step, `values`, ms/step and ETA
+  (None: the steps since the last line were compiling, untimed)."""
   shown = ' '.join(f'{k}={format_number(v)}' for k, v in values.items())
+  if seconds_per_step is None:
+    return f'step {step}/{total_steps} {shown} (compiling: untimed)'
+  eta = (total_steps - step) * seconds_per_step
   return (f'step {step}/{total_steps} {shown} '
           f'({seconds_per_step * 1e3:.1f} ms/step, ETA {eta:.0f}s)')

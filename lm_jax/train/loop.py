@@ -339,32 +339,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                   config_dict)
 
     step = start
+    called = set()  # the step functions this process has run
     while step < config.num_train_steps:
       trace.before(step)
-      if steps_per_call > 1 and _steps_to_next_event(
-          step, config, trace.window) >= steps_per_call:
-        batches = [next(stream) for _ in range(steps_per_call)]
-        stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
-        state, metrics = steps.multi(
-            state, parallel.to_global(stacked, mesh, leading=1), rng)
-        step += steps_per_call
-      else:
-        batch = parallel.to_global(next(stream), mesh)
-        state, metrics = steps.train(state, batch, rng)
-        step += 1
-      window.add(metrics)
+      multi = steps_per_call > 1 and _steps_to_next_event(
+          step, config, trace.window) >= steps_per_call
+      first_call = multi not in called
+      called.add(multi)
+      # A first call compiles: its time is no training step's.
+      with paused(state, window) if first_call else contextlib.nullcontext():
+        if multi:
+          batches = [next(stream) for _ in range(steps_per_call)]
+          stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+          state, metrics = steps.multi(
+              state, parallel.to_global(stacked, mesh, leading=1), rng)
+        else:
+          batch = parallel.to_global(next(stream), mesh)
+          state, metrics = steps.train(state, batch, rng)
+        if first_call:
+          jax.block_until_ready(metrics)
+      called_steps = steps_per_call if multi else 1
+      step += called_steps
+      window.add(metrics, timed=not first_call, steps=called_steps)
       trace.after(step, state)
 
       final = step == config.num_train_steps
       if (config.log_every and step % config.log_every == 0) or final:
         # Waits for the device.
         sums, tokens_per_sec, seconds = window.take(step)
-        values = {**_train_values(task, sums, schedule, step),
-                  'tokens_per_sec': tokens_per_sec}
+        values = _train_values(task, sums, schedule, step)
+        shown = {'loss': values['train_loss']}
+        if tokens_per_sec is not None:  # else only compiling steps
+          values['tokens_per_sec'] = shown['tok/s'] = tokens_per_sec
         writer.write(step, values)
-        log.info(progress_line(step, config.num_train_steps, {
-            'loss': values['train_loss'],
-            'tok/s': values['tokens_per_sec']}, seconds))
+        log.info(progress_line(step, config.num_train_steps, shown, seconds))
         # Writing the line is no step's time.
         window.restart_clock()
 

@@ -108,10 +108,12 @@ def test_a_diverged_value_is_written_as_strict_json_and_read_as_nan(
 def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
     make_run_config, tmp_path, caplog):
   """On a clock where each training batch takes 1 s, each evaluation 100 s,
-  each checkpoint save 50 s and each metrics record 10 s, every logged
-  window reads 64 tokens (4 rows of 16) a second and the console 1000 ms a
-  step, the window 4-8 around the evaluation and save at step 6 included."""
+  each checkpoint save 50 s, each metrics record 10 s and the first step
+  30 s more (compiling), every logged window reads 64 tokens (4 rows of 16)
+  a second and the console 1000 ms a step, the window 4-8 around the
+  evaluation and save at step 6 included."""
   clock = [0.0]
+  original_compile = loop._compile_steps  # pylint: disable=protected-access
   original_stream = LanguageModelingTask.train_stream
   original_evaluate = loop.evaluate
   original_save = checkpoint.Checkpointer.save
@@ -128,8 +130,21 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
       return original(*args, **kwargs)
     return call
 
+  def compiling_first(step_function):
+    calls = []
+    def call(*args):
+      clock[0] += 0.0 if calls else 30.0
+      calls.append(args)
+      return step_function(*args)
+    return call
+
+  def compile_steps(*args):
+    steps = original_compile(*args)
+    return steps._replace(train=compiling_first(steps.train))
+
   caplog.set_level(logging.INFO, logger='lm_jax')
   with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, '_compile_steps', compile_steps)
     fake_time = types.SimpleNamespace(perf_counter=lambda: clock[0])
     patch.setattr(log_window, 'time', fake_time)
     patch.setattr(loop, 'evaluate', slow(100.0, original_evaluate))
@@ -150,6 +165,19 @@ def test_progress_line_writes_counts_whole():
       5, 100, {'loss': 1.23456, 'tok/s': 18_410.4}, 0.1115)
   assert line == ('step 5/100 loss=1.235 tok/s=18410 (111.5 ms/step, '
                   'ETA 11s)'), line
+
+
+def test_a_window_of_compiling_steps_only_has_no_rates():
+  """log_every=1: the first line's step compiled; no rate, no ETA."""
+  window = log_window.LogWindow(None, 0)
+  window.add({'loss': (np.float32(9.0), np.float32(64.0))}, timed=False)
+  sums, tokens_per_sec, seconds = window.take(1)
+  assert (float(sums['loss'][1]), tokens_per_sec, seconds) == (64.0, None,
+                                                               None)
+  assert train_logging.progress_line(1, 100, {'loss': 2.5}, None) == (
+      'step 1/100 loss=2.5 (compiling: untimed)')
+  window.add({'loss': (np.float32(8.0), np.float32(64.0))})
+  assert window.take(2)[1] > 0  # the next step is timed again
 
 
 def test_log_every_0_logs_at_the_end_and_eval_steps_0_evaluates_whole_splits(
@@ -207,7 +235,9 @@ def test_metrics_summed_early_on_a_long_unlogged_run_log_the_same(
                       lambda pending: sums.append(len(pending))
                       or original(pending))
   loop.train_and_evaluate(config, str(tmp_path / 'folded'))
-  assert sums[:3] == [4, 4, 4]  # folded as it went, not once at the end
+  # The first (compiling) step's tokens leave the rate, then the steps are
+  # folded as it goes, not once at the end.
+  assert sums[:4] == [1, 4, 4, 4]
   kept, folded = (read_records(tmp_path / name, 'train_')
                   for name in ('kept', 'folded'))
   assert [r['step'] for r in folded] == [12]
