@@ -212,8 +212,10 @@ def _compile_steps(task, tx, config: ml_collections.ConfigDict, mesh
   mesh's `data` axis, the rest replicated."""
   replicated = parallel.replicated(mesh)
   batch_sharding = parallel.batch_sharded(mesh)
-  one_step = make_train_step(task, tx, config.grad_accum_steps,
-                             config.get('normalize_loss_by', 'token'))
+  one_step = make_train_step(
+      task, tx, config.grad_accum_steps,
+      config.get('normalize_loss_by', 'token'),
+      optim.trainable_weights(config, task.steps_per_epoch))
   train_step = jax.jit(
       one_step,
       in_shardings=(state_sharding(mesh), batch_sharding, replicated),

@@ -185,7 +185,8 @@ def _per_group(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return optax.multi_transform(transforms, labels)
 
 
-def _trainable(config: ml_collections.ConfigDict, steps_per_epoch: int):
+def trainable_weights(config: ml_collections.ConfigDict,
+                      steps_per_epoch: int):
   """`(updates, count) -> tree of 1.0 / 0.0`: which parameters the update
   at step `count` trains, given `frozen_params` and gradual unfreezing; None
   when every parameter always trains."""
@@ -210,7 +211,7 @@ def _trainable(config: ml_collections.ConfigDict, steps_per_epoch: int):
 def clip_trainable_by_global_norm(max_norm: float, trainable
                                   ) -> optax.GradientTransformation:
   """`optax.clip_by_global_norm` whose norm counts only the parameters the
-  step trains (`_trainable`).
+  step trains (`trainable_weights`).
 
   The gradients of frozen parameters are still computed; counted in the
   norm they would shrink the trained parameters' updates (a frozen LSTM's
@@ -293,7 +294,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int = 0
   group's state apart, unraveled.
   """
   schedule = make_schedule(config, steps_per_epoch)
-  trainable = _trainable(config, steps_per_epoch)
+  trainable = trainable_weights(config, steps_per_epoch)
   grouped = bool(config.get('layer_lr_decay')
                  or config.get('unfreeze_every_epochs'))
   moments, clip = [], []

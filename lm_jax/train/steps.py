@@ -9,7 +9,7 @@ the same on one device or many.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -49,7 +49,8 @@ NORMALIZE_BY = ('token', 'sequence')
 
 
 def make_train_step(task: Task, tx: optax.GradientTransformation,
-                    grad_accum_steps: int = 1, normalize_by: str = 'token'
+                    grad_accum_steps: int = 1, normalize_by: str = 'token',
+                    trainable: Optional[Callable] = None
                     ) -> Callable[[TrainState, dict, Array],
                                   tuple[TrainState, Metrics]]:
   """Builds the pure update function.
@@ -67,6 +68,12 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
       'sequence' by the sequences (tokens / length, for unpadded
       `[batch, length]` targets), the loss summed over time that Zaremba
       et al.'s learning rate of 1 and clip of 5 assume.
+    trainable: `optim.trainable_weights`, where some parameters are frozen:
+      the logged `grad_norm` then counts only the trained ones, as clipping
+      does (None: all).
+
+  The metrics add `grad_norm`: the global norm of the gradient before
+  clipping, the figure `grad_clip_norm` is compared with.
   """
   if normalize_by not in NORMALIZE_BY:
     raise ValueError(f"normalize_by is 'token' or 'sequence', not "
@@ -115,7 +122,9 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=(optax.tree.norm(grads),
+    counted = (grads if trainable is None else jax.tree.map(
+        jnp.multiply, grads, trainable(grads, state.step)))
+    metrics = dict(metrics, grad_norm=(optax.tree.norm(counted),
                                        jnp.float32(1.0)))
     return TrainState(state.step + 1, params, opt_state, carry), metrics
 
