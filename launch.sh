@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# lm_jax's command line. Every verb sets up .venv first if it is missing.
+# lm_jax's command line. Every verb that runs Python sets up .venv first if it is missing.
 #
 #   ./launch.sh quickstart                     short GPT run on Tiny Shakespeare, then a sample
 #   ./launch.sh test                           the test suite (fast tests)
