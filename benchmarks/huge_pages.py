@@ -4,8 +4,9 @@
 serves large buffers (BERT's embedding gradient, a 10k-word softmax's
 logits) from transparent huge pages instead of faulting them in 4 KB at a
 time on every step. Benchmark scripts are also run directly with a venv's
-python; they call `rerun_with_huge_pages()` first, so that both sides of a
-comparison (lm_jax and PyTorch) are timed under the setting runs get.
+python; those whose buffers are that large (the GPT, LSTM and BERT
+comparisons with PyTorch) call `rerun_with_huge_pages()` first, so that both
+sides are timed under the setting runs get.
 Measured on a 2-core CPU without it: ptb_lstm_small's step 116.5 ms against
 90 ms (lm_jax), 68.6 against 58.2 ms (PyTorch); see RESULTS.md.
 """

@@ -137,8 +137,9 @@ def compare_nltk(train, test, num_sentences: int, repeats: int) -> None:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--data_dir',
-                      default=os.path.join(ROOT, '..', 'shared', 'data', 'ptb'))
+  parser.add_argument('--data_dir', default=os.path.join(
+      os.environ.get('LM_JAX_DATA')
+      or os.path.join(ROOT, '..', 'shared', 'data'), 'ptb'))
   parser.add_argument('--orders', type=int, nargs='+', default=[3, 5])
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--nltk_sentences', type=int, default=50,

@@ -16,8 +16,10 @@ vectors is printed beside, as a check of that code.
   .venv-bench/bin/pip install gensim                           # once
 
 Speed is words of the corpus (PTB train: 887,521) x epochs per second of
-training: for lm_jax the training steps (from metrics.jsonl, jit compilation
-included; evaluation excluded), for gensim `Word2Vec.train` (the vocabulary
+training: for lm_jax the training steps (from metrics.jsonl's tokens_per_sec;
+evaluation excluded, and since 12-07 jit compilation too: the loop leaves
+each step function's first call out of the rate, about 1 s here, which the
+figures of 11-24 include), for gensim `Word2Vec.train` (the vocabulary
 built beforehand). The end-to-end wall times (data, vocabulary, training,
 evaluation, saving) are printed too. The two sides run alternately, seed by
 seed, so the machine's load falls on both.
