@@ -373,6 +373,13 @@ _READ_ONLY_BY = {
                         ('task',), lambda c: c.get('task') == 'classify'),
     'max_train_examples': ("the 'classify' task's training examples",
                            ('task',), lambda c: c.get('task') == 'classify'),
+    'word_dropout_rate': (
+        "the recurrent classifier, the tagger and the bi-LM (tasks "
+        "'classify' with model 'classifier', 'tag' and 'bilm')",
+        ('task', 'model'),
+        lambda c: (c.get('task') in ('tag', 'bilm')
+                   or (c.get('task'), c.get('model')) == ('classify',
+                                                          'classifier'))),
 }
 
 

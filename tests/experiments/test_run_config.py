@@ -176,7 +176,8 @@ def test_a_setting_only_some_runs_read_is_refused_elsewhere(key, capsys):
   from experiments.configs import shakespeare_char_cpu
   config = shakespeare_char_cpu.get_config()
   cli.check_values(config)  # at their defaults they pass
-  config[key] = {bool: True, int: 1, str: 'runs/x'}[type(config[key])]
+  config[key] = {bool: True, int: 1, float: 0.1,
+                 str: 'runs/x'}[type(config[key])]
   with pytest.raises(SystemExit):
     cli.check_values(config)
   assert f"{key} applies to " in capsys.readouterr().err
