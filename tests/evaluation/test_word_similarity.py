@@ -28,6 +28,8 @@ def test_spearman_hand_values():
   assert ws.spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
   # A diverged run's NaN cosines have no rank (scipy's spearmanr: NaN too).
   assert np.isnan(ws.spearman([0.1, np.nan, 0.3], [1, 2, 3]))
+  assert np.isnan(ws.spearman([1, 2, 3], [0.1, np.nan, 0.3]))
+  assert np.isnan(ws.spearman([0.1, np.inf, 0.3], [1, 2, 3]))
 
 
 def _vectors():

@@ -3,6 +3,7 @@ config.json read back, what a relaunch into an existing run may change,
 and the value checks that run before JAX is imported."""
 
 import copy
+import importlib
 import json
 import os
 
@@ -194,3 +195,15 @@ def test_a_refused_setting_names_the_setting_that_rules_it_out(capsys):
     cli.check_values(config)
   assert ("not model 'rnn_lm' with lm_batching 'random_windows'"
           in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize('preset', ['sst2_bilstm', 'udpos_bilstm',
+                                    'udpos_bilm'])
+def test_word_dropout_is_taken_where_the_run_applies_it(preset):
+  """The classifier, the tagger and the bi-LM read it (their presets set
+  it); a GPT is refused it (the test above)."""
+  config = importlib.import_module(
+      f'experiments.configs.{preset}').get_config()
+  assert config.word_dropout_rate > 0 and 'word_dropout_rate' in (
+      cli._READ_ONLY_BY)  # pylint: disable=protected-access
+  cli.check_values(config)  # no SystemExit

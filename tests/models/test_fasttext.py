@@ -55,6 +55,7 @@ def test_char_ngrams_of_where():
   assert fasttext.char_ngrams('été', 3, 3) == ['<ét', 'été', 'té>']
   # From 1 as fastText counts: no empty n-gram, which every word would share.
   assert fasttext.char_ngrams('cat', 0, 0) == []
+  assert fasttext.char_ngrams('cat', 1, 1) == ['c', 'a', 't']
   assert fasttext.char_ngrams('cat', 0, 2) == fasttext.char_ngrams('cat', 1, 2)
 
 

@@ -201,7 +201,7 @@ def test_arpa_round_trip_scores_identically(tmp_path, smoothing):
 
 def test_a_word_ending_like_a_section_header_reads_back(tmp_path):
   """A highest-order line has no backoff after its last word."""
-  train = [['we', 'count', 'n-grams:'], ['count', 'the', 'n-grams:', 'here']]
+  train = [['we', 'count', 'n-grams:'], ['count', 'the', '3-grams:', 'here']]
   vocab = Vocabulary.from_sentences(train)
   model = NGramLM(vocab, 3, 'mkn').fit([vocab.encode(s) for s in train])
   path = str(tmp_path / 'model.arpa')

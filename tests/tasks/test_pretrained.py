@@ -281,12 +281,12 @@ def test_bilm_word_dropout_hides_input_words_only(raw_dir, runs, monkeypatch):
     task.config.word_dropout_rate = rate
     return float(task.loss(params, batch, jax.random.key(0), train)['loss'][0])
 
-  assert loss(0.5, False) == loss(0.0, False) and not inputs
-  assert loss(0.5, True) != loss(0.0, True)
+  assert loss(0.999, False) == loss(0.0, False) and not inputs
+  assert loss(0.999, True) != loss(0.0, True)
   (framed, dropped), = inputs
-  changed = dropped != framed
-  assert changed.any() and (dropped[changed] == unk).all()
-  assert (dropped[:, 0] == framed[:, 0]).all()  # <s>
-  assert dropped[0, 7] == framed[0, 7] and dropped[1, 4] == framed[1, 4]
+  words = np.zeros_like(framed, bool)
+  words[0, 1:7] = words[1, 1:4] = True
+  # Every word (near certain at this rate), never <s>, </s> or padding.
+  np.testing.assert_array_equal(dropped, np.where(words, unk, framed))
   for tokens, _ in targets_from:  # every loss: the words as they were
     np.testing.assert_array_equal(tokens, framed)

@@ -105,13 +105,17 @@ def test_a_diverged_value_is_written_as_strict_json_and_read_as_nan(
     assert f.read() == line
 
 
+@pytest.mark.parametrize('steps_per_call', [1, 3])
 def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
-    make_run_config, tmp_path, caplog):
+    make_run_config, tmp_path, caplog, steps_per_call):
   """On a clock where each training batch takes 1 s, each evaluation 100 s,
-  each checkpoint save 50 s, each metrics record 10 s and the first step
-  30 s more (compiling), every logged window reads 64 tokens (4 rows of 16)
-  a second and the console 1000 ms a step, the window 4-8 around the
-  evaluation and save at step 6 included."""
+  each checkpoint save 50 s, each metrics record 10 s and each step
+  function's first call 30 s more (compiling), every logged window reads 64
+  tokens (4 rows of 16) a second and the console 1000 ms a step, the window
+  4-8 around the evaluation and save at step 6 included. Three steps a
+  call: steps 1-3 in one (compiling), then step 4 alone, where the events
+  at 4 and 6 leave too few for a call (compiling the one-step function),
+  so the first window has no timed step and no rate."""
   clock = [0.0]
   original_compile = loop._compile_steps  # pylint: disable=protected-access
   original_stream = LanguageModelingTask.train_stream
@@ -140,7 +144,8 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
 
   def compile_steps(*args):
     steps = original_compile(*args)
-    return steps._replace(train=compiling_first(steps.train))
+    return steps._replace(train=compiling_first(steps.train),
+                          multi=compiling_first(steps.multi))
 
   caplog.set_level(logging.INFO, logger='lm_jax')
   with pytest.MonkeyPatch.context() as patch:
@@ -153,11 +158,18 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
     patch.setattr(LanguageModelingTask, 'train_stream',
                   lambda self, rows: TimedStream(original_stream(self, rows),
                                                  []))
-    loop.train_and_evaluate(make_run_config(log_every=4), str(tmp_path))
+    loop.train_and_evaluate(
+        make_run_config(log_every=4, steps_per_call=steps_per_call),
+        str(tmp_path))
   rates = [(r['step'], r['tokens_per_sec']) for r in read_metrics(str(tmp_path))
            if 'tokens_per_sec' in r]
-  assert rates == [(4, 64.0), (8, 64.0), (12, 64.0)]
-  assert re.findall(r'\(([\d.]+) ms/step', caplog.text) == ['1000.0'] * 3
+  timed = [4, 8, 12] if steps_per_call == 1 else [8, 12]
+  assert rates == [(step, 64.0) for step in timed]
+  assert re.findall(r'\(([\d.]+) ms/step', caplog.text) == (
+      ['1000.0'] * len(timed))
+  untimed = re.findall(r'step (\d+)/12 \S+ \(compiling: untimed\)',
+                       caplog.text)
+  assert untimed == ([] if steps_per_call == 1 else ['4'])
 
 
 def test_progress_line_writes_counts_whole():

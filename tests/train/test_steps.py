@@ -2,6 +2,8 @@
 inputs jitted or not, on one device or four, in one batch or in
 micro-batches; the eval step and `averages` report exact means."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -313,3 +315,20 @@ def test_the_logged_grad_norm_counts_what_clipping_counts(make_tiny_config,
     norms.append(float(metrics['grad_norm'][0]))
   after = np.hypot(100.0, 1.0) if frozen == 'unfreezing' else 1.0
   np.testing.assert_allclose(norms, [1.0] * 3 + [after], rtol=1e-6)
+
+
+def test_the_loop_gives_its_train_step_the_trainable_weights(
+    make_tiny_config, monkeypatch):
+  """The loop's wiring of the test above: its step gets the config's
+  frozen parameters."""
+  given = []
+  monkeypatch.setattr(loop, 'make_train_step',
+                      lambda *args, **kwargs: given.append(args) or (
+                          lambda state, batch, rng: (state, {})))
+  config = make_tiny_config(frozen_params='rnn')
+  loop._compile_steps(  # pylint: disable=protected-access
+      types.SimpleNamespace(steps_per_epoch=3), optax.sgd(1.0), config,
+      parallel.make_data_mesh(1))
+  trainable = given[0][4]
+  weights = trainable({'rnn': jnp.ones(1), 'head': jnp.ones(1)}, 0)
+  assert (float(weights['rnn']), float(weights['head'])) == (0.0, 1.0)
