@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from lm_jax.train import optim
+from lm_jax.train.steps import TrainState, make_train_step
 
 
 @pytest.fixture
@@ -360,12 +361,9 @@ def test_frozen_params_never_move_not_even_by_weight_decay(make_tiny_config):
     typo.init(params)
 
 
-@pytest.mark.parametrize('frozen', ['unfreezing', 'frozen_params'])
-def test_clipping_counts_only_the_parameters_the_step_trains(
-    make_tiny_config, frozen):
-  """A frozen layer's huge gradient must not shrink the head's clipped
-  step: SGD at rate 1, clip 1, head gradient 1 -> head step 1. Once the
-  layer trains (after an epoch of 3 steps), the norm counts it."""
+def _frozen_layer(make_tiny_config, frozen):
+  """(config, params): SGD at rate 1 and clip 1 on a head and an 'rnn'
+  layer that is frozen, or unfrozen after an epoch (3 steps)."""
   overrides = ({'unfreeze_every_epochs': 1} if frozen == 'unfreezing'
                else {'frozen_params': 'rnn'})
   config = make_tiny_config(optimizer='sgd', schedule='constant',
@@ -373,6 +371,16 @@ def test_clipping_counts_only_the_parameters_the_step_trains(
                             grad_clip_norm=1.0, **overrides)
   params = {'rnn': {'layer0_fwd': {'kernel': jnp.zeros(1)}},
             'head': {'kernel': jnp.zeros(1)}}
+  return config, params
+
+
+@pytest.mark.parametrize('frozen', ['unfreezing', 'frozen_params'])
+def test_clipping_counts_only_the_parameters_the_step_trains(
+    make_tiny_config, frozen):
+  """A frozen layer's huge gradient must not shrink the head's clipped
+  step: SGD at rate 1, clip 1, head gradient 1 -> head step 1. Once the
+  layer trains (after an epoch of 3 steps), the norm counts it."""
+  config, params = _frozen_layer(make_tiny_config, frozen)
   grads = {'rnn': {'layer0_fwd': {'kernel': jnp.full(1, 100.0)}},
            'head': {'kernel': jnp.ones(1)}}
   tx = optim.make_optimizer(config, steps_per_epoch=3)
@@ -383,6 +391,38 @@ def test_clipping_counts_only_the_parameters_the_step_trains(
     heads.append(-float(updates['head']['kernel'][0]))
   after = 1 / np.hypot(100.0, 1.0) if frozen == 'unfreezing' else 1.0
   np.testing.assert_allclose(heads, [1.0] * 3 + [after], rtol=1e-6)
+
+
+class _FrozenLayerTask:
+  """Loss per token: 100 w_rnn + w_head, gradients 100 and 1."""
+
+  @staticmethod
+  def loss_and_carry(params, batch, rng, train, carry):
+    del rng, train
+    count = jnp.float32(batch['targets'].size)
+    value = (100 * params['rnn']['layer0_fwd']['kernel'][0]
+             + params['head']['kernel'][0])
+    return {'loss': (value * count, count)}, carry
+
+
+@pytest.mark.parametrize('frozen', ['frozen_params', 'unfreezing'])
+def test_the_logged_grad_norm_counts_what_clipping_counts(make_tiny_config,
+                                                          frozen):
+  """A frozen layer's gradient is not the norm `grad_clip_norm` is held to:
+  1 (the head's) until the layer trains, after an epoch of 3 steps."""
+  config, params = _frozen_layer(make_tiny_config, frozen)
+  tx = optim.make_optimizer(config, steps_per_epoch=3)
+  step = make_train_step(_FrozenLayerTask(), tx, trainable=optim.
+                         trainable_weights(config, steps_per_epoch=3))
+  state = TrainState(jnp.array(0, jnp.int32), params, tx.init(params), ())
+  batch = {'inputs': np.zeros((2, 4), np.int32),
+           'targets': np.zeros((2, 4), np.int32)}
+  norms = []
+  for _ in range(4):
+    state, metrics = step(state, batch, jax.random.key(0))
+    norms.append(float(metrics['grad_norm'][0]))
+  after = np.hypot(100.0, 1.0) if frozen == 'unfreezing' else 1.0
+  np.testing.assert_allclose(norms, [1.0] * 3 + [after], rtol=1e-6)
 
 
 def test_param_average_follows_the_iterates_and_leaves_updates_alone():
