@@ -193,7 +193,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   if config is None:
     fail(f'{workdir} holds no run (no config.json); train one first with '
          './launch.sh train PRESET --workdir DIR')
-  from experiments.configs import base  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from experiments.configs import base
   defaults = json.loads(base.get_config().to_json_best_effort())
   return ml_collections.ConfigDict({**defaults, **config})
 

@@ -4,9 +4,10 @@ tokens/s and ms/step.
 The loop hands every step's metrics to a `LogWindow`, which keeps them on
 device until a log line needs them (reading them at each step would make
 the host wait for the device), and leaves evaluations and checkpoint saves
-out of its clock through `paused`, as the loop does the first call of
-each step function too: that call traces and compiles it (or loads it from
-the compilation cache), seconds to minutes a step's time would not show.
+out of its clock through `paused`, as the loop does each step function's
+first call for each batch shape too: that call traces and compiles it (or
+loads it from the compilation cache), seconds to minutes that a step's time
+would not show.
 """
 
 from __future__ import annotations

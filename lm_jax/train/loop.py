@@ -341,28 +341,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                   config_dict)
 
     step = start
-    called = set()  # the step functions this process has run
+    compiled = set()  # the (step function, batch shapes) called so far
     while step < config.num_train_steps:
       trace.before(step)
       multi = steps_per_call > 1 and _steps_to_next_event(
           step, config, trace.window) >= steps_per_call
-      first_call = multi not in called
-      called.add(multi)
-      # A first call compiles: its time is no training step's.
-      with paused(state, window) if first_call else contextlib.nullcontext():
-        if multi:
-          batches = [next(stream) for _ in range(steps_per_call)]
-          stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
-          state, metrics = steps.multi(
-              state, parallel.to_global(stacked, mesh, leading=1), rng)
-        else:
-          batch = parallel.to_global(next(stream), mesh)
-          state, metrics = steps.train(state, batch, rng)
-        if first_call:
+      if multi:
+        batches = [next(stream) for _ in range(steps_per_call)]
+        batch = parallel.to_global(
+            jax.tree.map(lambda *xs: np.stack(xs), *batches), mesh, leading=1)
+      else:
+        batch = parallel.to_global(next(stream), mesh)
+      # A first call, or one with new shapes (length-bucketed batches),
+      # compiles: its time is no training step's.
+      shapes = (multi, *(np.shape(x) for x in jax.tree.leaves(batch)))
+      compiles = shapes not in compiled
+      compiled.add(shapes)
+      with paused(state, window) if compiles else contextlib.nullcontext():
+        state, metrics = (steps.multi if multi else steps.train)(
+            state, batch, rng)
+        if compiles:
           jax.block_until_ready(metrics)
       called_steps = steps_per_call if multi else 1
       step += called_steps
-      window.add(metrics, timed=not first_call, steps=called_steps)
+      window.add(metrics, timed=not compiles, steps=called_steps)
       trace.after(step, state)
 
       final = step == config.num_train_steps

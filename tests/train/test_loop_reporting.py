@@ -108,14 +108,15 @@ def test_a_diverged_value_is_written_as_strict_json_and_read_as_nan(
 @pytest.mark.parametrize('steps_per_call', [1, 3])
 def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
     make_run_config, tmp_path, caplog, steps_per_call):
-  """On a clock where each training batch takes 1 s, each evaluation 100 s,
-  each checkpoint save 50 s, each metrics record 10 s and each step
-  function's first call 30 s more (compiling), every logged window reads 64
-  tokens (4 rows of 16) a second and the console 1000 ms a step, the window
-  4-8 around the evaluation and save at step 6 included. Three steps a
-  call: steps 1-3 in one (compiling), then step 4 alone, where the events
-  at 4 and 6 leave too few for a call (compiling the one-step function),
-  so the first window has no timed step and no rate."""
+  """On a clock where each training step takes 1 s, each evaluation 100 s,
+  each checkpoint save 50 s, each metrics record 10 s and each compilation
+  (a step function's first call for each batch shape) 30 s more, every
+  logged window reads 64 tokens (4 rows of 16) a second and the console
+  1000 ms a step, the window 4-8 around the evaluation and save at step 6
+  included; one step a call, the 12th batch, cut to 8 columns, compiles
+  anew. Three steps a call: steps 1-3 in one (compiling), then step 4 alone,
+  where the events at 4 and 6 leave too few for a call (compiling the
+  one-step function), so the first window has no timed step and no rate."""
   clock = [0.0]
   original_compile = loop._compile_steps  # pylint: disable=protected-access
   original_stream = LanguageModelingTask.train_stream
@@ -123,10 +124,12 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
   original_save = checkpoint.Checkpointer.save
   original_write = MetricWriter.write
 
-  class TimedStream(StreamSpy):
+  class OneShorterBatch(StreamSpy):
     def __next__(self):
-      clock[0] += 1.0
-      return super().__next__()
+      batch = super().__next__()
+      if len(self._seen) == 12 and steps_per_call == 1:
+        batch = {k: v[:, :8] for k, v in batch.items()}
+      return batch
 
   def slow(seconds, original):
     def call(*args, **kwargs):
@@ -134,18 +137,20 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
       return original(*args, **kwargs)
     return call
 
-  def compiling_first(step_function):
-    calls = []
-    def call(*args):
-      clock[0] += 0.0 if calls else 30.0
-      calls.append(args)
-      return step_function(*args)
+  compiled = set()
+
+  def timed(step_function, steps_a_call):
+    def call(state, batch, rng):
+      shapes = (steps_a_call, *(x.shape for x in jax.tree.leaves(batch)))
+      clock[0] += steps_a_call + (0.0 if shapes in compiled else 30.0)
+      compiled.add(shapes)
+      return step_function(state, batch, rng)
     return call
 
   def compile_steps(*args):
     steps = original_compile(*args)
-    return steps._replace(train=compiling_first(steps.train),
-                          multi=compiling_first(steps.multi))
+    return steps._replace(train=timed(steps.train, 1),
+                          multi=timed(steps.multi, steps_per_call))
 
   caplog.set_level(logging.INFO, logger='lm_jax')
   with pytest.MonkeyPatch.context() as patch:
@@ -156,8 +161,8 @@ def test_tokens_per_sec_and_ms_per_step_leave_evaluation_and_saving_out(
     patch.setattr(checkpoint.Checkpointer, 'save', slow(50.0, original_save))
     patch.setattr(MetricWriter, 'write', slow(10.0, original_write))
     patch.setattr(LanguageModelingTask, 'train_stream',
-                  lambda self, rows: TimedStream(original_stream(self, rows),
-                                                 []))
+                  lambda self, rows: OneShorterBatch(
+                      original_stream(self, rows), []))
     loop.train_and_evaluate(
         make_run_config(log_every=4, steps_per_call=steps_per_call),
         str(tmp_path))
