@@ -161,12 +161,13 @@ case "$verb" in
     # script is passed on: a kill must not leave it training. It runs in the
     # background for that, where bash ignores Ctrl-C for it: that too is
     # passed on, as a SIGTERM (the run resumes from its last checkpoint).
-    "$PY" -m experiments.train --config="$(preset_file shakespeare_char_cpu)" \
-      --workdir="$workdir" &
-    train=$!
+    # The traps come first, so that no signal falls between the start and
+    # them; until the training starts, $! is unset.
     stop_training() {  # $1: the signal this script got
-      kill -TERM "$train" 2>/dev/null || true
-      wait "$train" || true
+      if [ -n "${!:-}" ]; then
+        kill -TERM "$!" 2>/dev/null || true
+        wait "$!" || true
+      fi
       trap - "$1"
       kill -"$1" $$  # ends this script as that signal would have
     }
@@ -174,6 +175,9 @@ case "$verb" in
       # shellcheck disable=SC2064  # each trap names its own signal
       trap "stop_training $signal" "$signal"
     done
+    "$PY" -m experiments.train --config="$(preset_file shakespeare_char_cpu)" \
+      --workdir="$workdir" &
+    train=$!
     wait "$train"
     trap - INT TERM HUP
     exec "$PY" -m experiments.sample --workdir="$workdir" --num_tokens=400 \

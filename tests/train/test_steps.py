@@ -281,8 +281,8 @@ def test_sequence_normalisation_divides_by_the_sequences():
 
 def test_the_loop_gives_its_train_step_the_trainable_weights(
     make_tiny_config, monkeypatch):
-  """The loop's wiring of the test above: its step gets the config's
-  frozen parameters."""
+  """The loop's wiring of test_optim.py's logged-grad-norm test: its step
+  gets the config's frozen parameters."""
   given = []
   monkeypatch.setattr(loop, 'make_train_step',
                       lambda *args, **kwargs: given.append(args) or (
