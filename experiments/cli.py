@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import select
 import shlex
+import signal
 import sys
+import threading
 from typing import Callable, Collection, NoReturn, Optional, Sequence
 
 from absl import flags
@@ -341,104 +342,6 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str,
   _check_relaunch(previous, config, workdir, overridden)
 
 
-# Values a run's settings may take, where a wrong one would otherwise
-# surface as a traceback deep in the model, or after a relaunch had
-# rewritten the workdir's config.json. Copies of the library's lists, as
-# this runs before jax may be imported; a test keeps them equal.
-_CHOICES = {
-    'compute_dtype': ('float32', 'bfloat16', 'float16'),
-    'activation': ('gelu', 'gelu_tanh', 'relu'),  # lm_jax.nn.transformer's
-    'normalize_loss_by': ('token', 'sequence'),
-}
-
-
-# Settings only some runs read: key -> (those runs, in words; the settings
-# that tell; whether `config` is one). Set anywhere else they would be
-# silently ignored.
-_READ_ONLY_BY = {
-    'eval_streams': (
-        "a recurrent LM read in contiguous streams (model 'rnn_lm', "
-        "lm_batching 'contiguous')", ('model', 'lm_batching'),
-        lambda c: (c.get('model') == 'rnn_lm'
-                   and c.get('lm_batching') == 'contiguous')),
-    'lstm_second_bias': (
-        "the LSTMs of models 'rnn_lm' and 'classifier'", ('model',),
-        lambda c: c.get('model') in ('rnn_lm', 'classifier')),
-    'pretrained_lm': (
-        "a recurrent classifier or LM (task 'classify' with model "
-        "'classifier', or 'lm' with 'rnn_lm')", ('task', 'model'),
-        lambda c: (c.get('task'), c.get('model')) in (
-            ('classify', 'classifier'), ('lm', 'rnn_lm'))),
-    # Only a classifier's labelled examples are sampled or filtered.
-    'whole_sentences': ("the 'classify' task's training examples",
-                        ('task',), lambda c: c.get('task') == 'classify'),
-    'max_train_examples': ("the 'classify' task's training examples",
-                           ('task',), lambda c: c.get('task') == 'classify'),
-    'word_dropout_rate': (
-        "the recurrent classifier, the tagger and the bi-LM (tasks "
-        "'classify' with model 'classifier', 'tag' and 'bilm')",
-        ('task', 'model'),
-        lambda c: (c.get('task') in ('tag', 'bilm')
-                   or (c.get('task'), c.get('model')) == ('classify',
-                                                          'classifier'))),
-}
-
-
-def check_values(config: ml_collections.ConfigDict) -> None:
-  """Fails, before anything is written, on settings no run can use: sizes
-  below 1 (a batch of 0 divides by 0), negative counts, rates outside
-  [0, 1), unknown names and a malformed profile window."""
-  # (steps_per_call is the loop's to check.)
-  # keep_checkpoints 0 would have Orbax delete every checkpoint, old ones
-  # included.
-  for key in ('batch_size', 'grad_accum_steps', 'block_size', 'num_layers',
-              'num_heads', 'embed_dim', 'mlp_ratio', 'hidden_size',
-              'keep_checkpoints'):
-    if key in config and config[key] < 1:
-      fail(f'{key} must be at least 1, not {config[key]}')
-  for key, value in config.items():
-    if isinstance(value, float) and not math.isfinite(value):
-      fail(f'{key} must be a finite number, not {value}')
-  for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
-              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
-              'warmup_steps', 'decay_steps', 'eval_streams', 'learning_rate',
-              'min_learning_rate', 'length_penalty'):
-    if key in config and config[key] < 0:
-      fail(f'{key} must be 0 or more, not {config[key]}')
-  for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):
-    if config.get(key) is not None and not 0 <= config[key] < 1:
-      fail(f'{key} must be in [0, 1), not {config[key]}')
-  for key, choices in _CHOICES.items():
-    if key in config and config[key] not in choices:
-      fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
-  if config.get('normalize_loss_by') == 'sequence' and config.task != 'lm':
-    # It divides by tokens / length: the sequences only where no row is
-    # padded, and a classifier's targets have no length at all.
-    fail("normalize_loss_by 'sequence' is for the 'lm' task, whose rows "
-         "are whole windows; use 'token'")
-  for key, (readers, telling, reads) in _READ_ONLY_BY.items():
-    if config.get(key) and not reads(config):
-      this_run = ' with '.join(f'{k} {config.get(k)!r}' for k in telling)
-      fail(f'{key} applies to {readers}, not {this_run}; leave it at its '
-           'default')
-  window = config.get('profile_steps') or ''
-  steps = re.fullmatch(r'(\d+):(\d+)', window)
-  if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):
-    fail(f'profile_steps is START:STOP with 1 <= START < STOP (steps to '
-         f'trace, counted from 1), not {window!r}')
-
-
-def check_run_length(config: ml_collections.ConfigDict,
-                     args: Sequence[str]) -> None:
-  """Fails if `args` set num_train_steps where num_epochs > 0 sets it: the
-  steps given would be silently replaced."""
-  if config.get('num_epochs') and any(
-      a.split('=', 1)[0] == '--config.num_train_steps' for a in args):
-    fail(f'this run counts epochs (num_epochs={config.num_epochs}), which '
-         'set num_train_steps; set --config.num_epochs instead, or add '
-         '--config.num_epochs=0 to count steps')
-
-
 def _reader_gone() -> bool:
   """Whether stdout is a pipe whose reader has closed it."""
   try:
@@ -449,19 +352,40 @@ def _reader_gone() -> bool:
     return False
 
 
-def run_guarded(main: Callable[[], object]) -> object:
+def raise_interrupt(signum, frame) -> NoReturn:
+  """A signal handler: the signal stops the program as Ctrl-C does."""
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+def run_guarded(main: Callable[[], object],
+                interrupted: Optional[str] = None) -> object:
   """Runs `main`, turning expected user errors into one line and exit 2.
 
   Missing data (`DataNotFoundError`) and missing checkpoints are both
   `FileNotFoundError`s; other `OSError`s are paths that cannot be read or
   written (a file where a folder should be, no permission, a full disk).
   A reader that stops early (`| head`) ends the command quietly, exit 1.
+  With `interrupted` (what to do next), Ctrl-C and SIGTERM (`kill`, a
+  sweep stopping its runs; unless ignored or handled already) unwind
+  `main` as an interrupt, so that it closes what it holds open (a
+  checkpoint being saved), and end in the line 'interrupted; ' +
+  `interrupted`, exit 130.
   """
+  previous = None
+  if (interrupted is not None
+      and threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
   try:
     result = main()
     if sys.stdout is not None:  # None where it was closed (`>&-`)
       sys.stdout.flush()  # a closed pipe shows here, not in Python's exit
     return result
+  except KeyboardInterrupt:
+    if interrupted is None:
+      raise
+    fail(f'interrupted; {interrupted}', 130)
   except BrokenPipeError:
     if not _reader_gone():  # another pipe than stdout's
       raise
@@ -477,3 +401,6 @@ def run_guarded(main: Callable[[], object]) -> object:
          'permissions')
   except ValueError as e:
     fail((str(e).splitlines() or [f'{type(e).__name__} (no message)'])[0])
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGTERM, previous)

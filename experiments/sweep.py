@@ -34,7 +34,7 @@ from absl import app
 from absl import flags
 import ml_collections
 
-from experiments import cli
+from experiments import cli, config_checks
 from lm_jax import atomic_files
 from lm_jax.train.logging import CONFIG_FILE, format_number, read_metrics
 
@@ -285,8 +285,8 @@ def main(argv):
       for key, value in given.items():
         if '.' not in key:
           run[key] = check_setting(config, key, value)
-      cli.check_values(run)
-      cli.check_run_length(run, [f'--config.{k}' for k in given])
+      config_checks.check_values(run)
+      config_checks.check_run_length(run, [f'--config.{k}' for k in given])
   except ValueError as e:
     cli.fail(str(e))
   except Exception as e:  # noqa: BLE001 - a broken preset file
@@ -402,7 +402,7 @@ def main(argv):
   # the relaunch. Not where they are ignored: `nohup` asks for that.
   for signum in (signal.SIGTERM, signal.SIGHUP):
     if signal.getsignal(signum) is not signal.SIG_IGN:
-      signal.signal(signum, _interrupt)
+      signal.signal(signum, cli.raise_interrupt)
   pool = concurrent.futures.ThreadPoolExecutor(_PARALLEL.value)
   try:
     # A folder a run's files cannot be written in, a full disk: one line.
@@ -422,11 +422,6 @@ def main(argv):
   if failed:
     cli.fail(f'{failed} of {len(rows)} runs failed or were stopped; see '
              'their train.log, and launch the sweep again to resume them', 1)
-
-
-def _interrupt(signum, frame) -> None:
-  del signum, frame
-  raise KeyboardInterrupt
 
 
 def _flags_parser(argv: list[str]) -> list[str]:

@@ -13,7 +13,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import before_jax, cli
+from experiments import before_jax, cli, config_checks
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Preset file.')
 _WORKDIR = flags.DEFINE_string(
@@ -32,8 +32,8 @@ def main(argv):
       flags.FLAGS['config'].config_filename))[0]
   workdir = (_WORKDIR.value if _WORKDIR.value is not None
              else cli.default_workdir(preset, sys.argv[1:]))
-  cli.check_values(config)
-  cli.check_run_length(config, sys.argv[1:])
+  config_checks.check_values(config)
+  config_checks.check_run_length(config, sys.argv[1:])
   cli.resolve_paths(config)
   overridden = cli.config_overrides(sys.argv[1:])
   cli.check_workdir(config, workdir, overridden)
@@ -49,8 +49,12 @@ def main(argv):
   from lm_jax.train.loop import train_and_evaluate
   # Checked again with the workdir held: a launch in it may have ended
   # since.
-  results = cli.run_guarded(lambda: train_and_evaluate(
-      config, workdir, lambda: cli.check_workdir(config, workdir, overridden)))
+  results = cli.run_guarded(
+      lambda: train_and_evaluate(
+          config, workdir,
+          lambda: cli.check_workdir(config, workdir, overridden)),
+      interrupted='relaunch the same command to resume from the last '
+      'checkpoint')
   print('final ' + ' '.join(f'{k}={v:.4f}' for k, v in results.items()))
 
 

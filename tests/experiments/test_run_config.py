@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from experiments import before_jax, cli
+from experiments import before_jax, cli, config_checks
 from tests.command_line import (CONFIG_DIR, REPO_ROOT, assert_one_error_line,
                                 assert_unchanged, python_module, snapshot)
 
@@ -161,26 +161,26 @@ def test_relaunching_a_counting_run_with_other_settings_is_refused(
 
 
 def test_the_value_checks_know_the_library_choices():
-  """cli.check_values runs before jax may be imported, so its lists are
+  """config_checks.check_values runs before jax may be imported, so its lists are
   copies of the library's: they must not drift apart."""
   # pylint: disable=import-outside-toplevel
   from lm_jax.nn.transformer import ACTIVATIONS
   from lm_jax.train.steps import NORMALIZE_BY
-  assert cli._CHOICES['activation'] == tuple(ACTIVATIONS)
-  assert cli._CHOICES['normalize_loss_by'] == NORMALIZE_BY
+  assert config_checks.CHOICES['activation'] == tuple(ACTIVATIONS)
+  assert config_checks.CHOICES['normalize_loss_by'] == NORMALIZE_BY
 
 
-@pytest.mark.parametrize('key', sorted(cli._READ_ONLY_BY))
+@pytest.mark.parametrize('key', sorted(config_checks.READ_ONLY_BY))
 def test_a_setting_only_some_runs_read_is_refused_elsewhere(key, capsys):
   """A GPT reads none of them: set, each would be silently ignored."""
   # pylint: disable=import-outside-toplevel
   from experiments.configs import shakespeare_char_cpu
   config = shakespeare_char_cpu.get_config()
-  cli.check_values(config)  # at their defaults they pass
+  config_checks.check_values(config)  # at their defaults they pass
   config[key] = {bool: True, int: 1, float: 0.1,
                  str: 'runs/x'}[type(config[key])]
   with pytest.raises(SystemExit):
-    cli.check_values(config)
+    config_checks.check_values(config)
   assert f"{key} applies to " in capsys.readouterr().err
 
 
@@ -192,7 +192,7 @@ def test_a_refused_setting_names_the_setting_that_rules_it_out(capsys):
   config = ptb_lstm_small.get_config()
   config.lm_batching, config.eval_streams = 'random_windows', 4
   with pytest.raises(SystemExit):
-    cli.check_values(config)
+    config_checks.check_values(config)
   assert ("not model 'rnn_lm' with lm_batching 'random_windows'"
           in capsys.readouterr().err)
 
@@ -205,5 +205,5 @@ def test_word_dropout_is_taken_where_the_run_applies_it(preset):
   config = importlib.import_module(
       f'experiments.configs.{preset}').get_config()
   assert config.word_dropout_rate > 0 and 'word_dropout_rate' in (
-      cli._READ_ONLY_BY)  # pylint: disable=protected-access
-  cli.check_values(config)  # no SystemExit
+      config_checks.READ_ONLY_BY)  # pylint: disable=protected-access
+  config_checks.check_values(config)  # no SystemExit

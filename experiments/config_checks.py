@@ -1,0 +1,108 @@
+"""Checks on a run's settings before anything is written or JAX is
+imported: values no run can use, settings the run would silently ignore,
+and a run length given twice. Each failure is one error line."""
+
+import math
+import re
+from typing import Sequence
+
+import ml_collections
+
+from experiments.cli import fail
+
+# Values a run's settings may take, where a wrong one would otherwise
+# surface as a traceback deep in the model, or after a relaunch had
+# rewritten the workdir's config.json. Copies of the library's lists, as
+# this runs before jax may be imported; a test keeps them equal.
+CHOICES = {
+    'compute_dtype': ('float32', 'bfloat16', 'float16'),
+    'activation': ('gelu', 'gelu_tanh', 'relu'),  # lm_jax.nn.transformer's
+    'normalize_loss_by': ('token', 'sequence'),
+}
+
+
+# Settings only some runs read: key -> (those runs, in words; the settings
+# that tell; whether `config` is one). Set anywhere else they would be
+# silently ignored.
+READ_ONLY_BY = {
+    'eval_streams': (
+        "a recurrent LM read in contiguous streams (model 'rnn_lm', "
+        "lm_batching 'contiguous')", ('model', 'lm_batching'),
+        lambda c: (c.get('model') == 'rnn_lm'
+                   and c.get('lm_batching') == 'contiguous')),
+    'lstm_second_bias': (
+        "the LSTMs of models 'rnn_lm' and 'classifier'", ('model',),
+        lambda c: c.get('model') in ('rnn_lm', 'classifier')),
+    'pretrained_lm': (
+        "a recurrent classifier or LM (task 'classify' with model "
+        "'classifier', or 'lm' with 'rnn_lm')", ('task', 'model'),
+        lambda c: (c.get('task'), c.get('model')) in (
+            ('classify', 'classifier'), ('lm', 'rnn_lm'))),
+    # Only a classifier's labelled examples are sampled or filtered.
+    'whole_sentences': ("the 'classify' task's training examples",
+                        ('task',), lambda c: c.get('task') == 'classify'),
+    'max_train_examples': ("the 'classify' task's training examples",
+                           ('task',), lambda c: c.get('task') == 'classify'),
+    'word_dropout_rate': (
+        "the recurrent classifier, the tagger and the bi-LM (tasks "
+        "'classify' with model 'classifier', 'tag' and 'bilm')",
+        ('task', 'model'),
+        lambda c: (c.get('task') in ('tag', 'bilm')
+                   or (c.get('task'), c.get('model')) == ('classify',
+                                                          'classifier'))),
+}
+
+
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """Fails, before anything is written, on settings no run can use: sizes
+  below 1 (a batch of 0 divides by 0), negative counts, rates outside
+  [0, 1), unknown names and a malformed profile window."""
+  # (steps_per_call is the loop's to check.)
+  # keep_checkpoints 0 would have Orbax delete every checkpoint, old ones
+  # included.
+  for key in ('batch_size', 'grad_accum_steps', 'block_size', 'num_layers',
+              'num_heads', 'embed_dim', 'mlp_ratio', 'hidden_size',
+              'keep_checkpoints'):
+    if key in config and config[key] < 1:
+      fail(f'{key} must be at least 1, not {config[key]}')
+  for key, value in config.items():
+    if isinstance(value, float) and not math.isfinite(value):
+      fail(f'{key} must be a finite number, not {value}')
+  for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
+              'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
+              'warmup_steps', 'decay_steps', 'eval_streams', 'learning_rate',
+              'min_learning_rate', 'length_penalty'):
+    if key in config and config[key] < 0:
+      fail(f'{key} must be 0 or more, not {config[key]}')
+  for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):
+    if config.get(key) is not None and not 0 <= config[key] < 1:
+      fail(f'{key} must be in [0, 1), not {config[key]}')
+  for key, choices in CHOICES.items():
+    if key in config and config[key] not in choices:
+      fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
+  if config.get('normalize_loss_by') == 'sequence' and config.task != 'lm':
+    # It divides by tokens / length: the sequences only where no row is
+    # padded, and a classifier's targets have no length at all.
+    fail("normalize_loss_by 'sequence' is for the 'lm' task, whose rows "
+         "are whole windows; use 'token'")
+  for key, (readers, telling, reads) in READ_ONLY_BY.items():
+    if config.get(key) and not reads(config):
+      this_run = ' with '.join(f'{k} {config.get(k)!r}' for k in telling)
+      fail(f'{key} applies to {readers}, not {this_run}; leave it at its '
+           'default')
+  window = config.get('profile_steps') or ''
+  steps = re.fullmatch(r'(\d+):(\d+)', window)
+  if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):
+    fail(f'profile_steps is START:STOP with 1 <= START < STOP (steps to '
+         f'trace, counted from 1), not {window!r}')
+
+
+def check_run_length(config: ml_collections.ConfigDict,
+                     args: Sequence[str]) -> None:
+  """Fails if `args` set num_train_steps where num_epochs > 0 sets it: the
+  steps given would be silently replaced."""
+  if config.get('num_epochs') and any(
+      a.split('=', 1)[0] == '--config.num_train_steps' for a in args):
+    fail(f'this run counts epochs (num_epochs={config.num_epochs}), which '
+         'set num_train_steps; set --config.num_epochs instead, or add '
+         '--config.num_epochs=0 to count steps')
