@@ -9,9 +9,7 @@ import os
 import re
 import select
 import shlex
-import signal
 import sys
-import threading
 from typing import Callable, Collection, NoReturn, Optional, Sequence
 
 from absl import flags
@@ -352,12 +350,6 @@ def _reader_gone() -> bool:
     return False
 
 
-def raise_interrupt(signum, frame) -> NoReturn:
-  """A signal handler: the signal stops the program as Ctrl-C does."""
-  del signum, frame
-  raise KeyboardInterrupt
-
-
 def run_guarded(main: Callable[[], object],
                 interrupted: Optional[str] = None) -> object:
   """Runs `main`, turning expected user errors into one line and exit 2.
@@ -366,17 +358,10 @@ def run_guarded(main: Callable[[], object],
   `FileNotFoundError`s; other `OSError`s are paths that cannot be read or
   written (a file where a folder should be, no permission, a full disk).
   A reader that stops early (`| head`) ends the command quietly, exit 1.
-  With `interrupted` (what to do next), Ctrl-C and SIGTERM (`kill`, a
-  sweep stopping its runs; unless ignored or handled already) unwind
-  `main` as an interrupt, so that it closes what it holds open (a
-  checkpoint being saved), and end in the line 'interrupted; ' +
-  `interrupted`, exit 130.
+  With `interrupted` (what to do next), Ctrl-C, once it has unwound `main`
+  (which closes what it holds open, a checkpoint being saved), ends in the
+  line 'interrupted; ' + `interrupted`, exit 130, not a traceback.
   """
-  previous = None
-  if (interrupted is not None
-      and threading.current_thread() is threading.main_thread()
-      and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
   try:
     result = main()
     if sys.stdout is not None:  # None where it was closed (`>&-`)
@@ -401,6 +386,3 @@ def run_guarded(main: Callable[[], object],
          'permissions')
   except ValueError as e:
     fail((str(e).splitlines() or [f'{type(e).__name__} (no message)'])[0])
-  finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)

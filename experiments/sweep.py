@@ -402,7 +402,7 @@ def main(argv):
   # the relaunch. Not where they are ignored: `nohup` asks for that.
   for signum in (signal.SIGTERM, signal.SIGHUP):
     if signal.getsignal(signum) is not signal.SIG_IGN:
-      signal.signal(signum, cli.raise_interrupt)
+      signal.signal(signum, _interrupt)
   pool = concurrent.futures.ThreadPoolExecutor(_PARALLEL.value)
   try:
     # A folder a run's files cannot be written in, a full disk: one line.
@@ -422,6 +422,11 @@ def main(argv):
   if failed:
     cli.fail(f'{failed} of {len(rows)} runs failed or were stopped; see '
              'their train.log, and launch the sweep again to resume them', 1)
+
+
+def _interrupt(signum, frame) -> None:
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def _flags_parser(argv: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -86,6 +87,15 @@ esac
 '''
 
 
+# Execs its arguments with the stop signals at their defaults: a test run
+# under `nohup`, or in the background (where SIGINT is ignored), would
+# hand them on ignored, and bash cannot trap a signal ignored on entry.
+_DEFAULT_SIGNALS = ('import os, signal, sys\n'
+                    'for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n'
+                    '  signal.signal(s, signal.SIG_DFL)\n'
+                    'os.execvp(sys.argv[1], sys.argv[1:])')
+
+
 def _quickstart(tmp_path, training):
   """`launch.sh quickstart` in its own session, on a set-up fake venv."""
   venv = tmp_path / 'venv'
@@ -97,7 +107,8 @@ def _quickstart(tmp_path, training):
   env = command_env(LM_JAX_VENV=str(venv), TRAINING=training,
                     TRAINING_PID=str(pid_file))
   launch = subprocess.Popen(
-      ['bash', os.path.join(REPO_ROOT, 'launch.sh'), 'quickstart'], env=env,
+      [sys.executable, '-c', _DEFAULT_SIGNALS, 'bash',
+       os.path.join(REPO_ROOT, 'launch.sh'), 'quickstart'], env=env,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       start_new_session=True)
   return launch, pid_file
