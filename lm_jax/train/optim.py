@@ -208,6 +208,16 @@ def trainable_weights(config: ml_collections.ConfigDict,
   return weights
 
 
+def trained_norm(grads: Any, trainable, count: jax.Array) -> jax.Array:
+  """The global norm of `grads` over the parameters the update at step
+  `count` trains (`trainable_weights`; None: all of them): what clipping
+  holds to `grad_clip_norm`, and what the step logs as `grad_norm`."""
+  if trainable is None:
+    return optax.tree.norm(grads)
+  return optax.tree.norm(jax.tree.map(jnp.multiply, grads,
+                                      trainable(grads, count)))
+
+
 def clip_trainable_by_global_norm(max_norm: float, trainable
                                   ) -> optax.GradientTransformation:
   """`optax.clip_by_global_norm` whose norm counts only the parameters the
@@ -229,8 +239,7 @@ def clip_trainable_by_global_norm(max_norm: float, trainable
 
   def update(updates, state, params=None):
     del params
-    weights = trainable(updates, state.count)
-    norm = optax.tree.norm(jax.tree.map(jnp.multiply, updates, weights))
+    norm = trained_norm(updates, trainable, state.count)
     scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
     updates = jax.tree.map(lambda g: (g * scale).astype(g.dtype), updates)
     return updates, optax.ScaleByScheduleState(

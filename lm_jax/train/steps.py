@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from lm_jax.tasks.base import Metrics, Task
+from lm_jax.train import optim
 
 Array = jax.Array
 
@@ -122,10 +123,8 @@ def make_train_step(task: Task, tx: optax.GradientTransformation,
     grads = jax.tree.map(lambda g: g / count, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    counted = (grads if trainable is None else jax.tree.map(
-        jnp.multiply, grads, trainable(grads, state.step)))
-    metrics = dict(metrics, grad_norm=(optax.tree.norm(counted),
-                                       jnp.float32(1.0)))
+    metrics = dict(metrics, grad_norm=(
+        optim.trained_norm(grads, trainable, state.step), jnp.float32(1.0)))
     return TrainState(state.step + 1, params, opt_state, carry), metrics
 
   return train_step
