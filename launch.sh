@@ -177,8 +177,7 @@ case "$verb" in
     done
     "$PY" -m experiments.train --config="$(preset_file shakespeare_char_cpu)" \
       --workdir="$workdir" &
-    train=$!
-    wait "$train"
+    wait "$!"
     trap - INT TERM HUP
     exec "$PY" -m experiments.sample --workdir="$workdir" --num_tokens=400 \
       --prompt="ROMEO:" --temperature=0.8 ;;

@@ -67,11 +67,13 @@ def assert_unchanged(folder, before):
       f'changed {changed}')
 
 
-def assert_one_error_line(result):
-  """The command failed with exactly one `error:` line on stderr."""
+def assert_one_error_line(result, code: int = 0) -> str:
+  """The command failed (with exit `code`, where given) with exactly one
+  `error:` line on stderr, which is returned."""
   report = (f'exit code {result.returncode}\nstderr:\n{result.stderr}\n'
             f'stdout:\n{result.stdout}')
-  assert result.returncode != 0, report
+  assert result.returncode == code if code else result.returncode != 0, report
   lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert len(lines) == 1, report
   assert lines[0].startswith('error:'), report
+  return lines[0]

@@ -21,7 +21,8 @@ from lm_jax.data import tokenizers
 from lm_jax.tasks import translation
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
-from tests.command_line import CONFIG_DIR, REPO_ROOT, command_env
+from tests.command_line import (CONFIG_DIR, REPO_ROOT, assert_one_error_line,
+                                command_env)
 
 LEXICON = {'ein': 'a', 'der': 'the', 'hund': 'dog', 'katze': 'cat',
            'mann': 'man', 'frau': 'woman', 'läuft': 'runs',
@@ -196,36 +197,32 @@ def test_translate_command_end_to_end(trained_workdir, tmp_path):
   assert greedy.stdout.splitlines() == [first, '', second]
 
 
-def _one_error_line(result):
-  lines = [l for l in result.stderr.splitlines() if l.strip()]
-  assert result.returncode == 2, result.stderr
-  assert len(lines) == 1 and lines[0].startswith('error:'), result.stderr
-  return lines[0]
-
-
 def test_translate_errors_are_one_line(trained_workdir, tmp_path):
   workdir, _ = trained_workdir
-  missing = _one_error_line(_run(['--workdir', str(tmp_path / 'nothing'),
-                                  '--text', 'Hallo']))
+  missing = assert_one_error_line(
+      _run(['--workdir', str(tmp_path / 'nothing'), '--text', 'Hallo']),
+      code=2)
   assert 'no config.json' in missing
   lm_run = tmp_path / 'lm_run'
   lm_run.mkdir()
   (lm_run / 'config.json').write_text(json.dumps({'task': 'lm'}))
-  assert 'not a translation' in _one_error_line(
-      _run(['--workdir', str(lm_run), '--text', 'Hallo']))
+  assert 'not a translation' in assert_one_error_line(
+      _run(['--workdir', str(lm_run), '--text', 'Hallo']), code=2)
   untrained = tmp_path / 'untrained'
   untrained.mkdir()
   for name in ('config.json', translation.SOURCE_TOKENIZER,
                translation.TARGET_TOKENIZER):
     with open(os.path.join(workdir, name), 'rb') as src:
       (untrained / name).write_bytes(src.read())
-  assert 'no checkpoint' in _one_error_line(
-      _run(['--workdir', str(untrained), '--text', 'Hallo']))
-  assert 'nothing to translate' in _one_error_line(
-      _run(['--workdir', workdir], stdin=''))
-  assert '--workdir is required' in _one_error_line(_run(['--text', 'x']))
-  assert 'finite' in _one_error_line(
-      _run(['--workdir', workdir, '--text', 'x', '--length_penalty=nan']))
+  assert 'no checkpoint' in assert_one_error_line(
+      _run(['--workdir', str(untrained), '--text', 'Hallo']), code=2)
+  assert 'nothing to translate' in assert_one_error_line(
+      _run(['--workdir', workdir], stdin=''), code=2)
+  assert '--workdir is required' in assert_one_error_line(
+      _run(['--text', 'x']), code=2)
+  assert 'finite' in assert_one_error_line(
+      _run(['--workdir', workdir, '--text', 'x', '--length_penalty=nan']),
+      code=2)
 
 
 def test_train_with_missing_data_is_one_error_line(tmp_path):
@@ -239,7 +236,7 @@ def test_train_with_missing_data_is_one_error_line(tmp_path):
        '--config=' + os.path.join(CONFIG_DIR, 'multi30k_transformer.py'),
        f'--workdir={workdir}'], cwd=REPO_ROOT, env=env, capture_output=True,
       text=True, timeout=300)
-  line = _one_error_line(result)
+  line = assert_one_error_line(result, code=2)
   assert 'multi30k/' in line and str(empty) in line
   assert not workdir.exists()
 
