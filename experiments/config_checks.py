@@ -8,7 +8,7 @@ from typing import Sequence
 
 import ml_collections
 
-from experiments.cli import fail
+from experiments.cli import config_overrides, fail
 
 # Values a run's settings may take, where a wrong one would otherwise
 # surface as a traceback deep in the model, or after a relaunch had
@@ -19,6 +19,8 @@ CHOICES = {
     'activation': ('gelu', 'gelu_tanh', 'relu'),  # lm_jax.nn.transformer's
     'normalize_loss_by': ('token', 'sequence'),
 }
+# lm_jax.data.builders.glue_tsv.DATASETS, whose module imports tfds.
+GLUE_CORPORA = ('sst2',)
 
 
 # Settings only some runs read: key -> (those runs, in words; the settings
@@ -51,6 +53,32 @@ READ_ONLY_BY = {
                    or (c.get('task'), c.get('model')) == ('classify',
                                                           'classifier'))),
 }
+
+# Like READ_ONLY_BY, for settings whose defaults are on and which presets
+# set for their own corpus (sst2_lm's min_count stays as it is when the LM
+# is pointed at PTB): refused only where the command line gives them.
+READ_ONLY_WHERE_GIVEN = {
+    'min_count': (
+        "a word vocabulary built from the run's own training text (tasks "
+        "'bilm', 'embeddings', 'tag' and 'classify' with model 'classifier' "
+        "without elmo_bilm or pretrained_lm, and 'lm' with tokenizer 'word' "
+        f"on the GLUE corpora {', '.join(GLUE_CORPORA)}; PTB's vocabulary "
+        'is its own)', ('task', 'model', 'tokenizer', 'corpus'),
+        lambda c: (
+            c.get('task') in ('bilm', 'embeddings')
+            or (c.get('task') == 'tag' and not c.get('elmo_bilm'))
+            or ((c.get('task'), c.get('model')) == ('classify', 'classifier')
+                and not (c.get('elmo_bilm') or c.get('pretrained_lm')))
+            or ((c.get('task'), c.get('tokenizer')) == ('lm', 'word')
+                and c.get('corpus') in GLUE_CORPORA))),
+}
+
+
+def _refuse_unread(key: str, readers: str, telling: Sequence[str],
+                   config: ml_collections.ConfigDict) -> None:
+  this_run = ' with '.join(f'{k} {config.get(k)!r}' for k in telling)
+  fail(f'{key} applies to {readers}, not {this_run}; leave it at its '
+       'default')
 
 
 def check_values(config: ml_collections.ConfigDict) -> None:
@@ -87,9 +115,7 @@ def check_values(config: ml_collections.ConfigDict) -> None:
          "are whole windows; use 'token'")
   for key, (readers, telling, reads) in READ_ONLY_BY.items():
     if config.get(key) and not reads(config):
-      this_run = ' with '.join(f'{k} {config.get(k)!r}' for k in telling)
-      fail(f'{key} applies to {readers}, not {this_run}; leave it at its '
-           'default')
+      _refuse_unread(key, readers, telling, config)
   window = config.get('profile_steps') or ''
   steps = re.fullmatch(r'(\d+):(\d+)', window)
   if window and not (steps and 1 <= int(steps[1]) < int(steps[2])):
@@ -97,12 +123,16 @@ def check_values(config: ml_collections.ConfigDict) -> None:
          f'trace, counted from 1), not {window!r}')
 
 
-def check_run_length(config: ml_collections.ConfigDict,
-                     args: Sequence[str]) -> None:
-  """Fails if `args` set num_train_steps where num_epochs > 0 sets it: the
-  steps given would be silently replaced."""
-  if config.get('num_epochs') and any(
-      a.split('=', 1)[0] == '--config.num_train_steps' for a in args):
+def check_given(config: ml_collections.ConfigDict,
+                args: Sequence[str]) -> None:
+  """Fails on settings `args` give that the run would silently replace or
+  ignore: num_train_steps where num_epochs > 0 sets it, and the
+  `READ_ONLY_WHERE_GIVEN` settings where the run does not read them."""
+  given = config_overrides(args)
+  if config.get('num_epochs') and 'num_train_steps' in given:
     fail(f'this run counts epochs (num_epochs={config.num_epochs}), which '
          'set num_train_steps; set --config.num_epochs instead, or add '
          '--config.num_epochs=0 to count steps')
+  for key, (readers, telling, reads) in READ_ONLY_WHERE_GIVEN.items():
+    if key in given and not reads(config):
+      _refuse_unread(key, readers, telling, config)

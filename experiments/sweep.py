@@ -286,7 +286,7 @@ def main(argv):
         if '.' not in key:
           run[key] = check_setting(config, key, value)
       config_checks.check_values(run)
-      config_checks.check_run_length(run, [f'--config.{k}' for k in given])
+      config_checks.check_given(run, [f'--config.{k}' for k in given])
   except ValueError as e:
     cli.fail(str(e))
   except Exception as e:  # noqa: BLE001 - a broken preset file

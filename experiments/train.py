@@ -33,7 +33,7 @@ def main(argv):
   workdir = (_WORKDIR.value if _WORKDIR.value is not None
              else cli.default_workdir(preset, sys.argv[1:]))
   config_checks.check_values(config)
-  config_checks.check_run_length(config, sys.argv[1:])
+  config_checks.check_given(config, sys.argv[1:])
   cli.resolve_paths(config)
   overridden = cli.config_overrides(sys.argv[1:])
   cli.check_workdir(config, workdir, overridden)

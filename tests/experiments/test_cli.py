@@ -90,6 +90,11 @@ BAD_TRAIN_ARGS = {
         "pretrained_lm applies to a recurrent classifier or LM (task "
         "'classify' with model 'classifier', or 'lm' with 'rnn_lm'), not "
         "task 'tag' with model 'tagger'"),
+    'min_count_of_a_ptb_lm': (
+        ['--config=' + os.path.join(CONFIG_DIR, 'ptb_lstm_small.py'),
+         '--config.min_count=2'],
+        "min_count applies to a word vocabulary built from the run's own "
+        "training text"),
     'whole_sentences_of_an_lm': (
         ['--config=' + os.path.join(CONFIG_DIR, 'sst2_lm.py'),
          '--config.whole_sentences=True'],

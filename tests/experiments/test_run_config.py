@@ -207,3 +207,46 @@ def test_word_dropout_is_taken_where_the_run_applies_it(preset):
   assert config.word_dropout_rate > 0 and 'word_dropout_rate' in (
       config_checks.READ_ONLY_BY)  # pylint: disable=protected-access
   config_checks.check_values(config)  # no SystemExit
+
+
+@pytest.mark.parametrize('preset, args, refused', [
+    # Vocabularies that are the corpus's own, or another run's.
+    ('ptb_lstm_small', ['--config.min_count=2'], True),
+    ('shakespeare_char_cpu', ['--config.min_count=2'], True),
+    ('sst2_ulmfit', ['--config.min_count=2'], True),
+    ('udpos_bilstm_elmo', ['--config.min_count', '2'], True),
+    # Vocabularies built from the run's own training text.
+    ('sst2_lm', ['--config.min_count=1'], False),
+    ('sst2_bilstm', ['--config.min_count', '2'], False),
+    ('udpos_bilstm', ['--config.min_count=2'], False),
+    ('sst2_bilm', ['--config.min_count=2'], False),
+    ('ptb_word2vec_sg', ['--config.min_count=2'], False),
+    # A preset's own min_count is not the command line's.
+    ('sst2_lm', ['--config.corpus=ptb'], False),
+    # The run length, given twice.
+    ('ptb_lstm_small', ['--config.num_train_steps', '5'], True),
+    ('ptb_lstm_small', ['--config.num_epochs=0',
+                        '--config.num_train_steps=5'], False),
+])
+def test_a_setting_given_where_the_run_ignores_it_is_refused(
+    preset, args, refused, capsys):
+  config = importlib.import_module(
+      f'experiments.configs.{preset}').get_config()
+  given = cli.config_overrides(args)
+  for key, value in given.items():
+    config[key] = type(config[key])(value)
+  if not refused:
+    config_checks.check_given(config, args)
+    return
+  with pytest.raises(SystemExit):
+    config_checks.check_given(config, args)
+  error = capsys.readouterr().err
+  assert ('min_count applies to' in error) != ('counts epochs' in error)
+
+
+def test_the_glue_corpora_are_the_builders():
+  """config_checks runs before tfds may be imported: its copy of the GLUE
+  corpora must not drift from the builder's."""
+  # pylint: disable=import-outside-toplevel
+  from lm_jax.data.builders.glue_tsv import DATASETS
+  assert config_checks.GLUE_CORPORA == tuple(DATASETS)

@@ -228,6 +228,8 @@ def test_no_run_starts_once_the_sweep_is_stopping(tmp_path):
      'give one run name'),
     (['--preset=ptb_lstm_small', '--grid=num_train_steps=4,8'],
      'counts epochs (num_epochs=13)'),
+    (['--preset=ptb_lstm_small', '--grid=seed=1',
+      '--config.min_count=2'], 'min_count applies to'),
     (['--preset=shakespeare_char_cpu', '--grid=activation=a b,relu'],
      "activation is one of gelu, gelu_tanh, relu, not 'a b'"),
     (['--preset=shakespeare_char_cpu', '--grid=batch_size=4,0'],
