@@ -373,19 +373,22 @@ class NGramLM:
       context.append(token)
     return np.array(context[self._num_bos:], np.int64)
 
-  def _ngram_ids(self, order: int) -> np.ndarray:
-    """int64 `[num n-grams of order, order]`: the word ids of each n-gram."""
+  def _ngram_names(self) -> list[list[str]]:
+    """For each order 1..N, its n-grams as space-joined words, in table
+    order.
+
+    An n-gram's key is its context's index in the table of the order
+    below, times the vocabulary size, plus its last word: so each order's
+    names extend the order below's, a vectorised step per order.
+    """
     vocab_size = len(self.vocab)
-    if order == 1:
-      return np.arange(vocab_size)[:, None]
-    columns, rows = [], self._keys[order]
-    for k in range(order, 1, -1):
-      columns.append(rows % vocab_size)
-      rows = rows // vocab_size
-      if k > 2:
-        rows = self._keys[k - 1][rows]
-    columns.append(rows)
-    return np.stack(columns[::-1], axis=1)
+    words = np.array(self.vocab.words, dtype=object)
+    names = [words]
+    for order in range(2, len(self._logp)):
+      keys = self._keys[order]
+      names.append(names[-1][keys // vocab_size] + ' '
+                   + words[keys % vocab_size])
+    return [order_names.tolist() for order_names in names]
 
   def to_arpa(self, path: str) -> None:
     """Writes the model in ARPA format (log10 probabilities and backoffs).
@@ -394,9 +397,7 @@ class NGramLM:
     1e-99 (-99 is written), not 0; smoothed models read back exactly.
     """
     n = len(self._logp) - 1
-    words = np.array(self.vocab.words, dtype=object)
-    names = [[' '.join(w) for w in words[self._ngram_ids(order)].tolist()]
-             for order in range(1, n + 1)]
+    names = self._ngram_names()
     logp = [np.maximum(self._logp[order], _LOG_ZERO).tolist()
             for order in range(1, n + 1)]
     bow = [np.maximum(self._bow[order], _LOG_ZERO).tolist()
