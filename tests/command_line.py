@@ -24,7 +24,11 @@ def command_env(offline: bool = False, **overrides: str) -> dict[str, str]:
   points pick their own devices), with the repository importable, then
   `overrides`. `offline`: no host name resolves in it.
   """
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = dict(os.environ)
+  flags = [f for f in env.pop('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  if flags:
+    env['XLA_FLAGS'] = ' '.join(flags)
   env['PYTHONPATH'] = os.pathsep.join(
       [REPO_ROOT, _OFFLINE_SHIM] if offline else [REPO_ROOT])
   env.update(overrides)

@@ -1,7 +1,6 @@
 """The worked self-attention example runs, shows every stage, and agrees
 with lm_jax's attention."""
 
-import os
 import re
 import subprocess
 import sys
@@ -9,15 +8,13 @@ import sys
 import numpy as np
 
 from experiments import self_attention_example as example
-from tests.command_line import REPO_ROOT
+from tests.command_line import REPO_ROOT, command_env
 
 
 def _run(*args):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  env.pop('XLA_FLAGS', None)
   return subprocess.run([sys.executable, '-m',
                          'experiments.self_attention_example', *args],
-                        cwd=REPO_ROOT, env=env, capture_output=True,
+                        cwd=REPO_ROOT, env=command_env(), capture_output=True,
                         text=True, timeout=300)
 
 

@@ -19,7 +19,7 @@ from lm_jax.tasks.language_modeling import LanguageModelingTask
 from lm_jax.train import checkpoint, log_window, loop
 from lm_jax.train import logging as train_logging
 from lm_jax.train.logging import MetricWriter, read_metrics
-from tests.command_line import REPO_ROOT
+from tests.command_line import REPO_ROOT, command_env
 from tests.train.loop_runs import (StreamSpy, train_run, final_params,
                                    read_records, assert_params_equal)
 
@@ -280,7 +280,8 @@ def test_training_reduces_the_loss(make_run_config, tmp_path):
 
 _MANY_EVAL_STEPS = '''
 import os, sys
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '')
+                           + ' --xla_force_host_platform_device_count=2')
 sys.path.insert(0, sys.argv[1])
 import jax, jax.numpy as jnp, numpy as np
 from experiments.configs import shakespeare_char_cpu
@@ -317,10 +318,9 @@ def test_evaluation_over_many_batches_on_two_cpu_devices_does_not_hang(
   import sys
   script = tmp_path / 'many_eval_steps.py'
   script.write_text(_MANY_EVAL_STEPS)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   result = subprocess.run(
       [sys.executable, str(script), REPO_ROOT],
-      capture_output=True, text=True, timeout=120, env=env)
+      capture_output=True, text=True, timeout=120, env=command_env())
   assert result.returncode == 0, result.stderr[-2000:]
   assert math.isfinite(float(result.stdout.strip().splitlines()[-1]))
 
