@@ -161,13 +161,15 @@ def test_relaunching_a_counting_run_with_other_settings_is_refused(
 
 
 def test_the_value_checks_know_the_library_choices():
-  """config_checks.check_values runs before jax may be imported, so its lists are
-  copies of the library's: they must not drift apart."""
+  """config_checks runs before jax or tfds may be imported, so its
+  lists are copies of the library's: they must not drift apart."""
   # pylint: disable=import-outside-toplevel
+  from lm_jax.data.builders.glue_tsv import DATASETS
   from lm_jax.nn.transformer import ACTIVATIONS
   from lm_jax.train.steps import NORMALIZE_BY
   assert config_checks.CHOICES['activation'] == tuple(ACTIVATIONS)
   assert config_checks.CHOICES['normalize_loss_by'] == NORMALIZE_BY
+  assert config_checks.GLUE_CORPORA == tuple(DATASETS)
 
 
 @pytest.mark.parametrize('key', sorted(config_checks.READ_ONLY_BY))
@@ -242,11 +244,3 @@ def test_a_setting_given_where_the_run_ignores_it_is_refused(
     config_checks.check_given(config, args)
   error = capsys.readouterr().err
   assert ('min_count applies to' in error) != ('counts epochs' in error)
-
-
-def test_the_glue_corpora_are_the_builders():
-  """config_checks runs before tfds may be imported: its copy of the GLUE
-  corpora must not drift from the builder's."""
-  # pylint: disable=import-outside-toplevel
-  from lm_jax.data.builders.glue_tsv import DATASETS
-  assert config_checks.GLUE_CORPORA == tuple(DATASETS)
