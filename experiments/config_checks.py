@@ -9,6 +9,7 @@ from typing import Sequence
 import ml_collections
 
 from experiments.cli import config_overrides, fail
+from lm_jax.train.logging import ARCHITECTURE_KEYS
 
 # Values a run's settings may take, where a wrong one would otherwise
 # surface as a traceback deep in the model, or after a relaunch had
@@ -22,6 +23,14 @@ CHOICES = {
 # lm_jax.data.builders.glue_tsv.DATASETS, whose module imports tfds.
 GLUE_CORPORA = ('sst2',)
 
+
+
+def _recurrent_classifier(c: ml_collections.ConfigDict) -> bool:
+  return (c.get('task'), c.get('model')) == ('classify', 'classifier')
+
+
+_RECURRENT_CLASSIFIER = ("the recurrent classifier (task 'classify' with "
+                         "model 'classifier')")
 
 # Settings only some runs read: key -> (those runs, in words; the settings
 # that tell; whether `config` is one). Set anywhere else they would be
@@ -45,13 +54,28 @@ READ_ONLY_BY = {
                         ('task',), lambda c: c.get('task') == 'classify'),
     'max_train_examples': ("the 'classify' task's training examples",
                            ('task',), lambda c: c.get('task') == 'classify'),
+    **{key: (_RECURRENT_CLASSIFIER, ('task', 'model'), _recurrent_classifier)
+       for key in ('sentence_markers', 'sentence_norm', 'pooling_dropout')},
+    'mlp_dim': (
+        "the recurrent classifier's head and the Transformer translation "
+        "model (task 'classify' with model 'classifier', model "
+        "'transformer_seq2seq')", ('task', 'model'),
+        lambda c: (_recurrent_classifier(c)
+                   or c.get('model') == 'transformer_seq2seq')),
+    'elmo_bilm': (
+        "the tagger and the recurrent classifier (tasks 'tag', and "
+        "'classify' with model 'classifier')", ('task', 'model'),
+        lambda c: c.get('task') == 'tag' or _recurrent_classifier(c)),
+    'text_file': ("the word-vector task ('embeddings'); the others read "
+                  'corpus', ('task',), lambda c: c.get('task') == 'embeddings'),
+    'word2vec_cbow': (
+        "model 'word2vec' (fastText reads a word's n-grams, GloVe its "
+        'co-occurrences)', ('model',), lambda c: c.get('model') == 'word2vec'),
     'word_dropout_rate': (
         "the recurrent classifier, the tagger and the bi-LM (tasks "
         "'classify' with model 'classifier', 'tag' and 'bilm')",
         ('task', 'model'),
-        lambda c: (c.get('task') in ('tag', 'bilm')
-                   or (c.get('task'), c.get('model')) == ('classify',
-                                                          'classifier'))),
+        lambda c: c.get('task') in ('tag', 'bilm') or _recurrent_classifier(c)),
 }
 
 # Like READ_ONLY_BY, for settings whose defaults are on and which presets
@@ -67,7 +91,7 @@ READ_ONLY_WHERE_GIVEN = {
         lambda c: (
             c.get('task') in ('bilm', 'embeddings')
             or (c.get('task') == 'tag' and not c.get('elmo_bilm'))
-            or ((c.get('task'), c.get('model')) == ('classify', 'classifier')
+            or (_recurrent_classifier(c)
                 and not (c.get('elmo_bilm') or c.get('pretrained_lm')))
             or ((c.get('task'), c.get('tokenizer')) == ('lm', 'word')
                 and c.get('corpus') in GLUE_CORPORA))),
@@ -88,9 +112,11 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   # (steps_per_call is the loop's to check.)
   # keep_checkpoints 0 would have Orbax delete every checkpoint, old ones
   # included.
+  # mlm_max_predictions 0 would mask nothing: a run without a gradient.
   for key in ('batch_size', 'grad_accum_steps', 'block_size', 'num_layers',
               'num_heads', 'embed_dim', 'mlp_ratio', 'hidden_size',
-              'keep_checkpoints'):
+              'keep_checkpoints', 'length_multiple', 'max_positions',
+              'type_vocab_size', 'mlm_max_predictions'):
     if key in config and config[key] < 1:
       fail(f'{key} must be at least 1, not {config[key]}')
   for key, value in config.items():
@@ -99,12 +125,20 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   for key in ('num_train_steps', 'num_epochs', 'eval_every', 'eval_steps',
               'log_every', 'checkpoint_every', 'num_devices', 'cpu_devices',
               'warmup_steps', 'decay_steps', 'eval_streams', 'learning_rate',
-              'min_learning_rate', 'length_penalty'):
+              'min_learning_rate', 'length_penalty', 'mlp_hidden_dim'):
     if key in config and config[key] < 0:
       fail(f'{key} must be 0 or more, not {config[key]}')
   for key in ('dropout_rate', 'attention_dropout_rate', 'word_dropout_rate'):
     if config.get(key) is not None and not 0 <= config[key] < 1:
       fail(f'{key} must be in [0, 1), not {config[key]}')
+  if 'mlm_rate' in config:
+    if not 0 < config.mlm_rate <= 1:
+      fail(f'mlm_rate must be in (0, 1], not {config.mlm_rate}')
+    # Of the chosen tokens, these shares become [MASK] and a random word.
+    shares = (config.mlm_mask_prob, config.mlm_random_prob)
+    if min(shares) < 0 or sum(shares) > 1:
+      fail(f'mlm_mask_prob and mlm_random_prob must be 0 or more and sum to '
+           f'at most 1, not {shares[0]} and {shares[1]}')
   for key, choices in CHOICES.items():
     if key in config and config[key] not in choices:
       fail(f'{key} is one of {", ".join(choices)}, not {config[key]!r}')
@@ -136,3 +170,11 @@ def check_given(config: ml_collections.ConfigDict,
   for key, (readers, telling, reads) in READ_ONLY_WHERE_GIVEN.items():
     if key in given and not reads(config):
       _refuse_unread(key, readers, telling, config)
+  if config.get('init_from'):
+    # The run continues that one: its architecture and vocabulary replace
+    # the preset's (lm_jax.tasks.masked_lm.adopt_pretrained).
+    for key in (*ARCHITECTURE_KEYS, 'wordpiece_vocab_size', 'lower_case'):
+      if key in given:
+        fail(f'{key} comes from the run init_from names '
+             f'({config.init_from}), which this run continues; leave it '
+             'out, or train without init_from')

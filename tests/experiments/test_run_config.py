@@ -244,3 +244,92 @@ def test_a_setting_given_where_the_run_ignores_it_is_refused(
     config_checks.check_given(config, args)
   error = capsys.readouterr().err
   assert ('min_count applies to' in error) != ('counts epochs' in error)
+
+
+def test_every_preset_passes_the_checks():
+  for name in sorted(os.listdir(CONFIG_DIR)):
+    if name.endswith('.py') and name not in ('base.py', '__init__.py'):
+      config = importlib.import_module(
+          f'experiments.configs.{name[:-3]}').get_config()
+      config_checks.check_values(config)  # no SystemExit
+      config_checks.check_given(config, [])
+
+
+@pytest.mark.parametrize('preset, key, value', [
+    ('ptb_word2vec_sg', 'text_file', 'corpus.txt'),
+    ('ptb_word2vec_sg', 'word2vec_cbow', True),
+    ('sst2_bilstm', 'sentence_markers', True),
+    ('sst2_bilstm', 'sentence_norm', True),
+    ('sst2_bilstm', 'pooling_dropout', True),
+    ('sst2_bilstm', 'mlp_dim', 64),
+    ('multi30k_transformer', 'mlp_dim', 64),
+    ('udpos_bilstm', 'elmo_bilm', 'runs/udpos_bilm'),
+])
+def test_a_setting_is_taken_where_the_run_reads_it(preset, key, value):
+  config = importlib.import_module(
+      f'experiments.configs.{preset}').get_config()
+  config[key] = value
+  config_checks.check_values(config)  # no SystemExit
+
+
+@pytest.mark.parametrize('preset, key, value, this_run', [
+    ('ptb_fasttext', 'word2vec_cbow', True, "not model 'fasttext'"),
+    ('sst2_bert_small', 'sentence_markers', True, "model 'bert'"),
+    ('sst2_bert_small', 'elmo_bilm', 'runs/sst2_bilm', "model 'bert'"),
+    ('sst2_bert_small', 'mlp_dim', 64, "model 'bert'"),
+    ('ptb_lstm_small', 'text_file', 'corpus.txt', "not task 'lm'"),
+])
+def test_a_setting_the_run_ignores_is_refused(preset, key, value, this_run,
+                                              capsys):
+  config = importlib.import_module(
+      f'experiments.configs.{preset}').get_config()
+  config[key] = value
+  with pytest.raises(SystemExit):
+    config_checks.check_values(config)
+  error = capsys.readouterr().err
+  assert f'{key} applies to ' in error and this_run in error
+
+
+@pytest.mark.parametrize('key, value, message', [
+    ('length_multiple', 0, 'length_multiple must be at least 1'),
+    ('type_vocab_size', 0, 'type_vocab_size must be at least 1'),
+    ('max_positions', 0, 'max_positions must be at least 1'),
+    ('mlm_max_predictions', 0, 'mlm_max_predictions must be at least 1'),
+    ('mlp_hidden_dim', -4, 'mlp_hidden_dim must be 0 or more'),
+    ('mlm_rate', 0.0, 'mlm_rate must be in (0, 1]'),
+    ('mlm_rate', 1.5, 'mlm_rate must be in (0, 1]'),
+    ('mlm_mask_prob', 0.95, 'sum to at most 1, not 0.95 and 0.1'),
+    ('mlm_random_prob', -0.1, 'must be 0 or more'),
+])
+def test_bert_sizes_and_masking_rates_no_run_can_use_are_refused(
+    key, value, message, capsys):
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import bert_mlm_small
+  config = bert_mlm_small.get_config()
+  config_checks.check_values(config)
+  config[key] = value
+  with pytest.raises(SystemExit):
+    config_checks.check_values(config)
+  assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args, refused', [
+    (['--config.num_layers=2'], True),
+    (['--config.embed_dim', '64'], True),
+    (['--config.wordpiece_vocab_size=100'], True),
+    (['--config.lower_case=false'], True),
+    (['--config.learning_rate=1e-4', '--config.seed=2'], False),
+])
+def test_init_from_refuses_the_architecture_it_replaces(args, refused,
+                                                        capsys):
+  """The run it continues sets them: given, they would be replaced."""
+  # pylint: disable=import-outside-toplevel
+  from experiments.configs import sst2_bert_small
+  config = sst2_bert_small.get_config()
+  config.init_from = 'runs/bert_mlm_small'
+  if not refused:
+    config_checks.check_given(config, args)
+    return
+  with pytest.raises(SystemExit):
+    config_checks.check_given(config, args)
+  assert 'comes from the run init_from names' in capsys.readouterr().err
