@@ -1,6 +1,7 @@
 """Checks on a run's settings before anything is written or JAX is
-imported: values no run can use, settings the run would silently ignore,
-and a run length given twice. Each failure is one error line."""
+imported: values no run can use, and settings the run would silently
+ignore or replace (a run length given twice, an architecture `init_from`
+sets). Each failure is one error line."""
 
 import math
 import re
@@ -22,7 +23,6 @@ CHOICES = {
 }
 # lm_jax.data.builders.glue_tsv.DATASETS, whose module imports tfds.
 GLUE_CORPORA = ('sst2',)
-
 
 
 def _recurrent_classifier(c: ml_collections.ConfigDict) -> bool:
@@ -160,8 +160,10 @@ def check_values(config: ml_collections.ConfigDict) -> None:
 def check_given(config: ml_collections.ConfigDict,
                 args: Sequence[str]) -> None:
   """Fails on settings `args` give that the run would silently replace or
-  ignore: num_train_steps where num_epochs > 0 sets it, and the
-  `READ_ONLY_WHERE_GIVEN` settings where the run does not read them."""
+  ignore: num_train_steps where num_epochs > 0 sets it, the
+  `READ_ONLY_WHERE_GIVEN` settings where the run does not read them, and
+  the architecture and vocabulary of a run that continues another
+  (`init_from`)."""
   given = config_overrides(args)
   if config.get('num_epochs') and 'num_train_steps' in given:
     fail(f'this run counts epochs (num_epochs={config.num_epochs}), which '
