@@ -55,13 +55,8 @@ READ_ONLY_BY = {
     'max_train_examples': ("the 'classify' task's training examples",
                            ('task',), lambda c: c.get('task') == 'classify'),
     **{key: (_RECURRENT_CLASSIFIER, ('task', 'model'), _recurrent_classifier)
-       for key in ('sentence_markers', 'sentence_norm', 'pooling_dropout')},
-    'mlp_dim': (
-        "the recurrent classifier's head and the Transformer translation "
-        "model (task 'classify' with model 'classifier', model "
-        "'transformer_seq2seq')", ('task', 'model'),
-        lambda c: (_recurrent_classifier(c)
-                   or c.get('model') == 'transformer_seq2seq')),
+       for key in ('sentence_markers', 'sentence_norm', 'pooling_dropout',
+                   'mlp_dim')},
     'elmo_bilm': (
         "the tagger and the recurrent classifier (tasks 'tag', and "
         "'classify' with model 'classifier')", ('task', 'model'),

@@ -262,7 +262,6 @@ def test_every_preset_passes_the_checks():
     ('sst2_bilstm', 'sentence_norm', True),
     ('sst2_bilstm', 'pooling_dropout', True),
     ('sst2_bilstm', 'mlp_dim', 64),
-    ('multi30k_transformer', 'mlp_dim', 64),
     ('udpos_bilstm', 'elmo_bilm', 'runs/udpos_bilm'),
 ])
 def test_a_setting_is_taken_where_the_run_reads_it(preset, key, value):
@@ -277,6 +276,8 @@ def test_a_setting_is_taken_where_the_run_reads_it(preset, key, value):
     ('sst2_bert_small', 'sentence_markers', True, "model 'bert'"),
     ('sst2_bert_small', 'elmo_bilm', 'runs/sst2_bilm', "model 'bert'"),
     ('sst2_bert_small', 'mlp_dim', 64, "model 'bert'"),
+    # Its feed-forward width is mlp_ratio x embed_dim, as the GPT's.
+    ('multi30k_transformer', 'mlp_dim', 64, "model 'transformer_seq2seq'"),
     ('ptb_lstm_small', 'text_file', 'corpus.txt', "not task 'lm'"),
 ])
 def test_a_setting_the_run_ignores_is_refused(preset, key, value, this_run,
