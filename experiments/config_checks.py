@@ -73,10 +73,35 @@ READ_ONLY_BY = {
         lambda c: c.get('task') in ('tag', 'bilm') or _recurrent_classifier(c)),
 }
 
+
+def _models(*models: str):
+  """Whether a run trains one of `models` (an n-gram run has none)."""
+  return lambda c: c.get('task') != 'ngram' and c.get('model') in models
+
+
 # Like READ_ONLY_BY, for settings whose defaults are on and which presets
-# set for their own corpus (sst2_lm's min_count stays as it is when the LM
-# is pointed at PTB): refused only where the command line gives them.
+# set for their own corpus or model (sst2_lm's min_count stays as it is
+# when the LM is pointed at PTB): refused only where the command line gives
+# them.
 READ_ONLY_WHERE_GIVEN = {
+    'hidden_size': (
+        "the recurrent models ('rnn_lm', 'classifier', 'tagger', 'bilm', "
+        "'seq2seq_rnn'); a Transformer's width is embed_dim",
+        ('task', 'model'),
+        _models('rnn_lm', 'classifier', 'tagger', 'bilm', 'seq2seq_rnn')),
+    'cell': (
+        "the recurrent models but the bi-LM, whose are LSTMs ('rnn_lm', "
+        "'classifier', 'tagger', 'seq2seq_rnn')", ('task', 'model'),
+        _models('rnn_lm', 'classifier', 'tagger', 'seq2seq_rnn')),
+    'bidirectional': ("the recurrent classifier (the tagger's and the "
+                      "bi-LM's always are)", ('task', 'model'),
+                      _models('classifier')),
+    'num_heads': ("the Transformers ('gpt', 'bert', 'transformer_seq2seq')",
+                  ('task', 'model'),
+                  _models('gpt', 'bert', 'transformer_seq2seq')),
+    'positional': ("model 'gpt' (BERT's positions are learned, the "
+                   "translation Transformer's sinusoidal)", ('task', 'model'),
+                   _models('gpt')),
     'min_count': (
         "a word vocabulary built from the run's own training text (tasks "
         "'bilm', 'embeddings', 'tag' and 'classify' with model 'classifier' "

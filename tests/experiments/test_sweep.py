@@ -297,7 +297,7 @@ def test_sweep_end_to_end_then_skips_finished_runs(tmp_path, tiny_corpus_dir):
   assert third.returncode == 2, third.stdout + third.stderr
   assert 'use another --sweep_dir' in third.stderr
   # Nor are they another preset's runs of the same names.
-  other = ['shakespeare_char_lstm' if a == 'shakespeare_char_cpu' else a
+  other = ['shakespeare_char' if a == 'shakespeare_char_cpu' else a
            for a in args]
   fourth = _sweep(*other, **data)
   assert fourth.returncode == 2, fourth.stdout + fourth.stderr
