@@ -10,7 +10,9 @@ sentence i (in order): `ids_i` (int32 `[length]`, [CLS] pieces [SEP]),
 L2-normalised: sentence-transformers' embedding). sentence-transformers
 also cuts each text at its model's `max_seq_length` (in the model folder's
 sentence_bert_config.json: 256 for all-MiniLM-L6-v2); pass the same
---max_length for equal embeddings of longer texts.
+--max_length for equal embeddings of longer texts. A run trained here
+learnt only the positions below its block_size (and its init_from's):
+longer sentences are cut there unless --max_length says otherwise.
 """
 
 import sys
@@ -25,7 +27,8 @@ _TEXT = flags.DEFINE_multi_string('text', None, 'A sentence (repeatable).')
 _OUT = flags.DEFINE_string('out', None, 'The .npz file to write.')
 _MAX_LENGTH = flags.DEFINE_integer(
     'max_length', 0, 'Ids per sentence at most, [CLS] and [SEP] included '
-    '(0: the model\'s positions).')
+    '(0: the positions the run trained: all of an import\'s, those below '
+    'block_size of a run trained here).')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32,
                                    'Sentences encoded at once.')
 
@@ -54,14 +57,21 @@ def main(argv):
   def encode():
     import numpy as np
     from lm_jax.models.bert import BertEncoder
-    from lm_jax.tasks.masked_lm import load_bert_run
+    from lm_jax.tasks.masked_lm import load_bert_run, trained_positions
 
-    _, tokenizer, model, step, params = load_bert_run(_WORKDIR.value)
+    config, tokenizer, model, step, params = load_bert_run(_WORKDIR.value)
     encoder = BertEncoder(model.config)
-    max_length = _MAX_LENGTH.value or model.config.max_positions
+    # A run trained here learnt only the positions its sequences reached.
+    trained = trained_positions(config)
+    max_length = _MAX_LENGTH.value or trained
     if max_length > model.config.max_positions:
       cli.fail(f'--max_length {max_length} exceeds the model\'s '
                f'{model.config.max_positions} positions')
+    if max_length > trained:
+      print(f'warning: {_WORKDIR.value} trained positions below {trained} '
+            f'only (its block_size, and its init_from\'s); --max_length '
+            f'{max_length} reads longer sentences with untrained rows',
+            file=sys.stderr)
     arrays = encode_sentences(encoder, params['encoder'], tokenizer, texts,
                               max_length, _BATCH_SIZE.value)
     np.savez(out, **arrays)

@@ -98,6 +98,25 @@ def load_bert_run(workdir: str):
   return config, tokenizer, model, step, params
 
 
+def trained_positions(config: ml_collections.ConfigDict) -> int:
+  """The position rows a BERT run's training has reached: those below its
+  `block_size` (every sequence it trained on was cut to that), and those of
+  the run it continued (`init_from`). An import of a published model
+  (`num_train_steps` 0) has all of its `max_positions`; so does a run whose
+  source can no longer be read, as no one can tell."""
+  if not config.get('num_train_steps'):
+    return config.max_positions
+  positions = min(config.block_size, config.max_positions)
+  source = config.get('init_from')
+  if source:
+    try:
+      source_config = ml_collections.ConfigDict(read_run_config(source))
+    except (OSError, ValueError):
+      return config.max_positions
+    positions = max(positions, trained_positions(source_config))
+  return positions
+
+
 def graft(params: Any, source: Any, parts: tuple[str, ...]) -> dict:
   """`params` with its top-level `parts` replaced by `source`'s (those
   both have); shapes must agree."""

@@ -94,6 +94,26 @@ def test_import_and_encode_commands(tmp_path):
   assert done.returncode == 2 and done.stderr.strip().splitlines() == [
       "error: --max_length 65 exceeds the model's 64 positions"]
 
+  # As a run trained here on sequences of 8 ids: it learnt 8 positions.
+  config_file = tmp_path / 'run' / 'config.json'
+  config = json.loads(config_file.read_text())
+  config.update(num_train_steps=5, block_size=8)
+  config_file.write_text(json.dumps(config))
+  long_text = ' '.join(texts * 3)
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'run'),
+               '--text', long_text, '--out', str(tmp_path / 'cut.npz')],
+              tmp_path)
+  assert done.returncode == 0 and 'warning' not in done.stderr, done.stderr
+  with np.load(tmp_path / 'cut.npz') as out:
+    assert len(out['ids_0']) == 8
+  done = _run(['experiments.encode', '--workdir', str(tmp_path / 'run'),
+               '--text', long_text, '--out', str(tmp_path / 'cut.npz'),
+               '--max_length', '16'], tmp_path)
+  assert done.returncode == 0, done.stderr
+  assert 'trained positions below 8 only' in done.stderr
+  with np.load(tmp_path / 'cut.npz') as out:
+    assert len(out['ids_0']) == 16
+
 
 def test_encode_checks_the_workdir_before_reading_stdin(tmp_path,
                                                         monkeypatch, capsys):

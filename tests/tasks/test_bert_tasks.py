@@ -2,7 +2,10 @@
 and classification fine-tuning (task 'classify', model 'bert') from an
 imported Hugging Face checkpoint or a masked-LM run."""
 
+import json
+
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -10,7 +13,7 @@ from experiments.configs import bert_mlm_small, sst2_bert_small
 from lm_jax import import_hf, tasks
 from lm_jax.data import tokenizers
 from lm_jax.tasks import classification
-from lm_jax.tasks.masked_lm import load_bert_run
+from lm_jax.tasks.masked_lm import load_bert_run, trained_positions
 from lm_jax.train import loop
 from lm_jax.train.logging import read_metrics
 from tests import fake_hf_bert
@@ -253,3 +256,24 @@ def test_length_multiple_beyond_the_positions_is_an_error(tmp_path):
                             length_multiple=32)
   with pytest.raises(ValueError, match='exceeds the model.s 20 positions'):
     tasks.make_task(config).prepare()
+
+
+def test_trained_positions_follow_the_runs_a_run_continues(tmp_path):
+  """A run trains the positions below its block_size; one continued from
+  another keeps what that one trained; an import has them all."""
+  def run(name, steps, block_size, init_from=''):
+    config = {'task': 'mlm', 'model': 'bert', 'num_train_steps': steps,
+              'block_size': block_size, 'max_positions': 512,
+              'init_from': str(tmp_path / init_from) if init_from else ''}
+    (tmp_path / name).mkdir()
+    (tmp_path / name / 'config.json').write_text(json.dumps(config))
+    return ml_collections.ConfigDict(config)
+
+  assert trained_positions(run('imported', 0, 64)) == 512
+  assert trained_positions(run('mlm', 100, 64)) == 64
+  assert trained_positions(run('longer', 10, 128, 'mlm')) == 128
+  assert trained_positions(run('shorter', 10, 32, 'mlm')) == 64
+  assert trained_positions(run('chain', 10, 32, 'shorter')) == 64
+  assert trained_positions(run('from_import', 10, 64, 'imported')) == 512
+  # A source that is gone: no one can tell, so all of them.
+  assert trained_positions(run('orphan', 10, 64, 'gone')) == 512
