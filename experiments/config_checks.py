@@ -47,8 +47,8 @@ READ_ONLY_BY = {
     'pretrained_lm': (
         "a recurrent classifier or LM (task 'classify' with model "
         "'classifier', or 'lm' with 'rnn_lm')", ('task', 'model'),
-        lambda c: (c.get('task'), c.get('model')) in (
-            ('classify', 'classifier'), ('lm', 'rnn_lm'))),
+        lambda c: (_recurrent_classifier(c)
+                   or (c.get('task'), c.get('model')) == ('lm', 'rnn_lm'))),
     # Only a classifier's labelled examples are sampled or filtered.
     'whole_sentences': ("the 'classify' task's training examples",
                         ('task',), lambda c: c.get('task') == 'classify'),

@@ -14,6 +14,10 @@ from tests.command_line import (CONFIG_DIR, REPO_ROOT, assert_one_error_line,
                                 assert_unchanged, python_module, snapshot)
 
 
+def _preset_config(preset):
+  return importlib.import_module(f'experiments.configs.{preset}').get_config()
+
+
 def test_a_launch_that_changes_the_training_gets_its_own_default_workdir():
   runs = os.path.join(REPO_ROOT, 'runs')
   assert cli.default_workdir('ptb_lstm_small', []) == os.path.join(
@@ -204,10 +208,9 @@ def test_a_refused_setting_names_the_setting_that_rules_it_out(capsys):
 def test_word_dropout_is_taken_where_the_run_applies_it(preset):
   """The classifier, the tagger and the bi-LM read it (their presets set
   it); a GPT is refused it (the test above)."""
-  config = importlib.import_module(
-      f'experiments.configs.{preset}').get_config()
+  config = _preset_config(preset)
   assert config.word_dropout_rate > 0 and 'word_dropout_rate' in (
-      config_checks.READ_ONLY_BY)  # pylint: disable=protected-access
+      config_checks.READ_ONLY_BY)
   config_checks.check_values(config)  # no SystemExit
 
 
@@ -248,8 +251,7 @@ def test_word_dropout_is_taken_where_the_run_applies_it(preset):
 ])
 def test_a_setting_given_where_the_run_ignores_it_is_refused(
     preset, args, refused, capsys):
-  config = importlib.import_module(
-      f'experiments.configs.{preset}').get_config()
+  config = _preset_config(preset)
   given = cli.config_overrides(args)
   for key, value in given.items():
     config[key] = type(config[key])(value)
@@ -265,8 +267,7 @@ def test_a_setting_given_where_the_run_ignores_it_is_refused(
 def test_every_preset_passes_the_checks():
   for name in sorted(os.listdir(CONFIG_DIR)):
     if name.endswith('.py') and name not in ('base.py', '__init__.py'):
-      config = importlib.import_module(
-          f'experiments.configs.{name[:-3]}').get_config()
+      config = _preset_config(name[:-3])
       config_checks.check_values(config)  # no SystemExit
       config_checks.check_given(config, [])
 
@@ -281,8 +282,7 @@ def test_every_preset_passes_the_checks():
     ('udpos_bilstm', 'elmo_bilm', 'runs/udpos_bilm'),
 ])
 def test_a_setting_is_taken_where_the_run_reads_it(preset, key, value):
-  config = importlib.import_module(
-      f'experiments.configs.{preset}').get_config()
+  config = _preset_config(preset)
   config[key] = value
   config_checks.check_values(config)  # no SystemExit
 
@@ -298,8 +298,7 @@ def test_a_setting_is_taken_where_the_run_reads_it(preset, key, value):
 ])
 def test_a_setting_the_run_ignores_is_refused(preset, key, value, this_run,
                                               capsys):
-  config = importlib.import_module(
-      f'experiments.configs.{preset}').get_config()
+  config = _preset_config(preset)
   config[key] = value
   with pytest.raises(SystemExit):
     config_checks.check_values(config)
