@@ -14,6 +14,8 @@ Fixtures:
   make_tiny_task, tiny_task: prepared `LanguageModelingTask`s of tiny
     configs.
   make_tiny_gpt: a factory of tiny GPT models and their parameters.
+  optimized_compilation: XLA's optimisation passes on, for tests that
+    train hundreds of steps.
   offline: makes every host-name lookup fail, as on a machine without
     internet, so no test ever downloads anything.
 """
@@ -201,6 +203,17 @@ def make_tiny_gpt():
     return model, params['params']
 
   return make
+
+
+@pytest.fixture
+def optimized_compilation():
+  """XLA's optimisation passes on for the test: hundreds of training steps
+  repay them, unlike the suite's many short programs, for which the suite
+  turns them off."""
+  disabled = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', False)
+  yield
+  jax.config.update('jax_disable_most_optimizations', disabled)
 
 
 @pytest.fixture

@@ -334,6 +334,7 @@ def test_minilm_import_matches_transformers(tmp_path):
                                atol=1e-5)
 
 
+@pytest.mark.usefixtures('optimized_compilation')
 def test_masked_lm_learns_to_read_the_context():
   """Sequences count upwards from a random start, so a masked token is its
   left neighbour plus one: unigram statistics give 1 in 60 and only

@@ -15,6 +15,9 @@ from lm_jax.models.seq2seq_rnn import Seq2SeqRNN, Seq2SeqRNNConfig
 from lm_jax.models.transformer_seq2seq import (TransformerSeq2Seq,
                                                TransformerSeq2SeqConfig)
 
+# Hundreds of steps repay XLA's optimisation passes (a quarter less time).
+pytestmark = pytest.mark.usefixtures('optimized_compilation')
+
 BOS, EOS = 2, 3
 DIGITS = np.arange(4, 14)  # ids of 0..9
 VOCAB = 14
@@ -45,16 +48,6 @@ SETUPS = {
         VOCAB, VOCAB, num_layers=2, num_heads=4, embed_dim=64, mlp_dim=128,
         dropout_rate=0.0)), 400, 2e-3),
 }
-
-
-@pytest.fixture(autouse=True)
-def optimized_compilation():
-  """Hundreds of steps repay XLA's optimisation passes (a quarter less time
-  here), which the suite turns off for its many short programs."""
-  disabled = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', False)
-  yield
-  jax.config.update('jax_disable_most_optimizations', disabled)
 
 
 def train(model, steps, learning_rate, seed=0):
