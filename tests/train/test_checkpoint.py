@@ -215,3 +215,23 @@ def test_data_item_round_trips_and_reads_the_old_layout():
   # Checkpoints written before the window was kept: the iterator alone.
   assert checkpoint.split_data_item({'next_index': 7}) == ({'next_index': 7},
                                                            None)
+
+
+def test_a_save_on_cpu_devices_compiles_nothing(tmp_path, caplog):
+  """Orbax's default on CPU hosts slices each replicated array among its
+  replicas before writing it: a program compiled per shape and device, at
+  a run's first save. lm_jax has each array written whole, once."""
+  replicated = parallel.replicated(parallel.make_data_mesh(4))
+  # Shapes of no other test (a program compiled before would not show),
+  # each with an axis the 4 replicas divide (others are written whole).
+  state = {'w': jax.device_put(np.ones((12, 20), np.float32), replicated),
+           'b': jax.device_put(np.arange(36, dtype=np.float32), replicated)}
+  ckpt = checkpoint.Checkpointer(str(tmp_path), async_save=False)
+  with jax.log_compiles(), caplog.at_level(logging.WARNING):
+    assert ckpt.save(1, state, {}, {})
+  compiled = [r.getMessage() for r in caplog.records
+              if 'Compiling' in r.getMessage()]
+  assert not compiled, compiled
+  _, restored, _ = ckpt.restore_latest(_abstract(state, 4))
+  ckpt.close()
+  _assert_trees_equal(restored, state)
