@@ -276,12 +276,15 @@ def cached_sentencepiece(sentences: Sequence[str], cache_dir: str, name: str,
   """`SentencePieceTokenizer.train`, or the model trained before.
 
   The model is stored as `cache_dir/sentencepiece/NAME-DIGEST.model`, the
-  digest covering the sentences and the options, so new data or options
-  train a new model and a cached one is never stale. Processes building the
-  same model at once (tests, sweeps) wait for the first.
+  digest covering the sentences, the options and sentencepiece's version
+  (the trainer), so new data, options or trainer train a new model and a
+  cached one is never stale. Processes building the same model at once
+  (tests, sweeps) wait for the first.
   """
+  import sentencepiece  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256(json.dumps(
-      [vocab_size, model_type, character_coverage]).encode())
+      [vocab_size, model_type, character_coverage,
+       sentencepiece.__version__]).encode())
   for sentence in sentences:
     # Length first: ['a\nb'] and ['a', 'b'] are different corpora.
     data = sentence.encode('utf-8')

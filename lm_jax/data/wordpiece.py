@@ -30,8 +30,10 @@ WordPiece's greedy longest match, not the merges.
 
 from __future__ import annotations
 
+import ast
 import collections
 import fcntl
+import functools
 import hashlib
 import heapq
 import json
@@ -350,18 +352,31 @@ def _merges(counts: dict[str, int], budget: int, min_frequency: int,
   return new_pieces
 
 
+@functools.lru_cache(maxsize=None)
+def _code_fingerprint() -> bytes:
+  """SHA-256 of this module's code, comments and layout left out: the
+  trainer, its defaults and the normaliser a cached vocabulary came from
+  (as the dataset builders' `raw_files.code_fingerprint`)."""
+  with open(__file__, encoding='utf-8') as f:
+    return hashlib.sha256(ast.dump(ast.parse(f.read())).encode()).digest()
+
+
 def cached_wordpiece(sentences: Sequence[str], cache_dir: str, name: str,
                      vocab_size: int, lower_case: bool = True
                      ) -> WordPieceTokenizer:
   """`WordPieceTokenizer.train`, or the vocabulary trained before.
 
   Stored as `cache_dir/wordpiece/NAME-DIGEST.txt` (a vocab.txt), the digest
-  covering the sentences and the options, so new data trains anew and a
-  cached vocabulary is never stale; concurrent builders wait for the first.
+  covering the sentences, the options and this module's code, so new data
+  or a changed trainer trains anew and a cached vocabulary is never stale;
+  concurrent builders wait for the first.
   """
   digest = hashlib.sha256(json.dumps([vocab_size, lower_case]).encode())
+  digest.update(_code_fingerprint())
   for sentence in sentences:
-    digest.update(sentence.encode('utf-8') + b'\n')
+    # Length first: ['a\nb'] and ['a', 'b'] are different corpora.
+    data = sentence.encode('utf-8')
+    digest.update(len(data).to_bytes(8, 'little') + data)
   folder = os.path.join(cache_dir, 'wordpiece')
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, f'{name}-{digest.hexdigest()[:16]}.txt')

@@ -11,7 +11,7 @@ import unicodedata
 import numpy as np
 import pytest
 
-from lm_jax.data import tokenizers
+from lm_jax.data import tokenizers, wordpiece
 from lm_jax.data.wordpiece import (SPECIALS, WordPieceTokenizer,
                                    cached_wordpiece)
 from tests import fake_hf_bert
@@ -170,6 +170,21 @@ def test_cached_vocabulary_is_reused(tmp_path, monkeypatch):
   assert other.vocab != first.vocab or len(os.listdir(
       tmp_path / 'wordpiece')) > len(files)
 
+
+
+def test_cached_vocabulary_is_keyed_on_the_trainers_code_and_sentences(
+    tmp_path, monkeypatch):
+  """A fix of the trainer or of its normaliser must not reuse vocabularies
+  the old code trained; nor may the same characters cut into other
+  sentences."""
+  cached_wordpiece(CORPUS, str(tmp_path), 'tiny', 100)
+  joined = ['\n'.join(CORPUS[i:i + 2]) for i in range(0, len(CORPUS), 2)]
+  cached_wordpiece(joined, str(tmp_path), 'tiny', 100)
+  code = wordpiece._code_fingerprint()  # pylint: disable=protected-access
+  monkeypatch.setattr(wordpiece, '_code_fingerprint', lambda: b'edited' + code)
+  cached_wordpiece(CORPUS, str(tmp_path), 'tiny', 100)
+  assert len([f for f in os.listdir(tmp_path / 'wordpiece')
+              if f.endswith('.txt')]) == 3
 
 TRICKY = [
     'Héllo, Wörld! Crème brûlée à la carte.', 'naïve café résumé ÅNGSTRÖM',
