@@ -92,7 +92,8 @@ def _measure(args) -> dict:
        'weights': np.ones(shape, np.float32)} for _ in range(8)]
   put = lambda b: parallel.to_global(b, mesh, int(per_call > 1))  # noqa: E731
   batches = [put(b) for b in host_batches]
-  key = jax.random.key(0)
+  # Replicated once, as the training loop has it.
+  key = jax.device_put(jax.random.key(0), parallel.replicated(mesh))
   calls = max(1, args.steps // per_call)
   for i in range(max(2, args.warmup // per_call)):
     state, metrics = step(state, batches[i % 8], key)

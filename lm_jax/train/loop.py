@@ -324,7 +324,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       task.output_dir = workdir
     steps = _compile_steps(task, tx, config, mesh)
     steps_per_call = config.get('steps_per_call', 1)
-    rng = jax.random.key(config.seed + 1)
+    # Made replicated once, by every host: an uncommitted key was copied to
+    # every device at every call (0.1 ms a call on 2 CPU devices).
+    rng = jax.jit(jax.random.key, static_argnums=0,
+                  out_shardings=parallel.replicated(mesh))(config.seed + 1)
     writer = MetricWriter(workdir, resume_step=start)
     stack.push(_closing(writer.close))
     trace = ProfileTrace(config.profile_steps, workdir, start,

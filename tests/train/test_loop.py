@@ -257,3 +257,14 @@ def test_pretrained_params_are_put_in_once_and_not_on_resume(
         warmup_steps=0, learning_rate=0.0, weight_decay=0.0,
         param_average_decay=average), str(tmp_path))
     assert calls == [1]  # the relaunch resumed from the checkpoint
+
+
+def test_training_steps_copy_nothing_between_devices(make_run_config,
+                                                     tmp_path):
+  """What every step reads is where it is read: the state and the key
+  replicated, the batch split. (An uncommitted key was copied to every
+  device at every call.)"""
+  config = make_run_config(num_train_steps=3, eval_every=0,
+                           checkpoint_every=0, num_devices=2)
+  with jax.transfer_guard_device_to_device('disallow'):
+    loop.train_and_evaluate(config, str(tmp_path / 'run'))
