@@ -269,6 +269,18 @@ class SentencePieceTokenizer(Tokenizer):
     return {'model': base64.b64encode(self.proto).decode('ascii')}
 
 
+def training_digest(options: list, sentences: Sequence[str],
+                    code: bytes = b''):
+  """SHA-256 over a trainer's JSON-able `options`, its `code` fingerprint
+  and `sentences`: the key of a cached tokenizer trained on them."""
+  digest = hashlib.sha256(json.dumps(options).encode() + code)
+  for sentence in sentences:
+    # Length first: ['a\nb'] and ['a', 'b'] are different corpora.
+    data = sentence.encode('utf-8')
+    digest.update(len(data).to_bytes(8, 'little') + data)
+  return digest
+
+
 def cached_sentencepiece(sentences: Sequence[str], cache_dir: str, name: str,
                          vocab_size: int, model_type: str = 'unigram',
                          character_coverage: float = 1.0
@@ -282,13 +294,9 @@ def cached_sentencepiece(sentences: Sequence[str], cache_dir: str, name: str,
   (tests, sweeps) wait for the first.
   """
   import sentencepiece  # pylint: disable=g-import-not-at-top
-  digest = hashlib.sha256(json.dumps(
-      [vocab_size, model_type, character_coverage,
-       sentencepiece.__version__]).encode())
-  for sentence in sentences:
-    # Length first: ['a\nb'] and ['a', 'b'] are different corpora.
-    data = sentence.encode('utf-8')
-    digest.update(len(data).to_bytes(8, 'little') + data)
+  digest = training_digest(
+      [vocab_size, model_type, character_coverage, sentencepiece.__version__],
+      sentences)
   folder = os.path.join(cache_dir, 'sentencepiece')
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, f'{name}-{digest.hexdigest()[:16]}.model')

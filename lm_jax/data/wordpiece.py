@@ -36,7 +36,6 @@ import fcntl
 import functools
 import hashlib
 import heapq
-import json
 import os
 import re
 import unicodedata
@@ -45,7 +44,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from lm_jax import atomic_files
-from lm_jax.data.tokenizers import Tokenizer, vocabulary_ids
+from lm_jax.data.tokenizers import (Tokenizer, training_digest,
+                                     vocabulary_ids)
 
 PAD, UNK, CLS, SEP, MASK = '[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'
 SPECIALS = (PAD, UNK, CLS, SEP, MASK)  # a trained vocabulary's ids 0-4
@@ -371,12 +371,8 @@ def cached_wordpiece(sentences: Sequence[str], cache_dir: str, name: str,
   or a changed trainer trains anew and a cached vocabulary is never stale;
   concurrent builders wait for the first.
   """
-  digest = hashlib.sha256(json.dumps([vocab_size, lower_case]).encode())
-  digest.update(_code_fingerprint())
-  for sentence in sentences:
-    # Length first: ['a\nb'] and ['a', 'b'] are different corpora.
-    data = sentence.encode('utf-8')
-    digest.update(len(data).to_bytes(8, 'little') + data)
+  digest = training_digest([vocab_size, lower_case], sentences,
+                           _code_fingerprint())
   folder = os.path.join(cache_dir, 'wordpiece')
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, f'{name}-{digest.hexdigest()[:16]}.txt')
